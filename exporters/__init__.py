@@ -1,0 +1,1 @@
+"""gpusleuth.exporters"""
