@@ -1,0 +1,106 @@
+"""RMSNorm and fused residual-add + RMSNorm (Llama style), Triton kernels with torch references.
+
+Rounding follows Hugging Face ``LlamaRMSNorm``: statistics in float32, the normalised row rounded to the input dtype,
+then multiplied by the weight in that dtype; the residual sum is rounded to the input dtype before it is normed.
+One program handles one row; the row is loaded once, so each kernel moves the minimum: read x (and residual),
+write the output (and the new residual).
+"""
+
+import torch
+
+from ._checks import check_eps, check_same_device, check_same_dtype, check_shape, check_tensor
+from ._runtime import is_triton_available, lazy_jit, next_pow2, tl
+
+MAX_HIDDEN = 65536  # one row lives in registers of one program
+
+
+def rms_norm_ref(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Torch reference: ``weight * (x / sqrt(mean(x^2) + eps))`` with Llama rounding."""
+    xf = x.float()
+    rstd = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * (xf * rstd).to(x.dtype)
+
+
+def add_rms_norm_ref(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
+                     eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Torch reference: ``(rms_norm(x + residual), x + residual)``."""
+    new_residual = x + residual
+    return rms_norm_ref(new_residual, weight, eps), new_residual
+
+
+@lazy_jit
+def _rms_norm_kernel(x_ptr, r_ptr, w_ptr, y_ptr, s_ptr, H, stride_x, stride_r, stride_y, stride_s, eps,
+                     HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    mask = cols < H
+    x = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+    if HAS_RESIDUAL:
+        r = tl.load(r_ptr + row * stride_r + cols, mask=mask, other=0.0).to(tl.float32)
+        s = (x + r).to(s_ptr.dtype.element_ty)  # rounded like a torch add in the input dtype
+        tl.store(s_ptr + row * stride_s + cols, s, mask=mask)
+        x = s.to(tl.float32)
+    rstd = tl.rsqrt(tl.sum(x * x, axis=0) / H + eps)
+    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    y = (x * rstd).to(y_ptr.dtype.element_ty).to(tl.float32) * w
+    tl.store(y_ptr + row * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+def _num_warps(block: int, elem_size: int) -> int:
+    # about two 16-byte vectors per thread: enough loads in flight without spilling
+    return max(1, min(16, block * elem_size // 1024))
+
+
+def _check(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None) -> None:
+    check_tensor("x", x, min_ndim=1)
+    check_tensor("weight", weight, ndim=1)
+    check_shape("weight", weight, (x.shape[-1],))
+    check_eps(eps)
+    tensors = {"x": x, "weight": weight}
+    if residual is not None:
+        check_tensor("residual", residual, min_ndim=1)
+        check_shape("residual", residual, x.shape)
+        tensors["residual"] = residual
+    check_same_dtype(**tensors)
+    check_same_device(**tensors)
+    if x.shape[-1] > MAX_HIDDEN:
+        raise ValueError(f"x: hidden size {x.shape[-1]} exceeds the kernel's limit of {MAX_HIDDEN}")
+
+
+def _launch(x: torch.Tensor, weight: torch.Tensor, eps: float,
+            residual: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    H = x.shape[-1]
+    x2 = x.reshape(-1, H)  # a view whenever the leading dimensions allow it
+    y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    s = torch.empty_like(y) if residual is not None else None
+    rows = x2.shape[0]
+    if rows == 0:
+        return y, s
+    r2 = residual.reshape(-1, H) if residual is not None else x2
+    s2 = s.view(-1, H) if s is not None else y.view(-1, H)
+    block = next_pow2(H)
+    _rms_norm_kernel[(rows,)](
+        x2, r2, weight, y.view(-1, H), s2, H, x2.stride(0), r2.stride(0), H, H, float(eps),
+        HAS_RESIDUAL=residual is not None, BLOCK=block, num_warps=_num_warps(block, x.element_size()))
+    return y, s
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """RMSNorm over the last dimension of ``x[..., H]`` with ``weight[H]``; returns a new tensor.
+
+    Runs the Triton kernel where ``is_triton_available(x.device)``, else the torch reference.
+    """
+    _check(x, weight, eps)
+    if not is_triton_available(x.device):
+        return rms_norm_ref(x, weight, eps)
+    return _launch(x, weight, eps, None)[0]
+
+
+def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
+                 eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused ``s = x + residual; (rms_norm(s, weight, eps), s)`` in one pass over memory."""
+    _check(x, weight, eps, residual)
+    if not is_triton_available(x.device):
+        return add_rms_norm_ref(x, residual, weight, eps)
+    y, s = _launch(x, weight, eps, residual)
+    return y, s
