@@ -70,6 +70,16 @@ def lazy_jit(fn: Callable) -> LazyKernel:
     return LazyKernel(fn)
 
 
+def dot_precision(dtype: torch.dtype) -> str:
+    """``tl.dot`` input precision: true float32 for float32 inputs (Triton defaults to tf32 there)."""
+    return "ieee" if dtype == torch.float32 else "tf32"  # ignored for 16-bit inputs
+
+
+def upcast_dot(dtype: torch.dtype) -> bool:
+    """Whether bf16 ``tl.dot`` operands must be widened: the interpreter multiplies their raw bits otherwise."""
+    return dtype == torch.bfloat16 and interpret_enabled()
+
+
 def cdiv(a: int, b: int) -> int:
     """Ceiling division of non-negative ints."""
     return -(-a // b)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ._checks import check_contiguous, check_same_device, check_same_dtype, check_scale, check_tensor
-from ._runtime import cdiv, is_triton_available, lazy_jit, next_pow2, sm_count, tl
+from ._runtime import cdiv, dot_precision, is_triton_available, lazy_jit, next_pow2, sm_count, tl, upcast_dot
 
 LOG2E = 1.4426950408889634
 
@@ -60,7 +60,7 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, o_ptr, lse_ptr, scale_l
                    stride_qb, stride_qh, stride_bt, stride_blk, stride_slot, stride_ob, stride_oh, stride_os,
                    tokens_per_split, G: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
                    BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-                   SPLIT: tl.constexpr, PREC: tl.constexpr):
+                   SPLIT: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     kvh = tl.program_id(1)
     sp = tl.program_id(2)
@@ -72,6 +72,8 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, o_ptr, lse_ptr, scale_l
     gd_mask = (g[:, None] < G) & (d[None, :] < D)
     heads = kvh * G + g  # query heads sharing this KV head
     q = tl.load(q_ptr + b * stride_qb + heads[:, None] * stride_qh + d[None, :], mask=gd_mask, other=0.0)
+    if UPCAST:
+        q = q.to(tl.float32)
     m_i = tl.full([BLOCK_G], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_G], tl.float32)
     acc = tl.zeros([BLOCK_G, BLOCK_D], tl.float32)
@@ -83,6 +85,8 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, o_ptr, lse_ptr, scale_l
         row = page * stride_blk + (n % PAGE) * stride_slot + head_off  # [N] element offsets of the token rows
         kv_mask = n_mask[:, None] & (d[None, :] < D)
         k = tl.load(k_ptr + row[:, None] + d[None, :], mask=kv_mask, other=0.0)  # [N, D]
+        if UPCAST:  # the interpreter cannot multiply bf16 matrices: same products, exact in float32
+            k = k.to(tl.float32)
         s = tl.dot(q, tl.trans(k), input_precision=PREC) * scale_log2  # [G, N], log2 domain
         s = tl.where(n_mask[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, axis=1))
@@ -90,7 +94,11 @@ def _decode_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, o_ptr, lse_ptr, scale_l
         p = tl.exp2(s - m_new[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
         v = tl.load(v_ptr + row[:, None] + d[None, :], mask=kv_mask, other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
+        p = p.to(v.dtype)  # rounded like the tensor-core path on the GPU
+        if UPCAST:
+            p = p.to(tl.float32)
+            v = v.to(tl.float32)
+        acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=PREC)
         m_i = m_new
     # an empty split (start >= ctx) has l_i == 0: write zeros and lse = -inf so the reduce ignores it
     has = l_i > 0
@@ -175,7 +183,7 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     splits = max(1, cdiv(max_ctx, tokens))
     block_d = max(16, next_pow2(D))
     common = dict(G=Hq // Hk, D=D, PAGE=page, BLOCK_G=max(16, next_pow2(Hq // Hk)), BLOCK_D=block_d,
-                  BLOCK_N=cfg.block_n, PREC="ieee" if q.dtype == torch.float32 else "tf32",
+                  BLOCK_N=cfg.block_n, PREC=dot_precision(q.dtype), UPCAST=upcast_dot(q.dtype),
                   num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     scale_log2 = float(scale) * LOG2E
     kv_strides = (k_cache.stride(0), k_cache.stride(1))

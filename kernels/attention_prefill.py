@@ -12,7 +12,7 @@ variant gathering K/V rows through the block table.
 import torch
 
 from ._checks import check_contiguous, check_same_device, check_same_dtype, check_scale, check_tensor
-from ._runtime import cdiv, is_triton_available, lazy_jit, next_pow2, tl
+from ._runtime import cdiv, dot_precision, is_triton_available, lazy_jit, next_pow2, tl, upcast_dot
 
 LOG2E = 1.4426950408889634
 
@@ -62,7 +62,8 @@ def paged_prefill_attention_ref(q: torch.Tensor, k_cache: torch.Tensor, v_cache:
 def _prefill_kernel(q_ptr, k_ptr, v_ptr, o_ptr, cu_ptr, ctx_ptr, bt_ptr, scale_log2,
                     sq_t, sq_h, sk_a, sk_b, sv_a, sv_b, so_t, so_h, stride_bt,
                     G: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr, PAGED: tl.constexpr,
-                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr):
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr,
+                    UPCAST: tl.constexpr):
     mb = tl.program_id(0)
     b = tl.program_id(1)
     h = tl.program_id(2)
@@ -80,6 +81,8 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, o_ptr, cu_ptr, ctx_ptr, bt_ptr, scale_l
     qd_mask = (m[:, None] < q_len) & (d[None, :] < D)
     q_rows = (q_start + m).to(tl.int64)
     q = tl.load(q_ptr + q_rows[:, None] * sq_t + h * sq_h + d[None, :], mask=qd_mask, other=0.0)
+    if UPCAST:  # the interpreter cannot multiply bf16 matrices: same products, exact in float32
+        q = q.to(tl.float32)
     kvh = h // G
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -98,6 +101,8 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, o_ptr, cu_ptr, ctx_ptr, bt_ptr, scale_l
             v_row = tok * sv_a + kvh * sv_b
         kv_mask = n_mask[:, None] & (d[None, :] < D)
         k = tl.load(k_ptr + k_row[:, None] + d[None, :], mask=kv_mask, other=0.0)
+        if UPCAST:
+            k = k.to(tl.float32)
         s = tl.dot(q, tl.trans(k), input_precision=PREC) * scale_log2  # [M, N]
         visible = (n[None, :] <= (first_pos + m)[:, None]) & n_mask[None, :]
         s = tl.where(visible, s, float("-inf"))
@@ -107,7 +112,11 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, o_ptr, cu_ptr, ctx_ptr, bt_ptr, scale_l
         p = tl.exp2(s - m_safe[:, None])
         l_i = l_i * alpha + tl.sum(p, axis=1)
         v = tl.load(v_ptr + v_row[:, None] + d[None, :], mask=kv_mask, other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
+        p = p.to(v.dtype)  # rounded like the tensor-core path on the GPU
+        if UPCAST:
+            p = p.to(tl.float32)
+            v = v.to(tl.float32)
+        acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=PREC)
         m_i = m_new
     out = acc / tl.where(l_i > 0, l_i, 1.0)[:, None]
     tl.store(o_ptr + q_rows[:, None] * so_t + h * so_h + d[None, :], out.to(o_ptr.dtype.element_ty), mask=qd_mask)
@@ -123,7 +132,7 @@ def _launch(q, k, v, out, cu, ctx, bt, kv_strides, max_q_len: int, page: int, pa
     _prefill_kernel[grid](q, k, v, out, cu, ctx, bt, float(scale) * LOG2E, q.stride(0), q.stride(1), *kv_strides,
                           out.stride(0), out.stride(1), bt.stride(0), G=Hq // k.shape[-2], D=D, PAGE=page,
                           PAGED=paged, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=max(16, next_pow2(D)),
-                          PREC="ieee" if q.dtype == torch.float32 else "tf32", num_warps=4, num_stages=2)
+                          PREC=dot_precision(q.dtype), UPCAST=upcast_dot(q.dtype), num_warps=4, num_stages=2)
 
 
 def _check_q(q: torch.Tensor, Hk: int, D: int, cu: torch.Tensor, cu_name: str) -> None:

@@ -14,18 +14,22 @@ from ._runtime import is_triton_available, lazy_jit, next_pow2, tl
 MAX_HIDDEN = 65536  # one row lives in registers of one program
 
 
-def rms_norm_ref(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Torch reference: ``weight * (x / sqrt(mean(x^2) + eps))`` with Llama rounding."""
-    xf = x.float()
+def _rms_norm_math(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    xf = x.float() if x.dtype != torch.float64 else x
     rstd = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
     return weight * (xf * rstd).to(x.dtype)
+
+
+def rms_norm_ref(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Torch reference: ``weight * (x / sqrt(mean(x^2) + eps))`` with Llama rounding."""
+    return _rms_norm_math(x, weight, eps)
 
 
 def add_rms_norm_ref(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
                      eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
     """Torch reference: ``(rms_norm(x + residual), x + residual)``."""
     new_residual = x + residual
-    return rms_norm_ref(new_residual, weight, eps), new_residual
+    return _rms_norm_math(new_residual, weight, eps), new_residual
 
 
 @lazy_jit
