@@ -1,0 +1,51 @@
+"""Cumulative log2 latency histograms built from kernel read-and-clear deltas.
+
+Slot s (bcc's bpf_log2l) holds values in [2^(s-1), 2^s) ns, so its Prometheus upper bound is 2^s ns.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+NUM_SLOTS = 65
+
+
+def slot_upper_seconds(slot: int) -> float:
+    return (1 << slot) / 1e9
+
+
+@dataclass(slots=True)
+class Log2Hist:
+    """A cumulative histogram: counts per slot, total count and sum in ns, and when it last changed."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * NUM_SLOTS)
+    count: int = 0
+    sum_ns: int = 0
+    last_change_ns: int = 0
+
+    def add(self, slot: int, count: int, sum_ns: int, now_ns: int) -> None:
+        self.counts[min(slot, NUM_SLOTS - 1)] += count
+        self.count += count
+        self.sum_ns += sum_ns
+        self.last_change_ns = now_ns
+
+    def to_dict(self) -> dict:
+        """JSON form: sparse {slot: count} plus totals (slots as strings for JSON keys)."""
+        return {"buckets": {str(s): c for s, c in enumerate(self.counts) if c}, "count": self.count,
+                "sum_ns": self.sum_ns}
+
+
+def quantile_from_buckets(buckets: dict[int, int], q: float) -> float:
+    """Approximate quantile (ns) from {slot: count}, interpolating linearly inside the slot."""
+    total = sum(buckets.values())
+    if total == 0:
+        return 0.0
+    rank = q * total
+    seen = 0
+    for slot in sorted(buckets):
+        c = buckets[slot]
+        if seen + c >= rank:
+            lo = (1 << (slot - 1)) if slot > 0 else 0
+            hi = 1 << slot
+            return lo + (hi - lo) * ((rank - seen) / c if c else 0.0)
+        seen += c
+    return float(1 << max(buckets))

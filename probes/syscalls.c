@@ -1,0 +1,98 @@
+// Per-(process, syscall) log2 latency histograms and slow-syscall events, from raw_syscalls tracepoints.
+// Specialised by the loader with #defines: FILTER (0 = every process, 1 = watched tgids/cgroups only),
+// SLOW_NS (slow-event threshold), MAX_THREADS, MAX_KEYS, USE_RINGBUF.
+#include <uapi/linux/ptrace.h>
+#include <linux/sched.h>
+
+struct start_t {
+    u64 ts;
+    u64 nr;
+};
+
+struct hist_key_t {
+    u32 tgid;
+    u32 nr;
+    u32 slot;   // bpf_log2l(ns): slot s holds [2^(s-1), 2^s) ns
+    u32 pad;
+};
+
+struct hist_val_t {
+    u64 count;
+    u64 sum_ns;
+};
+
+struct slow_t {
+    u32 tgid;
+    u32 tid;
+    u64 start_ns;
+    u64 dur_ns;
+    u32 nr;
+    char comm[TASK_COMM_LEN];
+};
+
+BPF_TABLE("lru_hash", u32, struct start_t, starts, MAX_THREADS);
+BPF_HASH(hist, struct hist_key_t, struct hist_val_t, MAX_KEYS);
+BPF_HASH(watched, u32, u8, 65536);
+BPF_HASH(watched_cgroups, u64, u8, 1024);
+BPF_ARRAY(lost, u64, 2);   // [0] histogram keys that did not fit, [1] slow events the buffer could not take
+#if USE_RINGBUF
+BPF_RINGBUF_OUTPUT(slow_events, 64);
+#else
+BPF_PERF_OUTPUT(slow_events);
+#endif
+
+static __always_inline void count_lost(int idx) {
+    u64 *v = lost.lookup(&idx);
+    if (v)
+        __sync_fetch_and_add(v, 1);
+}
+
+TRACEPOINT_PROBE(raw_syscalls, sys_enter) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32, tid = (u32)id;
+#if FILTER
+    if (!watched.lookup(&tgid)) {
+        u64 cg = bpf_get_current_cgroup_id();
+        if (!watched_cgroups.lookup(&cg))
+            return 0;
+    }
+#endif
+    struct start_t s = {.ts = bpf_ktime_get_ns(), .nr = args->id};
+    starts.update(&tid, &s);
+    return 0;
+}
+
+TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32, tid = (u32)id;
+    struct start_t *s = starts.lookup(&tid);
+    if (!s)
+        return 0;
+    u64 now = bpf_ktime_get_ns();
+    u64 ts = s->ts, nr = s->nr;
+    starts.delete(&tid);
+    u64 delta = now - ts;
+
+    struct hist_key_t key = {.tgid = tgid, .nr = (u32)nr, .slot = bpf_log2l(delta)};
+    struct hist_val_t zero = {};
+    struct hist_val_t *v = hist.lookup_or_try_init(&key, &zero);
+    if (v) {
+        __sync_fetch_and_add(&v->count, 1);
+        __sync_fetch_and_add(&v->sum_ns, delta);
+    } else {
+        count_lost(0);
+    }
+
+    if (delta >= SLOW_NS) {
+        struct slow_t e = {.tgid = tgid, .tid = tid, .start_ns = ts, .dur_ns = delta, .nr = (u32)nr};
+        bpf_get_current_comm(&e.comm, sizeof(e.comm));
+#if USE_RINGBUF
+        if (slow_events.ringbuf_output(&e, sizeof(e), 0) != 0)
+            count_lost(1);
+#else
+        if (slow_events.perf_submit(args, &e, sizeof(e)) != 0)
+            count_lost(1);
+#endif
+    }
+    return 0;
+}

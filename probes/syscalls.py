@@ -1,0 +1,177 @@
+"""Syscall probe: per-(process, syscall) log2 latency histograms and slow-syscall Events (raw_syscalls tracepoints).
+
+Histograms are aggregated in the kernel and read-and-cleared every `interval_s`; only syscalls slower than
+`slow_threshold_ms` cross to user space one by one (ring buffer). With a watch filter, unwatched processes cost
+one hash lookup per syscall entry.
+
+Snapshot schema (`store.snapshot("syscalls")`):
+  {"t_ns": int, "interval_s": float, "filter": "watched"|"all", "watched_tgids": int,
+   "processes": {"<pid>": {"comm": str, "syscalls": {"<name>": {"buckets": {"<slot>": n}, "count": n,
+                                                                  "sum_ns": n}}}},
+   "slow_events_total": int, "lost_keys": int, "lost_events": int}
+Bucket slot s holds latencies in [2^(s-1), 2^s) ns; counts are cumulative since the probe started.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpusleuth.agent.config import check_range
+from gpusleuth.probes import bpf_common
+from gpusleuth.probes.base import PollResult, Probe, ProbeState, ProbeUnavailable, Requirement, WatchSet
+from gpusleuth.probes.log2_hist import Log2Hist
+from gpusleuth.probes.proc_info import CommCache, is_alive
+from gpusleuth.probes.records import Event, Sample
+from gpusleuth.probes.syscall_table import syscall_name
+
+log = logging.getLogger(__name__)
+C_SOURCE = Path(__file__).with_name("syscalls.c")
+TRACEPOINTS = [("raw_syscalls", "sys_enter"), ("raw_syscalls", "sys_exit")]
+
+
+@dataclass(slots=True)
+class SyscallConfig:
+    interval_s: float = 1.0
+    slow_threshold_ms: float = 10.0
+    max_threads: int = 65536  # in-flight syscalls tracked at once (LRU)
+    max_keys: int = 65536  # distinct (process, syscall, bucket) keys per interval
+    idle_expiry_s: float = 600.0  # forget a gone process's histograms after this long without activity
+
+    def __post_init__(self) -> None:
+        check_range("interval_s", self.interval_s, 0.05, 3600)
+        check_range("slow_threshold_ms", self.slow_threshold_ms, 0.001, 3_600_000)
+        check_range("max_threads", self.max_threads, 1024, 4_194_304)
+        check_range("max_keys", self.max_keys, 1024, 4_194_304)
+        check_range("idle_expiry_s", self.idle_expiry_s, 1, 86400 * 7)
+
+
+class SyscallProbe(Probe):
+    name = "syscalls"
+    config_class = SyscallConfig
+
+    def __init__(self, config: SyscallConfig) -> None:
+        super().__init__(config)
+        self._bpf = None
+        self._lock = threading.Lock()
+        self._watch = WatchSet()
+        self._hists: dict[tuple[int, int], Log2Hist] = {}
+        self._comms = CommCache()
+        self._pending: list[Event] = []
+        self._slow_total = 0
+        self._use_ringbuf = True
+
+    @classmethod
+    def requirements(cls) -> list[Requirement]:
+        return bpf_common.bpf_requirements(TRACEPOINTS)
+
+    def source(self) -> str:
+        """The generated C text (for `agent probes --ebpf syscalls`)."""
+        return bpf_common.render_source(C_SOURCE, {
+            "FILTER": 0 if self._watch.is_all else 1,
+            "SLOW_NS": int(self.config.slow_threshold_ms * 1e6),
+            "MAX_THREADS": self.config.max_threads,
+            "MAX_KEYS": self.config.max_keys,
+            "USE_RINGBUF": int(self._use_ringbuf),
+        })
+
+    def start(self) -> None:
+        bpf_common.check_requirements(self.requirements())
+        bcc = bpf_common.import_bcc()
+        self._use_ringbuf = bool(getattr(bcc.BPF, "support_ringbuf", lambda: True)())
+        self._bpf = bpf_common.compile_bpf(self.source())
+        events = self._bpf["slow_events"]
+        if self._use_ringbuf:
+            events.open_ring_buffer(self._on_slow)
+        else:
+            events.open_perf_buffer(self._on_slow, page_cnt=64)
+        self._push_watch()
+        buffer = "ring buffer" if self._use_ringbuf else "perf buffer"
+        self.set_status(ProbeState.OK, path=f"raw_syscalls tracepoints, kernel histograms, {buffer}")
+
+    def _on_slow(self, *args) -> None:
+        # ring buffer callbacks get (ctx, data, size); perf buffer callbacks get (cpu, data, size)
+        e = ctypes.cast(args[1], ctypes.POINTER(_SlowT)).contents
+        comm = bpf_common.comm_str(bytes(e.comm))
+        self._pending.append(Event(
+            kind="slow_syscall", source=self.name, start_ns=e.start_ns, end_ns=e.start_ns + e.dur_ns,
+            pid=e.tgid, tid=e.tid, comm=comm, attrs={"syscall": syscall_name(e.nr), "nr": e.nr}))
+
+    def update_watch(self, watch: WatchSet) -> None:
+        with self._lock:
+            self._watch = watch
+            if self._bpf is not None:
+                self._push_watch()
+
+    def _push_watch(self) -> None:
+        bpf_common.set_members(self._bpf["watched"], self._watch.tgids)
+        bpf_common.set_members(self._bpf["watched_cgroups"], self._watch.cgroup_ids, ctypes.c_uint64)
+
+    def poll(self, now_ns: int) -> PollResult:
+        with self._lock:
+            if self._bpf is None:
+                raise ProbeUnavailable("not started")
+            if self._use_ringbuf:
+                self._bpf.ring_buffer_poll(timeout=0)
+            else:
+                self._bpf.perf_buffer_poll(timeout=0)
+            items = bpf_common.drain(self._bpf["hist"])
+            lost = [v.value for _, v in self._bpf["lost"].items()]
+        events, self._pending = self._pending, []
+        self._slow_total += len(events)
+        samples = self._accumulate(items, now_ns)
+        self._expire(now_ns)
+        if lost[0] or lost[1]:
+            self.set_status(ProbeState.DEGRADED, f"map full: {lost[0]} histogram keys and {lost[1]} slow events "
+                            "lost; raise probes.syscalls.max_keys or narrow [watch]")
+        return PollResult(samples=samples, events=events, snapshot=self._snapshot(now_ns, lost))
+
+    def _accumulate(self, items, now_ns: int) -> list[Sample]:
+        interval: dict[tuple[int, int], list[int]] = {}
+        for key, val in items:
+            hist = self._hists.get((key.tgid, key.nr))
+            if hist is None:
+                hist = self._hists[(key.tgid, key.nr)] = Log2Hist()
+            hist.add(key.slot, val.count, val.sum_ns, now_ns)
+            acc = interval.setdefault((key.tgid, key.nr), [0, 0])
+            acc[0] += val.count
+            acc[1] += val.sum_ns
+        samples = []
+        for (tgid, nr), (count, sum_ns) in interval.items():
+            labels = {"pid": str(tgid), "comm": self._comms.get(tgid), "syscall": syscall_name(nr)}
+            samples.append(Sample("syscall.count", now_ns, float(count), labels))
+            samples.append(Sample("syscall.seconds", now_ns, sum_ns / 1e9, labels))
+        return samples
+
+    def _expire(self, now_ns: int) -> None:
+        horizon = now_ns - int(self.config.idle_expiry_s * 1e9)
+        stale = [k for k, h in self._hists.items() if h.last_change_ns < horizon and not is_alive(k[0])]
+        for k in stale:
+            del self._hists[k]
+            self._comms.forget(k[0])
+
+    def _snapshot(self, now_ns: int, lost: list[int]) -> dict:
+        processes: dict[str, dict] = {}
+        for (tgid, nr), hist in self._hists.items():
+            proc = processes.setdefault(str(tgid), {"comm": self._comms.get(tgid), "syscalls": {}})
+            proc["syscalls"][syscall_name(nr)] = hist.to_dict()
+        return {"t_ns": now_ns, "interval_s": self.config.interval_s,
+                "filter": "all" if self._watch.is_all else "watched", "watched_tgids": len(self._watch.tgids),
+                "processes": processes, "slow_events_total": self._slow_total,
+                "lost_keys": lost[0], "lost_events": lost[1]}
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._bpf is not None:
+                self._bpf.cleanup()
+                self._bpf = None
+        self.set_status(ProbeState.STOPPED, "stopped")
+
+
+class _SlowT(ctypes.Structure):
+    """Mirror of struct slow_t in syscalls.c."""
+
+    _fields_ = [("tgid", ctypes.c_uint32), ("tid", ctypes.c_uint32), ("start_ns", ctypes.c_uint64),
+                ("dur_ns", ctypes.c_uint64), ("nr", ctypes.c_uint32), ("comm", ctypes.c_char * 16)]
