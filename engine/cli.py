@@ -1,0 +1,181 @@
+"""`python -m gpusleuth.engine serve|generate ...` (also reached as `agent engine ...`).
+
+One command starts every tensor-parallel rank (see workers.py). Exit codes: 0 ok, 2 bad flag or configuration
+(the message names the flag), 1 runtime failure.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from typing import Any
+
+from gpusleuth.agent.config import ConfigError
+from gpusleuth.engine.config import PRESETS, EngineConfig, ModelSource, ServerConfig
+from gpusleuth.engine.faults import FaultConfig
+from gpusleuth.engine.sequence import SamplingError, SamplingParams
+
+EXIT_CONFIG = 2
+EXIT_RUNTIME = 1
+
+
+def _add_engine_flags(p: argparse.ArgumentParser) -> None:
+    d = EngineConfig()
+    g = p.add_argument_group("model and engine")
+    g.add_argument("--preset", default="tiny", help=f"random-weight model shape: {', '.join(PRESETS)}")
+    g.add_argument("--model-dir", default="", help="Hugging Face directory (config.json, *.safetensors)")
+    g.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a model config field, e.g. num_layers=8 (layer-subset measurements)")
+    g.add_argument("--tp", type=int, default=d.tp, help="tensor-parallel ranks started by this command")
+    g.add_argument("--device", default=d.device, help="auto, cpu or cuda")
+    g.add_argument("--dtype", default=d.dtype, help="auto (bf16 on cuda, fp32 on cpu), float32, bfloat16, float16")
+    g.add_argument("--kernels", default=d.kernels, help="auto (fused Triton on cuda), fused, torch")
+    g.add_argument("--seed", type=int, default=d.seed, help="random-weight seed")
+    g.add_argument("--block-size", type=int, default=d.block_size)
+    g.add_argument("--num-cpu-blocks", type=int, default=d.num_cpu_blocks)
+    g.add_argument("--num-gpu-blocks", type=int, default=d.num_gpu_blocks, help="0 = size from free memory")
+    g.add_argument("--kv-cache-fraction", type=float, default=d.kv_cache_fraction)
+    g.add_argument("--max-num-seqs", type=int, default=d.max_num_seqs)
+    g.add_argument("--max-num-batched-tokens", type=int, default=d.max_num_batched_tokens)
+    g.add_argument("--max-model-len", type=int, default=d.max_model_len)
+    g.add_argument("--no-cuda-graphs", action="store_true", help="run decode eagerly")
+    g.add_argument("--no-spans", action="store_true", help="do not send spans to the agent")
+    f = p.add_argument_group("fault hooks (off by default; see faults.py)")
+    fd = FaultConfig()
+    f.add_argument("--fault-rank", type=int, default=fd.rank)
+    f.add_argument("--fault-allreduce-delay-ms", type=float, default=fd.allreduce_delay_ms)
+    f.add_argument("--fault-scheduler-sleep-ms", type=float, default=fd.scheduler_sleep_ms)
+    f.add_argument("--fault-gpu-ballast-gib", type=float, default=fd.gpu_ballast_gib)
+    f.add_argument("--fault-fsync-mb", type=int, default=fd.fsync_mb)
+    f.add_argument("--fault-fsync-every-steps", type=int, default=fd.fsync_every_steps)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gpusleuth-engine", description="The bundled Llama-family engine")
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="OpenAI-compatible HTTP server")
+    _add_engine_flags(serve)
+    sd = ServerConfig()
+    serve.add_argument("--host", default=sd.host)
+    serve.add_argument("--port", type=int, default=sd.port)
+    serve.add_argument("--served-model-name", default=sd.served_model_name)
+    serve.add_argument("--max-waiting", type=int, default=sd.max_waiting, help="queued requests before 429")
+    gen = sub.add_parser("generate", help="offline generation, printed as text or JSON")
+    _add_engine_flags(gen)
+    gen.add_argument("--prompt", action="append", default=[], help="a prompt (repeatable)")
+    gen.add_argument("--prompt-ids", action="append", default=[], help="a prompt as comma-separated token ids")
+    gen.add_argument("--max-tokens", type=int, default=32)
+    gen.add_argument("--temperature", type=float, default=0.0)
+    gen.add_argument("--top-p", type=float, default=1.0)
+    gen.add_argument("--top-k", type=int, default=0)
+    gen.add_argument("--sample-seed", type=int, default=None)
+    gen.add_argument("--ignore-eos", action="store_true")
+    gen.add_argument("--json", action="store_true", help="print one JSON object with token ids and text")
+    return p
+
+
+def _overrides(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError("--override", f"{item!r} is not KEY=VALUE")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def spec_from_args(args: argparse.Namespace):
+    """The LaunchSpec the flags describe (raises ConfigError naming the flag)."""
+    from gpusleuth.engine.workers import LaunchSpec
+
+    engine = EngineConfig(
+        device=args.device, dtype=args.dtype, kernels=args.kernels, tp=args.tp, seed=args.seed,
+        block_size=args.block_size, num_cpu_blocks=args.num_cpu_blocks, kv_cache_fraction=args.kv_cache_fraction,
+        num_gpu_blocks=args.num_gpu_blocks, max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
+        is_cuda_graphs=not args.no_cuda_graphs)
+    faults = FaultConfig(rank=args.fault_rank, allreduce_delay_ms=args.fault_allreduce_delay_ms,
+                         scheduler_sleep_ms=args.fault_scheduler_sleep_ms, gpu_ballast_gib=args.fault_gpu_ballast_gib,
+                         fsync_mb=args.fault_fsync_mb, fsync_every_steps=args.fault_fsync_every_steps)
+    source = ModelSource(preset=args.preset, model_dir=args.model_dir, overrides=_overrides(args.override))
+    source.model_config()  # validate the overrides now, before any rank starts
+    return LaunchSpec(source=source, engine=engine, faults=faults, is_spans=not args.no_spans)
+
+
+def _make_engine(spec, runner, broadcast):
+    from gpusleuth.engine.engine import LLMEngine
+    from gpusleuth.engine.spans import SpanEmitter
+    from gpusleuth.engine.tokenizer import load_tokenizer
+
+    tokenizer = load_tokenizer(runner.cfg, spec.source.model_dir)
+    engine = LLMEngine(runner, tokenizer, broadcast=broadcast, emitter=SpanEmitter(0, is_enabled=spec.is_spans))
+    engine.set_faults(spec.faults)
+    return engine
+
+
+def run_generate(args: argparse.Namespace, spec) -> int:
+    from gpusleuth.engine.workers import start_ranks
+
+    params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
+                            top_k=args.top_k, seed=args.sample_seed, is_ignore_eos=args.ignore_eos)
+    if not args.prompt and not args.prompt_ids:
+        raise ConfigError("--prompt", "give at least one --prompt or --prompt-ids")
+    with start_ranks(spec) as (runner, broadcast):
+        engine = _make_engine(spec, runner, broadcast)
+        prompts = [engine.tokenizer.encode(t) for t in args.prompt]
+        prompts += [[int(x) for x in s.split(",")] for s in args.prompt_ids]
+        results = engine.generate(prompts, params)
+    if args.json:
+        print(json.dumps({"results": results, "kernels": runner.ops.name, "device": str(runner.device)}))
+    else:
+        for res in results:
+            print(res["text"])
+    return 0
+
+
+def run_serve(args: argparse.Namespace, spec) -> int:
+    from gpusleuth.engine.loop import EngineLoop
+    from gpusleuth.engine.server import serve
+    from gpusleuth.engine.workers import start_ranks
+
+    server_cfg = ServerConfig(host=args.host, port=args.port, served_model_name=args.served_model_name,
+                              max_waiting=args.max_waiting)
+    with start_ranks(spec) as (runner, broadcast):
+        engine = _make_engine(spec, runner, broadcast)
+        name = server_cfg.served_model_name or engine.model_name
+        loop = EngineLoop(engine, server_cfg.max_waiting)
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+            ready = asyncio.get_running_loop().create_future()
+            ready.add_done_callback(lambda f: print(f"serving {name} on http://{server_cfg.host}:{f.result()} "
+                                                    f"(tp={spec.engine.tp}, kernels={runner.ops.name})",
+                                                    flush=True))
+            await serve(loop, server_cfg, name, stop, ready)
+
+        asyncio.run(main())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        spec = spec_from_args(args)
+        return run_generate(args, spec) if args.command == "generate" else run_serve(args, spec)
+    except ConfigError as exc:
+        flag = ("--fault-" if exc.key in FaultConfig.__dataclass_fields__ else "--") + exc.key.replace("_", "-")
+        print(f"gpusleuth engine: {flag}: {exc.message}", file=sys.stderr)
+        return EXIT_CONFIG
+    except SamplingError as exc:
+        print(f"gpusleuth engine: --{exc.param.replace('_', '-')}: {exc.message}", file=sys.stderr)
+        return EXIT_CONFIG

@@ -1,0 +1,131 @@
+"""Fault hooks for diagnosis tests, all off by default; changeable at run time (POST /debug/faults).
+
+- allreduce_delay_ms: rank `rank` waits this long before the first all-reduce of every step, so the other ranks
+  stall inside NCCL/gloo (a straggling tensor-parallel rank). Steps run eagerly (no CUDA graphs) while it is on.
+- scheduler_sleep_ms: the scheduler thread sleeps this long every step (a slow host loop).
+- gpu_ballast_gib: rank `rank` holds this much extra device memory (memory pressure).
+- fsync_mb / fsync_every_steps: the scheduler thread writes fsync_mb MiB to a file and fsyncs it every N steps
+  (a stalled syscall on the engine's hot thread).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from gpusleuth.agent.config import ConfigError, check_range
+
+
+@dataclass(slots=True)
+class FaultConfig:
+    rank: int = 0  # the rank per-rank faults (all-reduce delay, ballast) apply to
+    allreduce_delay_ms: float = 0.0
+    scheduler_sleep_ms: float = 0.0
+    gpu_ballast_gib: float = 0.0
+    fsync_mb: int = 0
+    fsync_every_steps: int = 1
+    fsync_dir: str = ""  # empty = the system temp directory
+
+    def __post_init__(self) -> None:
+        check_range("rank", self.rank, 0, 63)
+        check_range("allreduce_delay_ms", self.allreduce_delay_ms, 0, 60_000)
+        check_range("scheduler_sleep_ms", self.scheduler_sleep_ms, 0, 60_000)
+        check_range("gpu_ballast_gib", self.gpu_ballast_gib, 0, 1024)
+        check_range("fsync_mb", self.fsync_mb, 0, 4096)
+        check_range("fsync_every_steps", self.fsync_every_steps, 1, 1_000_000)
+        if self.fsync_dir and not os.path.isdir(self.fsync_dir):
+            raise ConfigError("fsync_dir", f"{self.fsync_dir} is not a directory")
+
+    @property
+    def is_any(self) -> bool:
+        return bool(self.allreduce_delay_ms or self.scheduler_sleep_ms or self.gpu_ballast_gib or self.fsync_mb)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], base: "FaultConfig | None" = None) -> "FaultConfig":
+        """`base` updated with `data`; unknown keys or wrong types raise ConfigError naming the key."""
+        merged = (base or cls()).to_dict()
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        for key, value in data.items():
+            if key not in merged:
+                raise ConfigError(key, f"unknown fault; allowed: {', '.join(merged)}")
+            want = {"int": int, "float": (int, float), "str": str}[str(types[key])]
+            if isinstance(value, bool) or not isinstance(value, want):
+                raise ConfigError(key, f"expected {types[key]}, got {type(value).__name__}")
+            merged[key] = value
+        return cls(**merged)
+
+
+class RankFaults:
+    """Per-rank effects (all-reduce delay, ballast) of the current FaultConfig."""
+
+    def __init__(self, rank: int, device: torch.device) -> None:
+        self.rank, self.device = rank, device
+        self.config = FaultConfig()
+        self._ballast: torch.Tensor | None = None
+        self._has_delayed = False
+
+    def update(self, config: FaultConfig) -> None:
+        self.config = config
+        gib = config.gpu_ballast_gib if config.rank == self.rank else 0.0
+        self._ballast = None
+        if gib > 0:
+            self._ballast = torch.ones(int(gib * (1 << 30)), dtype=torch.uint8, device=self.device)
+
+    @property
+    def is_delaying(self) -> bool:
+        return self.config.allreduce_delay_ms > 0 and self.config.rank == self.rank
+
+    def begin_step(self) -> None:
+        self._has_delayed = False
+
+    def pre_all_reduce(self) -> None:
+        """Hook run before each all-reduce: the first one of a step waits on the faulty rank."""
+        if self._has_delayed or not self.is_delaying:
+            return
+        self._has_delayed = True
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # the delay then really holds back this rank's collective
+        time.sleep(self.config.allreduce_delay_ms / 1000.0)
+
+
+class SchedulerFaults:
+    """Scheduler-thread effects (sleep, fsync stall) of the current FaultConfig."""
+
+    def __init__(self) -> None:
+        self.config = FaultConfig()
+        self._num_steps = 0
+        self._path = ""
+
+    def update(self, config: FaultConfig) -> None:
+        self.config = config
+
+    def on_step(self) -> None:
+        cfg = self.config
+        self._num_steps += 1
+        if cfg.scheduler_sleep_ms:
+            time.sleep(cfg.scheduler_sleep_ms / 1000.0)
+        if cfg.fsync_mb and self._num_steps % cfg.fsync_every_steps == 0:
+            self._fsync(cfg.fsync_mb, cfg.fsync_dir or tempfile.gettempdir())
+
+    def _fsync(self, mb: int, directory: str) -> None:
+        self._path = os.path.join(directory, f"gpusleuth-engine-fault-{os.getpid()}.bin")
+        fd = os.open(self._path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            chunk = os.urandom(1 << 20)  # fresh bytes each time so the page cache really has to write back
+            for i in range(mb):
+                os.pwrite(fd, chunk, i << 20)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def close(self) -> None:
+        if self._path and os.path.exists(self._path):
+            os.unlink(self._path)

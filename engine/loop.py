@@ -1,0 +1,125 @@
+"""The scheduler thread: steps the engine while there is work; HTTP handlers reach it only through an inbox.
+
+Commands (add, abort, set faults) are applied between steps, so the engine itself needs no locks. Each step's
+updates go back to the asyncio loop in one call_soon_threadsafe. If a step raises, the loop marks itself dead,
+fails every open request and the server answers 503.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+from typing import Callable
+
+from gpusleuth.engine.engine import LLMEngine
+from gpusleuth.engine.faults import FaultConfig
+from gpusleuth.engine.outputs import RequestOutput
+from gpusleuth.engine.sequence import SamplingError, SamplingParams
+
+log = logging.getLogger("gpusleuth.engine")
+
+
+class QueueFull(Exception):
+    """Too many requests waiting; the server answers 429 with Retry-After."""
+
+
+class EngineDead(Exception):
+    """The step loop stopped (crash or shutdown); the server answers 503."""
+
+
+class EngineLoop:
+    def __init__(self, engine: LLMEngine, max_waiting: int) -> None:
+        self.engine = engine
+        self.max_waiting = max_waiting
+        self.error = ""
+        self._inbox: collections.deque[Callable[[], None]] = collections.deque()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._streams: dict[str, asyncio.Queue] = {}
+        self._aio: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._run, name="gpusleuth-scheduler", daemon=True)
+
+    @property
+    def is_alive(self) -> bool:
+        return self._thread.is_alive() and not self.error and not self._stop.is_set()
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self._inbox) + self.engine.num_waiting
+
+    def start(self, aio_loop: asyncio.AbstractEventLoop) -> None:
+        self._aio = aio_loop
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+
+    # ---- called from the asyncio thread ---------------------------------------------------------------------
+    def submit(self, request_id: str, prompt_ids: list[int], params: SamplingParams) -> asyncio.Queue:
+        """Queue a request; its RequestOutputs (then None at the end) arrive on the returned queue."""
+        if not self.is_alive:
+            raise EngineDead(self.error or "the engine is shutting down")
+        if self.num_waiting >= self.max_waiting:
+            raise QueueFull(f"{self.num_waiting} requests are waiting (max_waiting={self.max_waiting})")
+        self.engine.check_request(prompt_ids, params)  # pure validation: safe off the scheduler thread
+        queue: asyncio.Queue = asyncio.Queue()
+        self._streams[request_id] = queue
+        self._post(lambda: self._add(request_id, prompt_ids, params))
+        return queue
+
+    def abort(self, request_id: str) -> None:
+        self._streams.pop(request_id, None)
+        self._post(lambda: self.engine.abort(request_id))
+
+    def set_faults(self, config: FaultConfig) -> None:
+        self._post(lambda: self.engine.set_faults(config))
+
+    def _post(self, command: Callable[[], None]) -> None:
+        self._inbox.append(command)
+        self._wake.set()
+
+    # ---- the scheduler thread -------------------------------------------------------------------------------
+    def _add(self, request_id: str, prompt_ids: list[int], params: SamplingParams) -> None:
+        if request_id not in self._streams:  # aborted meanwhile
+            return
+        try:
+            self.engine.add_request(request_id, prompt_ids, params)
+        except SamplingError as exc:  # checked on submit already; a duplicate id is all that is left
+            log.warning("request %s refused: %s", request_id, exc)
+            self._aio.call_soon_threadsafe(self._deliver, [RequestOutput(request_id, "", [], True, "abort",
+                                                                         len(prompt_ids), 0)])
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                while self._inbox:
+                    self._inbox.popleft()()
+                if not self.engine.has_work:
+                    self._wake.wait(timeout=0.5)
+                    self._wake.clear()
+                    continue
+                outs = self.engine.step()
+                if outs:
+                    self._aio.call_soon_threadsafe(self._deliver, outs)
+        except Exception as exc:  # the step loop must report any failure to waiting clients, then stop
+            log.exception("engine step failed")
+            self.error = f"engine step failed: {exc!r}"
+            self._aio.call_soon_threadsafe(self._fail_all)
+
+    def _deliver(self, outs: list[RequestOutput]) -> None:
+        for out in outs:
+            queue = self._streams.get(out.request_id)
+            if queue is None:
+                continue
+            queue.put_nowait(out)
+            if out.is_finished:
+                del self._streams[out.request_id]
+
+    def _fail_all(self) -> None:
+        for queue in self._streams.values():
+            queue.put_nowait(EngineDead(self.error))
+        self._streams.clear()

@@ -1,0 +1,106 @@
+"""Engine metrics under vLLM's names (so vLLM dashboards work) plus the engine's own span counters.
+
+Histograms/counters are observed on the scheduler thread as requests progress; gauges are set once per step;
+span counters are read from the SpanEmitter at scrape time by a custom collector (no duplicate bookkeeping).
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from gpusleuth.engine.sequence import Sequence
+from gpusleuth.engine.spans import SpanEmitter
+
+_LATENCY = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
+            40.0, 80.0, 160.0, 640.0)
+_ITL = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5,
+        0.75, 1.0, 2.5, 5.0)
+_TOKENS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000, 100000)
+
+
+class _SpanCollector:
+    def __init__(self, emitter: SpanEmitter, kernels: str) -> None:
+        self.emitter, self.kernels = emitter, kernels
+
+    def collect(self):
+        yield CounterMetricFamily("gpusleuth_engine_spans_sent", "Spans delivered to the agent socket",
+                                  value=self.emitter.num_sent)
+        yield CounterMetricFamily("gpusleuth_engine_spans_dropped", "Spans dropped (no agent listening or busy)",
+                                  value=self.emitter.num_dropped)
+        info = GaugeMetricFamily("gpusleuth_engine_kernels_info", "Which op implementation runs (1 = active)",
+                                 labels=["kernels"])
+        info.add_metric([self.kernels], 1)
+        yield info
+
+
+class EngineMetrics:
+    def __init__(self, model_name: str, emitter: SpanEmitter, kernels: str = "torch") -> None:
+        self.registry = CollectorRegistry()
+        self.model_name = model_name
+        r, lab = self.registry, ["model_name"]
+
+        def hist(name: str, doc: str, buckets) -> Histogram:
+            return Histogram(name, doc, lab, buckets=buckets, registry=r).labels(model_name)
+
+        self.ttft = hist("vllm:time_to_first_token_seconds", "Time to first token", _LATENCY)
+        self.itl = hist("vllm:inter_token_latency_seconds", "Inter-token latency", _ITL)
+        self.tpot = hist("vllm:time_per_output_token_seconds", "Mean time per output token of a request", _ITL)
+        self.e2e = hist("vllm:e2e_request_latency_seconds", "End-to-end request latency", _LATENCY)
+        self.queue = hist("vllm:request_queue_time_seconds", "Time waiting before the first step", _LATENCY)
+        self.prefill = hist("vllm:request_prefill_time_seconds", "First step to first token", _LATENCY)
+        self.decode = hist("vllm:request_decode_time_seconds", "First token to last token", _LATENCY)
+        self.inference = hist("vllm:request_inference_time_seconds", "First step to finish", _LATENCY)
+        self.prompt_len = hist("vllm:request_prompt_tokens", "Prompt tokens per request", _TOKENS)
+        self.output_len = hist("vllm:request_generation_tokens", "Generated tokens per request", _TOKENS)
+        self.step_tokens = hist("vllm:iteration_tokens_total", "Tokens per engine step", _TOKENS)
+        self.prompt_tokens = Counter("vllm:prompt_tokens", "Prefill tokens processed", lab, registry=r).labels(
+            model_name)
+        self.generation_tokens = Counter("vllm:generation_tokens", "Tokens generated", lab, registry=r).labels(
+            model_name)
+        self.preemptions = Counter("vllm:num_preemptions", "Preemptions (recompute)", lab, registry=r).labels(
+            model_name)
+        self._success = Counter("vllm:request_success", "Finished requests", lab + ["finished_reason"], registry=r)
+        self.rejected = Counter("gpusleuth_engine_requests_rejected", "Requests refused by the server",
+                                ["reason"], registry=r)
+        self.running = Gauge("vllm:num_requests_running", "Requests in the running batch", lab, registry=r).labels(
+            model_name)
+        self.waiting = Gauge("vllm:num_requests_waiting", "Requests waiting", lab, registry=r).labels(model_name)
+        self.kv_usage = Gauge("vllm:kv_cache_usage_perc", "KV-cache usage (0..1)", lab, registry=r).labels(
+            model_name)
+        r.register(_SpanCollector(emitter, kernels))
+
+    def on_step(self, num_tokens: int, num_running: int, num_waiting: int, kv_usage: float,
+                num_preempted: int) -> None:
+        self.step_tokens.observe(num_tokens)
+        self.running.set(num_running)
+        self.waiting.set(num_waiting)
+        self.kv_usage.set(kv_usage)
+        if num_preempted:
+            self.preemptions.inc(num_preempted)
+
+    def on_token(self, seq: Sequence, now_ns: int) -> None:
+        """After `seq` got a token at `now_ns` (timestamps not yet advanced)."""
+        self.generation_tokens.inc()
+        if seq.num_output == 1:
+            self.ttft.observe((now_ns - seq.arrival_ns) / 1e9)
+        else:
+            self.itl.observe((now_ns - seq.last_token_ns) / 1e9)
+
+    def on_finish(self, seq: Sequence) -> None:
+        s = 1e-9
+        reason = seq.finish_reason or "abort"
+        self._success.labels(self.model_name, reason).inc()
+        self.e2e.observe((seq.finished_ns - seq.arrival_ns) * s)
+        self.prompt_len.observe(seq.num_prompt)
+        self.output_len.observe(seq.num_output)
+        if seq.scheduled_ns:
+            self.queue.observe((seq.scheduled_ns - seq.arrival_ns) * s)
+            self.inference.observe((seq.finished_ns - seq.scheduled_ns) * s)
+        if seq.first_token_ns:
+            self.prefill.observe((seq.first_token_ns - seq.scheduled_ns) * s)
+            self.decode.observe((seq.last_token_ns - seq.first_token_ns) * s)
+        if seq.num_output > 1:
+            self.tpot.observe((seq.last_token_ns - seq.first_token_ns) * s / (seq.num_output - 1))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

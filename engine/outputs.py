@@ -1,0 +1,79 @@
+"""From sampled tokens to what a client sees: stop conditions, detokenized text deltas, finish reasons."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gpusleuth.engine.sequence import Sequence
+from gpusleuth.engine.tokenizer import IncrementalDetokenizer, Tokenizer
+
+
+@dataclass(slots=True)
+class RequestOutput:
+    """One update of one request: the text and token ids new since the last update."""
+
+    request_id: str
+    delta_text: str
+    new_token_ids: list[int]
+    is_finished: bool
+    finish_reason: str | None
+    num_prompt_tokens: int
+    num_output_tokens: int
+
+
+class OutputProcessor:
+    """Per-request detokenizer state and stop checks (EOS, stop token ids, stop strings, max_tokens, context)."""
+
+    def __init__(self, tokenizer: Tokenizer, max_model_len: int) -> None:
+        self.tokenizer = tokenizer
+        self.max_model_len = max_model_len
+        self._detok: dict[str, IncrementalDetokenizer] = {}
+        self._num_sent_ids: dict[str, int] = {}
+
+    def add(self, seq: Sequence) -> None:
+        self._detok[seq.request_id] = IncrementalDetokenizer(self.tokenizer)
+        self._num_sent_ids[seq.request_id] = 0
+
+    def stop_reason(self, seq: Sequence, token: int) -> str | None:
+        """Why `seq` ends after appending `token` (already appended), or None; stop strings are checked later."""
+        p = seq.params
+        if (not p.is_ignore_eos and token in self.tokenizer.eos_token_ids) or token in p.stop_token_ids:
+            return "stop"
+        if seq.num_output >= p.max_tokens or seq.num_tokens >= self.max_model_len:
+            return "length"
+        return None
+
+    def update(self, seq: Sequence, reason: str | None) -> tuple[RequestOutput, str | None]:
+        """The client-visible update for `seq` and the finish reason after stop-string matching."""
+        rid, stops = seq.request_id, seq.params.stop
+        detok = self._detok[rid]
+        before = detok.sent
+        delta = detok.delta(seq.output_ids, is_final=reason is not None)
+        full = before + delta
+        if stops:
+            hit = _first_stop(full, stops, max(0, len(before) - max(map(len, stops))))
+            if hit is not None:
+                full, reason = full[:hit], "stop"
+            elif reason is None:  # hold back a tail that could still become a stop string
+                full = full[: max(len(seq.text), len(full) - max(map(len, stops)) + 1)]
+        text_delta = full[len(seq.text):]
+        seq.text = full
+        sent = self._num_sent_ids[rid]
+        self._num_sent_ids[rid] = seq.num_output
+        out = RequestOutput(rid, text_delta, seq.output_ids[sent:], reason is not None, reason, seq.num_prompt,
+                            seq.num_output)
+        if reason is not None:
+            self.drop(rid)
+        return out, reason
+
+    def aborted(self, seq: Sequence) -> RequestOutput:
+        self.drop(seq.request_id)
+        return RequestOutput(seq.request_id, "", [], True, "abort", seq.num_prompt, seq.num_output)
+
+    def drop(self, request_id: str) -> None:
+        self._detok.pop(request_id, None)
+        self._num_sent_ids.pop(request_id, None)
+
+
+def _first_stop(text: str, stops: list[str], start: int) -> int | None:
+    hits = [i for i in (text.find(s, start) for s in stops) if i >= 0]
+    return min(hits) if hits else None

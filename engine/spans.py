@@ -1,0 +1,103 @@
+"""Spans to the agent (Unix datagrams, never blocking) and the matching NVTX ranges on CUDA.
+
+The step loop collects a step's spans and sends them in one `flush()`; a send that would block or that finds no
+listener (ENOENT, ECONNREFUSED, EAGAIN) drops the batch and counts the spans, so the agent's absence or slowness
+never stalls the engine.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import socket
+
+import torch
+
+from gpusleuth.probes import span_protocol
+from gpusleuth.probes.span_protocol import Span
+
+_DROP_ERRNOS = {errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN, errno.ENOTCONN, errno.ENOBUFS}
+
+
+class SpanEmitter:
+    """Buffers spans and sends them per step; `num_dropped` / `num_sent` count spans (not datagrams)."""
+
+    def __init__(self, rank: int, path: str | None = None, is_enabled: bool = True) -> None:
+        self.rank = rank
+        self.path = path or span_protocol.socket_path()
+        self.is_enabled = is_enabled
+        self.num_sent = 0
+        self.num_dropped = 0
+        self._pending: list[Span] = []
+        self.last_error = ""
+        self._sock: socket.socket | None = None
+        self._pid = os.getpid()
+
+    def add(self, kind: str, phase: str, request_id: str, start_ns: int, end_ns: int, tokens: int = 0,
+            batch_size: int = 0, **attrs) -> None:
+        if self.is_enabled:
+            self._pending.append(Span(kind, phase, request_id, self.rank, start_ns, max(end_ns, start_ns),
+                                      tokens, batch_size, attrs))
+
+    def flush(self) -> None:
+        """Send everything buffered, split so each datagram stays under the protocol's size limit."""
+        if not self._pending:
+            return
+        spans, self._pending = self._pending, []
+        for chunk in self._chunks(spans):
+            self._send(chunk)
+
+    def _chunks(self, spans: list[Span]):
+        # ~300 bytes per span keeps 150 spans well under MAX_DATAGRAM; re-split if attrs make one too big.
+        step = 150
+        for i in range(0, len(spans), step):
+            chunk = spans[i:i + step]
+            data = span_protocol.encode(self._pid, chunk)
+            if len(data) > span_protocol.MAX_DATAGRAM and len(chunk) > 1:
+                half = len(chunk) // 2
+                yield from self._chunks(chunk[:half])
+                yield from self._chunks(chunk[half:])
+            else:
+                yield chunk, data
+
+    def _send(self, item: tuple[list[Span], bytes]) -> None:
+        chunk, data = item
+        try:
+            if self._sock is None:
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                self._sock.setblocking(False)
+            self._sock.sendto(data, self.path)
+            self.num_sent += len(chunk)
+        except OSError as exc:
+            # ENOENT/ECONNREFUSED: no agent; EAGAIN/ENOBUFS: agent slow. Anything else is also dropped (and kept
+            # in last_error) because the step loop must not fail for observability.
+            self.num_dropped += len(chunk)
+            if exc.errno not in _DROP_ERRNOS:
+                self.last_error = f"{self.path}: {exc.strerror or exc}"
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+class Nvtx:
+    """NVTX ranges when CUDA is in use, no-ops otherwise (so CPU runs pay nothing)."""
+
+    def __init__(self, is_enabled: bool) -> None:
+        self.is_enabled = is_enabled and torch.cuda.is_available()
+
+    def push(self, name: str) -> None:
+        if self.is_enabled:
+            torch.cuda.nvtx.range_push(name)
+
+    def pop(self) -> None:
+        if self.is_enabled:
+            torch.cuda.nvtx.range_pop()
+
+    def start(self, name: str) -> int | None:
+        """A range that may end on another step (request phases); returns its handle."""
+        return torch.cuda.nvtx.range_start(name) if self.is_enabled else None
+
+    def end(self, handle: int | None) -> None:
+        if self.is_enabled and handle is not None:
+            torch.cuda.nvtx.range_end(handle)

@@ -1,0 +1,81 @@
+"""Tokenizers: the model directory's tokenizer.json (via `tokenizers`), else a byte-level one for random presets.
+
+Nothing is downloaded. The byte tokenizer maps bytes to ids 0..255 and uses the model's BOS/EOS ids; ids past 255
+that are not special (a random model emits them) decode to one printable ASCII character each, so every generated
+token is visible in a stream.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from gpusleuth.engine.config import ModelConfig
+
+
+class Tokenizer(Protocol):
+    eos_token_ids: tuple[int, ...]
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: list[int]) -> str: ...
+
+
+class ByteTokenizer:
+    def __init__(self, bos_token_id: int | None, eos_token_ids: tuple[int, ...], vocab_size: int) -> None:
+        assert vocab_size >= 256, "the byte tokenizer needs a vocabulary of at least 256 ids"
+        self.bos_token_id = bos_token_id
+        self.eos_token_ids = eos_token_ids
+        self._special = set(eos_token_ids) | ({bos_token_id} if bos_token_id is not None else set())
+
+    def encode(self, text: str) -> list[int]:
+        ids = list(text.encode("utf-8"))
+        return [self.bos_token_id, *ids] if self.bos_token_id is not None else ids
+
+    def decode(self, ids: list[int]) -> str:
+        out = bytearray()
+        for i in ids:
+            if i in self._special:
+                continue
+            out.append(i if i < 256 else 33 + i % 94)
+        return out.decode("utf-8", errors="replace")
+
+
+class HFTokenizer:
+    """tokenizer.json through the `tokenizers` library (special tokens such as BOS added by its post-processor)."""
+
+    def __init__(self, path: Path, eos_token_ids: tuple[int, ...]) -> None:
+        from tokenizers import Tokenizer as _Tok
+
+        self._tok = _Tok.from_file(str(path))
+        self.eos_token_ids = eos_token_ids
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=True).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self._tok.decode(ids, skip_special_tokens=True)
+
+
+def load_tokenizer(cfg: ModelConfig, model_dir: str = "") -> Tokenizer:
+    """tokenizer.json from `model_dir` when present, else the byte tokenizer."""
+    path = Path(model_dir) / "tokenizer.json" if model_dir else None
+    if path is not None and path.is_file():
+        return HFTokenizer(path, cfg.eos_token_ids)
+    return ByteTokenizer(cfg.bos_token_id, cfg.eos_token_ids, cfg.vocab_size)
+
+
+class IncrementalDetokenizer:
+    """Turns a growing list of output ids into text deltas, holding back an incomplete UTF-8 character."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.sent = ""
+
+    def delta(self, output_ids: list[int], is_final: bool) -> str:
+        text = self.tokenizer.decode(output_ids)
+        if not is_final:
+            text = text.rstrip("\ufffd")
+        if not text.startswith(self.sent):  # a merge changed earlier text; send only what is new past the old end
+            text = self.sent + text[len(self.sent):]
+        delta, self.sent = text[len(self.sent):], text
+        return delta

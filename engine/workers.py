@@ -1,0 +1,162 @@
+"""Starting all tensor-parallel ranks from one command, and the loop of ranks other than 0.
+
+Single host: the calling process is rank 0 and spawns ranks 1..tp-1 (torch.multiprocessing, "spawn"). Under
+torchrun or SLURM (RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT in the environment) each launched process is
+one rank and nothing is spawned. Collectives of the model use NCCL on GPU and gloo on CPU; rank 0 broadcasts each
+step's inputs to the others over a gloo group (small pickled CPU tensors).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Iterator
+
+import torch
+import torch.distributed as dist
+
+from gpusleuth.engine.batch import StepInput
+from gpusleuth.engine.config import EngineConfig, ModelSource
+from gpusleuth.engine.faults import FaultConfig
+from gpusleuth.engine.runner import ModelRunner, resolve_device
+from gpusleuth.engine.spans import Nvtx, SpanEmitter
+
+log = logging.getLogger("gpusleuth.engine")
+
+
+@dataclass(slots=True)
+class LaunchSpec:
+    """Everything a rank needs to build its part of the engine (picklable: it is sent to spawned ranks)."""
+
+    source: ModelSource = field(default_factory=ModelSource)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    faults: FaultConfig = field(default_factory=FaultConfig)
+    is_spans: bool = True
+    master_addr: str = "127.0.0.1"
+    master_port: int = 0
+    timeout_s: float = 1800.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def env_rank() -> tuple[int, int, int] | None:
+    """(rank, world_size, local_rank) when launched by torchrun/SLURM, else None."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    return rank, world, int(os.environ.get("LOCAL_RANK", rank))
+
+
+def init_rank(spec: LaunchSpec, rank: int, world: int, local_rank: int, is_env: bool = False):
+    """(device, control group) of this rank, with torch.distributed initialised when world > 1."""
+    device = resolve_device(spec.engine, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if world == 1:
+        return device, None
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    init = "env://" if is_env else f"tcp://{spec.master_addr}:{spec.master_port}"
+    kwargs = {"device_id": device} if backend == "nccl" else {}
+    dist.init_process_group(backend, init_method=init, rank=rank, world_size=world,
+                            timeout=timedelta(seconds=spec.timeout_s), **kwargs)
+    control = dist.new_group(backend="gloo") if backend == "nccl" else dist.group.WORLD
+    return device, control
+
+
+def build_runner(spec: LaunchSpec, rank: int, world: int, device: torch.device, control) -> ModelRunner:
+    """Load this rank's shard and allocate the KV cache with the block count every rank can hold."""
+    runner = ModelRunner(spec.source.model_config(), spec.engine, device, rank, world,
+                         model_dir=spec.source.model_dir)
+    num_blocks = runner.suggest_num_blocks()
+    if world > 1:
+        t = torch.tensor([num_blocks], dtype=torch.int64)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN, group=control)
+        num_blocks = int(t.item())
+    if num_blocks < 2:
+        raise RuntimeError(f"only {num_blocks} KV blocks fit; lower --max-num-batched-tokens, raise "
+                           "--kv-cache-fraction or use a larger --tp")
+    runner.init_kv_cache(num_blocks)
+    runner.faults.update(spec.faults)
+    return runner
+
+
+def worker_loop(runner: ModelRunner, control, is_spans: bool) -> None:
+    """Ranks > 0: run every step rank 0 broadcasts until it sends None; each step is an NVTX range and a span."""
+    emitter = SpanEmitter(runner.rank, is_enabled=is_spans)
+    nvtx = Nvtx(runner.device.type == "cuda")
+    while True:
+        box: list[StepInput | None] = [None]
+        dist.broadcast_object_list(box, src=0, group=control)
+        inp = box[0]
+        if inp is None:
+            break
+        start = time.monotonic_ns()
+        nvtx.push(f"step {inp.step_id}")
+        runner.execute(inp)
+        if runner.device.type == "cuda":
+            torch.cuda.synchronize(runner.device)  # the span covers the GPU work of the step, as on rank 0
+        nvtx.pop()
+        emitter.add("step", "step", f"step-{inp.step_id}", start, time.monotonic_ns(), inp.num_tokens,
+                    0, step_id=inp.step_id)
+        emitter.flush()
+    emitter.close()
+
+
+def _spawned_rank(rank: int, spec: LaunchSpec, world: int) -> None:
+    logging.basicConfig(level=logging.INFO, format=f"[rank {rank}] %(levelname)s %(message)s")
+    device, control = init_rank(spec, rank, world, rank)
+    runner = build_runner(spec, rank, world, device, control)
+    worker_loop(runner, control, spec.is_spans)
+    dist.destroy_process_group()
+
+
+@contextmanager
+def start_ranks(spec: LaunchSpec) -> Iterator[tuple[ModelRunner, object]]:
+    """Rank 0's runner and step broadcast (None at tp 1); other ranks run until the block exits.
+
+    Under torchrun/SLURM, ranks other than 0 run their worker loop inside this call and then exit the process.
+    """
+    launched = env_rank()
+    world = launched[1] if launched else spec.engine.tp
+    if launched and launched[1] != spec.engine.tp:
+        raise RuntimeError(f"WORLD_SIZE={launched[1]} but --tp {spec.engine.tp}; they must match")
+    procs = []
+    if world > 1 and not launched:
+        spec.master_port = spec.master_port or spec.engine.dist_port or free_port()
+        ctx = torch.multiprocessing.get_context("spawn")
+        procs = [ctx.Process(target=_spawned_rank, args=(r, spec, world), daemon=True) for r in range(1, world)]
+        for p in procs:
+            p.start()
+    rank, local_rank = (launched[0], launched[2]) if launched else (0, 0)
+    device, control = init_rank(spec, rank, world, local_rank, is_env=bool(launched))
+    try:
+        runner = build_runner(spec, rank, world, device, control)
+        if rank != 0:
+            worker_loop(runner, control, spec.is_spans)
+            raise SystemExit(0)
+
+        def broadcast(inp: StepInput | None) -> None:
+            dist.broadcast_object_list([inp], src=0, group=control)
+
+        yield runner, (broadcast if world > 1 else None)
+        if world > 1:
+            broadcast(None)
+        grace = 30.0
+    except BaseException:
+        grace = 2.0  # rank 0 failed: the others may be stuck in a collective that will never complete
+        raise
+    finally:
+        for p in procs:
+            p.join(timeout=grace)
+            if p.is_alive():
+                p.kill()
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
