@@ -21,7 +21,8 @@ Snapshot schema (store.snapshot("gpu")); a value NVML cannot give is None, never
      "remapped_rows_cor", "remapped_rows_unc", "row_remap_pending", "row_remap_failure",
      "gpm": {"sm_active", "sm_occupancy", "tensor_active", "dram_active", "gr_engine_active",
              "fp64_active", "fp32_active", "fp16_active"},                       # ratios 0..1
-     "processes": [{"pid", "comm", "cmdline", "type", "used_mib", "sm_util_pct", "mem_util_pct", "gi_id", "ci_id"}],
+     "processes": [{"pid", "comm", "cmdline", "type", "used_bytes", "used_mib", "sm_util_pct", "mem_util_pct",
+                    "gi_id", "ci_id"}],
      "xid_counts": {"<code>": n}, "last_xid": int (0: none), "event_counts": {"<kind>": n}}]}
 Events: gpu_xid (attrs gpu, uuid, xid, name, severity, text; pid/comm from the kernel log where given),
 gpu_<kind> for other critical events, gpu_lost, gpu_throttle (interval, attrs reasons).

@@ -82,7 +82,8 @@ class ProcessSampler:
             self._last_seen_us = max(self._last_seen_us, max(int(s.timeStamp) for s in samples))
 
     def read(self, now_wall_us: int) -> list[dict[str, Any]]:
-        """One entry per process: pid, comm, cmdline, type (C/G), used_mib, sm_util_pct, mem_util_pct, gi_id, ci_id."""
+        """One entry per process: pid, comm, cmdline, type (C/G/C+G), used_bytes, used_mib, sm_util_pct,
+        mem_util_pct, gi_id, ci_id (None outside MIG)."""
         procs = self._running()
         if self.is_util_enabled:
             self._update_util()
@@ -93,7 +94,7 @@ class ProcessSampler:
             comm, cmdline = read_command(pid, self.proc_root)
             if not comm:
                 comm = str(self.lib.query("nvmlSystemGetProcessName", pid, key=("proc_name",)) or "")
-            used = entry.pop("used_bytes")
+            used = entry["used_bytes"]
             entry.update(comm=comm, cmdline=cmdline, used_mib=None if used is None else used // 1048576,
                          sm_util_pct=util.sm if is_fresh else None, mem_util_pct=util.mem if is_fresh else None)
             out.append(entry)
