@@ -130,16 +130,22 @@ def _apply_probe_override(cfg: config_mod.Config, probes: str | None) -> None:
         cfg.probes.setdefault(n, fresh.probes[n])
 
 
+def _privilege_error() -> int:
+    print("agent: starting the agent needs root, or CAP_BPF + CAP_PERFMON (+ CAP_NET_ADMIN for the net "
+          "probe): run `sudo agent start`", file=sys.stderr)
+    return EXIT_PRIVILEGE
+
+
 def cmd_start(args) -> int:
+    from gpusleuth.probes.bpf_common import has_bpf_privileges  # noqa: PLC0415
+    if not has_bpf_privileges():  # before reading the config: a user without privileges may not read it either
+        return _privilege_error()
     cfg = _load_config(args)
     _apply_probe_override(cfg, args.probes)
     if args.log_level:
         cfg.agent.log_level = args.log_level
-    from gpusleuth.probes.bpf_common import has_bpf_privileges  # noqa: PLC0415
     if not has_bpf_privileges(need_net_admin="net" in cfg.enabled_probes):
-        print("agent: starting the agent needs root, or CAP_BPF + CAP_PERFMON (+ CAP_NET_ADMIN for the net "
-              "probe): run `sudo agent start`", file=sys.stderr)
-        return EXIT_PRIVILEGE
+        return _privilege_error()
     pidfile = daemon.PidFile(cfg.agent.pid_file)
     try:
         pidfile.acquire()

@@ -224,7 +224,11 @@ def _load_probes(cfg: Config, table: Any) -> None:
 def load(path: Path | str | None = None, *, is_required: bool = False) -> Config:
     """Load and validate the config file; a missing default file means defaults, a missing explicit one is an error."""
     path = Path(path) if path is not None else DEFAULT_PATH
-    if not path.exists():
+    try:
+        exists = path.exists()
+    except PermissionError:
+        raise ConfigError("", f"permission denied reading {path}: run as root (sudo)") from None
+    if not exists:
         if is_required:
             raise ConfigError("", f"config file {path} does not exist")
         return from_mapping({}, source=f"{path} (absent: defaults)")
@@ -233,5 +237,5 @@ def load(path: Path | str | None = None, *, is_required: bool = False) -> Config
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("", f"{path} is not valid TOML: {exc}") from None
     except OSError as exc:
-        raise ConfigError("", f"cannot read {path}: {exc.strerror}") from None
+        raise ConfigError("", f"cannot read {path}: {exc.strerror} (run as root, or fix the file's mode)") from None
     return from_mapping(data, source=str(path))

@@ -1,0 +1,102 @@
+"""Helpers for tests that run the real agent: temp configs, CLI invocation, free ports, workloads."""
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+VENV_BIN = Path(sys.executable).parent
+AGENT = str(VENV_BIN / "agent")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_config(tmp: Path, probes: list[str], extra: str = "", flush_s: float = 1.0) -> Path:
+    """A config whose every path is under `tmp` and whose exporter listens on a free port."""
+    port = free_port()
+    text = f"""
+[agent]
+pid_file = "{tmp}/agent.pid"
+log_file = "{tmp}/agent.log"
+[control]
+socket = "{tmp}/agent.sock"
+[recorder]
+directory = "{tmp}/rec"
+flush_interval_s = {flush_s}
+[exporter]
+listen = "127.0.0.1:{port}"
+[watch]
+comms = []
+rescan_interval_s = 0.5
+[probes]
+enabled = {probes!r}
+""".replace("'", '"') + extra
+    path = tmp / "agent.toml"
+    path.write_text(text)
+    return path
+
+
+def exporter_port(config: Path) -> int:
+    for line in config.read_text().splitlines():
+        if line.startswith("listen"):
+            return int(line.split(":")[-1].strip('" '))
+    raise AssertionError("no listen line")
+
+
+def run_agent(*args: str, timeout: float = 120, user: str | None = None) -> subprocess.CompletedProcess:
+    cmd = [AGENT, *args]
+    if user:
+        cmd = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", "--", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def agent_pid(tmp: Path) -> int | None:
+    try:
+        text = (tmp / "agent.pid").read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def bpf_prog_ids() -> set[int]:
+    """Ids of every BPF program loaded in the kernel (bpftool)."""
+    import json
+    out = subprocess.run(["bpftool", "-j", "prog", "list"], capture_output=True, text=True, check=True).stdout
+    return {p["id"] for p in json.loads(out or "[]")}
+
+
+def prog_ids_of(pid: int) -> set[int]:
+    """Ids of the BPF programs a process holds open (from /proc/PID/fdinfo)."""
+    ids = set()
+    fdinfo = Path(f"/proc/{pid}/fdinfo")
+    for entry in fdinfo.iterdir():
+        try:
+            text = entry.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("prog_id:"):
+                ids.add(int(line.split()[1]))
+    return ids
+
+
+def spawn_python(code: str, **kw) -> subprocess.Popen:
+    """A Python child running `code`, stdin/stdout pipes for step-by-step control."""
+    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, **kw)

@@ -1,0 +1,135 @@
+"""The syscall probe against workloads with known syscall behaviour (real eBPF, root)."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+
+import pytest
+
+from gpusleuth.probes.base import WatchSet
+from gpusleuth.probes.records import monotonic_ns
+from gpusleuth.probes.syscall_table import syscall_number
+from gpusleuth.probes.syscalls import SyscallConfig, SyscallProbe
+from tests.agent_helpers import spawn_python
+
+pytestmark = pytest.mark.root
+
+# The child waits for "go", runs the raw nanosleep syscall (not glibc's clock_nanosleep) N times, and prints its
+# own measurement of each call on CLOCK_MONOTONIC.
+NANOSLEEP_CHILD = """
+import ctypes, json, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+class timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+ts = timespec(0, 5_000_000)
+sys.stdin.readline()
+spans = []
+for _ in range(200):
+    t0 = time.monotonic_ns()
+    libc.syscall(NR, ctypes.byref(ts), None)
+    spans.append((t0, time.monotonic_ns()))
+print(json.dumps(spans), flush=True)
+sys.stdin.readline()
+"""
+
+
+def _start_probe(pid: int, **cfg) -> SyscallProbe:
+    probe = SyscallProbe(SyscallConfig(**cfg))
+    probe.update_watch(WatchSet(tgids=frozenset({pid})))
+    probe.start()
+    probe.poll(monotonic_ns())  # discard anything before the workload
+    return probe
+
+
+def test_nanosleep_histogram_and_slow_events():
+    nr = syscall_number("nanosleep")
+    assert nr is not None, "the syscall table has no nanosleep"
+    child = spawn_python(NANOSLEEP_CHILD.replace("NR", str(nr)))
+    probe = _start_probe(child.pid, slow_threshold_ms=4.0)
+    try:
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        spans = json.loads(child.stdout.readline())
+        result = probe.poll(monotonic_ns())
+    finally:
+        probe.stop()
+        child.communicate("done\n", timeout=10)
+
+    hist = result.snapshot["processes"][str(child.pid)]["syscalls"]["nanosleep"]
+    # slot 23 holds [2^22, 2^23) ns = [4.19, 8.39) ms: the 4-8 ms bucket
+    assert hist["buckets"].get("23", 0) >= 195, hist
+    assert hist["count"] == 200
+
+    slow = sorted((e for e in result.events if e.pid == child.pid and e.attrs["syscall"] == "nanosleep"),
+                  key=lambda e: e.start_ns)
+    assert len(slow) == 200
+    for event, (t0, t1) in zip(slow, spans):
+        assert abs(event.duration_ns - (t1 - t0)) <= 1_000_000, (event, t1 - t0)
+        assert t0 <= event.start_ns <= t1
+        assert event.tid == child.pid
+        assert event.comm.startswith("python"), event.comm
+
+
+GETPPID_CHILD = """
+import os, sys
+sys.stdin.readline()
+for _ in range(10_000):
+    os.getppid()
+print("done", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_getppid_count_matches_syscount():
+    child = spawn_python(GETPPID_CHILD)
+    probe = _start_probe(child.pid)
+    syscount = subprocess.Popen(["syscount-bpfcc", "-p", str(child.pid), "-d", "20"], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    try:
+        banner = syscount.stdout.readline()  # printed once syscount's programs are attached
+        assert "Tracing" in banner, banner
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "done"
+        ours = probe.poll(monotonic_ns()).snapshot["processes"][str(child.pid)]["syscalls"]["getppid"]["count"]
+        child.stdin.write("exit\n")
+        child.stdin.flush()
+        child.wait(timeout=10)
+        syscount.send_signal(2)  # SIGINT: syscount prints its table and exits
+        out, _ = syscount.communicate(timeout=30)
+    finally:
+        probe.stop()
+        if syscount.poll() is None:
+            syscount.kill()
+    match = re.search(r"^getppid\s+(\d+)\s*$", out, re.M)
+    assert match, out
+    theirs = int(match.group(1))
+    assert theirs >= 10_000
+    assert abs(ours - theirs) <= 0.01 * theirs, (ours, theirs)
+
+
+def test_unwatched_process_is_not_counted():
+    child = spawn_python(GETPPID_CHILD)
+    probe = _start_probe(0)  # watch nothing that exists
+    try:
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        child.stdout.readline()
+        snap = probe.poll(monotonic_ns()).snapshot
+    finally:
+        probe.stop()
+        child.communicate("exit\n", timeout=10)
+    assert str(child.pid) not in snap["processes"]
+
+
+def test_status_names_the_path_taken():
+    probe = SyscallProbe(SyscallConfig())
+    probe.start()
+    try:
+        assert "raw_syscalls" in probe.status().path
+        assert probe.status().state.value == "ok"
+    finally:
+        probe.stop()
+    assert probe.status().state.value == "stopped"
