@@ -104,7 +104,9 @@ def spec_from_args(args: argparse.Namespace):
                          scheduler_sleep_ms=args.fault_scheduler_sleep_ms, gpu_ballast_gib=args.fault_gpu_ballast_gib,
                          fsync_mb=args.fault_fsync_mb, fsync_every_steps=args.fault_fsync_every_steps)
     source = ModelSource(preset=args.preset, model_dir=args.model_dir, overrides=_overrides(args.override))
-    source.model_config()  # validate the overrides now, before any rank starts
+    from gpusleuth.engine.tp import check_tp
+
+    check_tp(source.model_config(), engine.tp)  # validate shapes and overrides before any rank starts
     return LaunchSpec(source=source, engine=engine, faults=faults, is_spans=not args.no_spans)
 
 

@@ -14,6 +14,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from gpusleuth.agent.config import ConfigError
+from gpusleuth.engine.config import ModelConfig
 from gpusleuth.engine.model import Embedding, Linear, LlamaForCausalLM
 
 # Called before each all-reduce with this rank (fault injection: see faults.py); None = no hook.
@@ -112,12 +113,18 @@ class ParallelLMHead(ColumnParallelLinear):
         return torch.cat(parts, dim=-1)
 
 
+def check_tp(cfg: ModelConfig, world_size: int) -> None:
+    """Raise ConfigError("tp") unless every sharded dimension of `cfg` divides by `world_size`."""
+    for what in ("num_heads", "num_kv_heads", "intermediate_size", "vocab_size"):
+        _divide(getattr(cfg, what), world_size, what)
+
+
 def apply_tp(model: LlamaForCausalLM, rank: int, world_size: int, group=None) -> _Comm | None:
     """Shard `model` (weights not yet loaded) for `rank` of `world_size`; returns the layers' comm, None at 1."""
     if world_size == 1:
         return None
     cfg = model.config
-    _divide(cfg.num_kv_heads, world_size, "num_kv_heads")
+    check_tp(cfg, world_size)
     comm = _Comm(rank, world_size, group)
     body = model.model
     body.embed_tokens = VocabParallelEmbedding(body.embed_tokens, comm)
