@@ -1,0 +1,193 @@
+"""Network probe: byte/packet counts in 100 µs bins per interface and direction (tc clsact eBPF), microbursts with
+their top flows and owning processes, TCP retransmits and skb drops, and qdisc backlog/drops.
+
+Kernel side: net_tc.c counts every packet at the clsact ingress/egress hooks into rings of time bins (sized for
+`ring_s`); each poll drains the complete bins (net_ring.py) and runs the burst detector (net_bursts.py) over them.
+tcp_trace.c aggregates retransmits and drops from tracepoints; qdisc_stats.py reads netlink statistics.
+
+Snapshot schema (`store.snapshot("net")`), counters cumulative since start:
+  {"t_ns": int, "bin_ns": int, "netns": str, "path": str,
+   "interfaces": {"<if>": {"ifindex": int, "kind": str, "speed_mbps": float|null, "threshold_bps": float,
+       "directions": {"ingress"|"egress": {"bytes": n, "packets": n, "bursts": n, "lost_bins": n, "mixed_bins": n,
+           "late_bytes": n, "threshold_bytes_per_bin": n,
+           "duration_seconds": {"bounds": [s...], "counts": [n per bucket, last = +Inf], "sum": s, "count": n},
+           "peak_bps": {same shape, bits/s}, "last_burst": {"start_ns", "end_ns", "bytes", "peak_bps"}|null}},
+       "qdisc": {"kind", "handle", "backlog_bytes", "qlen", "drops", "requeues", "overlimits", "bytes", "packets",
+                 "qdiscs": [...]}|null}},
+   "tcp": tcp_trace.TcpTracer.snapshot() | null, "kernel": {"overrun_writes": n, "hot_flows_lost": n}}
+Events: kind "net.microburst" (attrs interface, direction, bytes, packets, peak_bps, top_flows[...]),
+"net.tcp_retransmit" and "net.skb_drop" (see tcp_trace.py).
+"""
+from __future__ import annotations
+
+import fnmatch
+import logging
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gpusleuth.agent.config import ConfigError, check_range
+from gpusleuth.probes.base import PollResult, Probe, ProbeState, ProbeUnavailable, Requirement
+
+log = logging.getLogger(__name__)
+TCP_TRACEPOINTS = [("tcp", "tcp_retransmit_skb"), ("skb", "kfree_skb"), ("sock", "inet_sock_set_state")]
+GLOB_CHARS = set("*?[")
+
+
+@dataclass(slots=True)
+class NetConfig:
+    interval_s: float = 0.5
+    interfaces: list[str] = field(default_factory=list)  # names or globs; empty = every up, non-loopback one
+    netns: str = ""  # a name under /var/run/netns; empty = the agent's own namespace
+    bin_us: int = 100  # time-bin width; 10 .. 1000000 and must divide one second
+    ring_s: float = 2.0  # how much history the kernel rings hold (a poll may be this late, less interval_s)
+    burst_threshold_pct: float = 50.0  # of link speed
+    burst_threshold_mbps: float = 0.0  # > 0: this threshold for every interface instead of the percentage
+    fallback_speed_mbps: float = 10000.0  # where the link speed is unknown (veth, other namespaces)
+    burst_gap_bins: int = 1  # quiet bins allowed inside one burst
+    burst_min_bins: int = 1
+    burst_max_s: float = 1.0  # a longer run is reported in pieces (is_truncated)
+    top_flows: int = 5
+    max_hot_flows: int = 16384  # kernel table of flows seen in hot bins, per poll
+    is_tcp_enabled: bool = True  # retransmits and drops (tracepoints)
+    is_qdisc_enabled: bool = True
+    max_endpoints: int = 256  # distinct remote endpoints / processes kept in the snapshot
+    state_dir: str = "/run/gpusleuth"  # where the tc ownership record lives (survives a crash)
+
+    def __post_init__(self) -> None:
+        check_range("bin_us", self.bin_us, 10, 1_000_000)
+        if 1_000_000 % self.bin_us:
+            raise ConfigError("bin_us", f"{self.bin_us} does not divide one second (1000000 µs) evenly; "
+                                        "use e.g. 10, 20, 25, 50, 100, 125, 200, 250, 500 or 1000")
+        check_range("ring_s", self.ring_s, 2.0, 60.0)
+        check_range("interval_s", self.interval_s, 0.01, self.ring_s / 2)
+        check_range("burst_threshold_pct", self.burst_threshold_pct, 0.1, 100.0)
+        check_range("burst_threshold_mbps", self.burst_threshold_mbps, 0.0, 10_000_000.0)
+        check_range("fallback_speed_mbps", self.fallback_speed_mbps, 1.0, 10_000_000.0)
+        check_range("burst_gap_bins", self.burst_gap_bins, 0, 1000)
+        check_range("burst_min_bins", self.burst_min_bins, 1, 1000)
+        check_range("burst_max_s", self.burst_max_s, 0.001, 60.0)
+        check_range("top_flows", self.top_flows, 0, 64)
+        check_range("max_hot_flows", self.max_hot_flows, 256, 1 << 20)
+        check_range("max_endpoints", self.max_endpoints, 1, 100_000)
+        if self.netns and not Path(f"/var/run/netns/{self.netns}").exists():
+            raise ConfigError("netns", f"no network namespace {self.netns!r} (see `ip netns list`)")
+        self._check_interfaces()
+
+    def _check_interfaces(self) -> None:
+        """Exact names must exist now (globs may match nothing yet); raises ConfigError naming the entry."""
+        exact = [(i, n) for i, n in enumerate(self.interfaces) if not GLOB_CHARS & set(n)]
+        for i, name in enumerate(self.interfaces):
+            if not name or len(name) > 15 or "/" in name:
+                raise ConfigError(f"interfaces[{i}]", f"{name!r} is not an interface name or glob")
+        if not exact:
+            return
+        known = _interface_names(self.netns)
+        if known is None:
+            return  # cannot look inside that namespace here (no pyroute2); start() checks again
+        where = f"network namespace {self.netns!r}" if self.netns else "the agent's network namespace"
+        for i, name in exact:
+            if name not in known:
+                raise ConfigError(f"interfaces[{i}]", f"no interface named {name!r} in {where}; "
+                                                      f"present: {', '.join(sorted(known))}")
+
+
+def _interface_names(netns: str) -> set[str] | None:
+    if not netns:
+        return {name for _, name in socket.if_nameindex()}
+    try:
+        from gpusleuth.probes.net_attach import list_links, open_iproute  # noqa: PLC0415
+        with open_iproute(netns) as ipr:
+            return {link.name for link in list_links(ipr)}
+    except ImportError:
+        return None
+
+
+def select_links(patterns: list[str], links: list[Any]) -> list[Any]:
+    """Links the config selects: exact names (loopback allowed), globs and the default (up, not loopback)."""
+    if not patterns:
+        return [ln for ln in links if ln.is_up and not ln.is_loopback]
+    chosen = []
+    for ln in links:
+        for pat in patterns:
+            if pat == ln.name or (GLOB_CHARS & set(pat) and not ln.is_loopback and fnmatch.fnmatchcase(ln.name, pat)):
+                chosen.append(ln)
+                break
+    return chosen
+
+
+def link_speed_mbps(link: Any, netns: str) -> float | None:
+    """Link speed from sysfs (our namespace only); None where the kernel does not know it (veth reports a fixed
+    10000 that means nothing, so veth counts as unknown)."""
+    if netns or link.kind == "veth":
+        return None
+    try:
+        speed = int(Path(f"/sys/class/net/{link.name}/speed").read_text())
+    except (OSError, ValueError):
+        return None
+    return float(speed) if speed > 0 else None
+
+
+class NetProbe(Probe):
+    name = "net"
+    config_class = NetConfig
+
+    def __init__(self, config: NetConfig) -> None:
+        super().__init__(config)
+        self._lock = threading.Lock()
+        self._run: Any = None  # net_run.NetRun while started
+
+    @classmethod
+    def requirements(cls) -> list[Requirement]:
+        from gpusleuth.probes import bpf_common  # noqa: PLC0415
+        reqs = bpf_common.bpf_requirements(TCP_TRACEPOINTS, need_net_admin=True)
+        try:
+            import pyroute2  # noqa: F401, PLC0415
+            ok, detail = True, "pyroute2 importable"
+        except ImportError as exc:
+            ok, detail = False, str(exc)
+        reqs.append(Requirement("pyroute2", ok, detail, "pip install pyroute2 (a gpusleuth dependency)"))
+        # The tcp tracepoints are optional: their absence degrades the probe, it does not stop it.
+        return reqs
+
+    def source(self) -> str:
+        """The generated tc program C text (for debugging)."""
+        from gpusleuth.probes.net_run import NetRun  # noqa: PLC0415
+        return NetRun.preview_source(self.config)
+
+    def start(self) -> None:
+        from gpusleuth.probes import bpf_common  # noqa: PLC0415
+        from gpusleuth.probes.net_run import NetRun  # noqa: PLC0415
+        essential = [r for r in self.requirements() if not r.name.startswith("tracepoint")]
+        bpf_common.check_requirements(essential)
+        with self._lock:
+            if self._run is not None:
+                return
+            run = NetRun(self.config)
+            try:
+                run.start()
+            except BaseException:
+                run.stop()
+                raise
+            self._run = run
+        state = ProbeState.DEGRADED if run.degraded_reason else ProbeState.OK
+        self.set_status(state, run.degraded_reason, path=run.path, **run.status_details())
+
+    def poll(self, now_ns: int) -> PollResult:
+        with self._lock:
+            if self._run is None:
+                raise ProbeUnavailable("not started")
+            result = self._run.poll(now_ns)
+            reason = self._run.degraded_reason
+        self.set_status(ProbeState.DEGRADED if reason else ProbeState.OK, reason, **self._run.status_details())
+        return result
+
+    def stop(self) -> None:
+        with self._lock:
+            run, self._run = self._run, None
+        if run is not None:
+            run.stop()
+        self.set_status(ProbeState.STOPPED, "stopped")
+

@@ -1,0 +1,306 @@
+"""Shared pieces of the network-probe tests: throw-away network namespaces joined by a veth pair, and traffic roles.
+
+`VethPair` creates two namespaces (`<tag>a`, `<tag>b`) with veth `<tag>0` (10.77.0.1, in a) and `<tag>1`
+(10.77.0.2, in b) and deletes both on exit; all test traffic stays inside them. This file is also a script
+(`python tests/net_helpers.py ROLE ...`) run inside a namespace with `ip netns exec`: the roles are the TCP sink,
+the UDP background sender, the burst sender and the bulk sender. Roles print one JSON line when done.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+HELPER = Path(__file__).resolve()
+PYTHON = sys.executable
+ADDR_A, ADDR_B = "10.77.0.1", "10.77.0.2"
+TCP_PORT, UDP_PORT, UDP_BURST_PORT = 5201, 5202, 5203
+UDP_SEGMENT, UDP_PAYLOAD = 103, 1472  # UDP GSO: one write becomes many 1514-byte frames
+SIOCOUTQ = 0x5411  # bytes not yet acknowledged by the peer (TIOCOUTQ)
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33  # like SO_SNDBUF/SO_RCVBUF but past [wr]mem_max (CAP_NET_ADMIN)
+
+
+def sh(cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, shell=True, check=check, capture_output=True, text=True)
+
+
+def tc_available() -> str:
+    """Empty string when this host can run the tc tests, else why not."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, tc, eBPF)"
+    if sh("ip netns list", check=False).returncode != 0:
+        return "iproute2 `ip netns` not usable"
+    try:
+        import bcc  # noqa: F401
+        import pyroute2  # noqa: F401
+    except ImportError as exc:
+        return f"missing {exc.name}"
+    return ""
+
+
+@dataclass
+class VethPair:
+    """Two namespaces joined by a veth pair; side a sends, side b receives."""
+
+    tag: str
+
+    @property
+    def ns_a(self) -> str:
+        return f"{self.tag}a"
+
+    @property
+    def ns_b(self) -> str:
+        return f"{self.tag}b"
+
+    @property
+    def if_a(self) -> str:
+        return f"{self.tag}0"
+
+    @property
+    def if_b(self) -> str:
+        return f"{self.tag}1"
+
+    def create(self) -> None:
+        self.delete()
+        for ns in (self.ns_a, self.ns_b):
+            sh(f"ip netns add {ns}")
+            sh(f"ip -n {ns} link set lo up")
+            # No IPv6 autoconfiguration chatter: the counters tests compare exact packet counts.
+            sh(f"ip netns exec {ns} sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1")
+            # Bursts must leave at once after 200 ms of idle: no cwnd restart after idle.
+            sh(f"ip netns exec {ns} sysctl -qw net.ipv4.tcp_slow_start_after_idle=0")
+            # cubic, not a pacing congestion control (bbr): the burst must leave as fast as the stack can send.
+            sh(f"ip netns exec {ns} sysctl -qw net.ipv4.tcp_congestion_control=cubic", check=False)
+        sh(f"ip link add {self.if_a} netns {self.ns_a} type veth peer name {self.if_b} netns {self.ns_b}")
+        sh(f"ip -n {self.ns_a} addr add {ADDR_A}/24 dev {self.if_a}")
+        sh(f"ip -n {self.ns_b} addr add {ADDR_B}/24 dev {self.if_b}")
+        sh(f"ip -n {self.ns_a} link set {self.if_a} up")
+        sh(f"ip -n {self.ns_b} link set {self.if_b} up")
+        # A window big enough for a whole burst from the first write (a burst must not wait for ACKs).
+        sh(f"ip -n {self.ns_a} route replace 10.77.0.0/24 dev {self.if_a} initcwnd 2048 initrwnd 2048")
+        sh(f"ip -n {self.ns_b} route replace 10.77.0.0/24 dev {self.if_b} initcwnd 2048 initrwnd 2048")
+
+    def delete(self) -> None:
+        for ns in (self.ns_a, self.ns_b):
+            sh(f"ip netns del {ns}", check=False)
+
+    def exec_args(self, ns: str, role: str, *args: str) -> list[str]:
+        return ["ip", "netns", "exec", ns, PYTHON, str(HELPER), role, *args]
+
+    def spawn(self, ns: str, role: str, *args: str) -> subprocess.Popen:
+        return subprocess.Popen(self.exec_args(ns, role, *args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def link_stats(self, ns: str, ifname: str) -> dict[str, int]:
+        """The kernel's own interface counters (what `ip -s link` prints)."""
+        out = json.loads(sh(f"ip -n {ns} -s -j link show dev {ifname}").stdout)[0]["stats64"]
+        return {"rx_bytes": out["rx"]["bytes"], "rx_packets": out["rx"]["packets"],
+                "tx_bytes": out["tx"]["bytes"], "tx_packets": out["tx"]["packets"]}
+
+    def snmp(self, ns: str) -> dict[str, int]:
+        """`Tcp:` counters of /proc/net/snmp inside `ns` (RetransSegs, OutSegs, ...)."""
+        lines = [ln.split() for ln in sh(f"ip netns exec {ns} cat /proc/net/snmp").stdout.splitlines()
+                 if ln.startswith("Tcp:")]
+        return {k: int(v) for k, v in zip(lines[0][1:], lines[1][1:])}
+
+
+@contextmanager
+def veth_pair(tag: str | None = None) -> Iterator[VethPair]:
+    pair = VethPair(tag or f"gs{os.getpid() % 100000}")
+    pair.create()
+    try:
+        yield pair
+    finally:
+        pair.delete()
+
+
+def wait_line(proc: subprocess.Popen, timeout_s: float = 30.0) -> dict:
+    """Wait for a role to finish and return its JSON line (raises with its stderr if it failed)."""
+    out, err = proc.communicate(timeout=timeout_s)
+    if proc.returncode != 0:
+        raise RuntimeError(f"role failed rc={proc.returncode}: {err.strip()[-2000:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------- roles (in a netns)
+
+def role_sink(args: argparse.Namespace) -> None:
+    """Accept TCP connections and discard everything; also drain a UDP port. Runs until killed."""
+    import selectors
+    sel = selectors.DefaultSelector()
+    lsock = socket.socket()
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 16 << 20)
+    lsock.bind(("0.0.0.0", TCP_PORT))
+    lsock.listen(16)
+    sel.register(lsock, selectors.EVENT_READ, "accept")
+    udp = []
+    for port in (UDP_PORT, UDP_BURST_PORT):
+        usock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        usock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 32 << 20)
+        usock.bind(("0.0.0.0", port))
+        sel.register(usock, selectors.EVENT_READ, "drain")
+        udp.append(usock)
+    print(json.dumps({"ready": True}), flush=True)
+    buf = bytearray(1 << 20)
+    while True:
+        for key, _ in sel.select():
+            if key.data == "accept":
+                conn, _ = lsock.accept()
+                sel.register(conn, selectors.EVENT_READ, "drain")
+            elif key.fileobj.recv_into(buf) == 0 and key.fileobj not in udp:
+                sel.unregister(key.fileobj)
+                key.fileobj.close()
+
+
+def role_background(args: argparse.Namespace) -> None:
+    """UDP datagrams of `size` bytes paced to `mbps` for `seconds` (absolute deadlines, so no drift)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    payload = b"b" * args.size
+    period_ns = int(args.size * 8 / (args.mbps * 1e6) * 1e9)
+    t0 = time.monotonic_ns()
+    n = 0
+    end = t0 + int(args.seconds * 1e9)
+    due = t0
+    while (now := time.monotonic_ns()) < end:
+        if now < due:
+            time.sleep((due - now) / 1e9)
+        elif now - due > 2 * period_ns:
+            due = now  # preempted: skip the missed slots instead of catching up in a burst of our own
+        sock.sendto(payload, (ADDR_B, UDP_PORT))
+        n += 1
+        due += period_ns
+    print(json.dumps({"datagrams": n, "payload_bytes": n * args.size}), flush=True)
+
+
+def _connect(sndbuf: int = 16 << 20) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, sndbuf)  # past wmem_max: one write, no wait
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for _ in range(100):
+        try:
+            sock.connect((ADDR_B, TCP_PORT))
+            return sock
+        except ConnectionRefusedError:
+            time.sleep(0.05)
+    raise RuntimeError("sink never listened")
+
+
+def _wait_acked(sock: socket.socket, timeout_s: float = 5.0) -> None:
+    import fcntl
+    deadline = time.monotonic() + timeout_s
+    buf = bytearray(4)
+    while time.monotonic() < deadline:
+        fcntl.ioctl(sock.fileno(), SIOCOUTQ, buf)
+        if struct.unpack("i", buf)[0] == 0:
+            return
+        time.sleep(0.0002)
+    raise RuntimeError("data never acknowledged")
+
+
+def _udp_gso_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 16 << 20)
+    sock.setsockopt(socket.SOL_UDP, UDP_SEGMENT, UDP_PAYLOAD)
+    sock.connect((ADDR_B, UDP_BURST_PORT))
+    return sock
+
+
+def _send_udp_gso(sock: socket.socket, data: bytes) -> None:
+    """Send `data` as UDP datagrams of UDP_PAYLOAD bytes, 44 per GSO write (about 64 KB per syscall)."""
+    view = memoryview(data)
+    step = UDP_PAYLOAD * 44
+    for off in range(0, len(data), step):
+        sock.send(view[off:off + step])
+
+
+def _tx_bytes(ifname: str) -> int:
+    # /sys shows the namespace sysfs was mounted in; `ip netns exec` remounts it for this namespace.
+    return int(Path(f"/sys/class/net/{ifname}/statistics/tx_bytes").read_text())
+
+
+def role_bursts(args: argparse.Namespace) -> None:
+    """After a warm-up, send `count` bursts of `size` bytes in single writes, `gap_ms` apart; report each burst's
+    own start/end timestamps (CLOCK_MONOTONIC) and the interface's tx byte delta around it."""
+    try:  # other work on a small shared box must not preempt a burst halfway (it would really split it)
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+    except OSError:
+        pass
+    if args.proto == "udp":
+        sock = _udp_gso_socket()
+        send = lambda buf: _send_udp_gso(sock, buf)  # noqa: E731
+        wait = lambda: None  # noqa: E731
+    else:
+        sock = _connect()
+        send, wait = sock.sendall, lambda: _wait_acked(sock)  # noqa: E731
+    for _ in range(10):  # TCP: open the windows so a burst leaves in one go (harmless for UDP)
+        send(b"w" * args.size)
+        wait()
+        time.sleep(0.005)
+    if args.wait_go:  # let the test start its probe after the warm-up, so only the bursts are seen
+        print(json.dumps({"warm": True}), flush=True)
+        sys.stdin.readline()
+    data = b"x" * args.size
+    bursts = []
+    t_next = time.monotonic_ns() + int(args.gap_ms * 1e6)
+    for _ in range(args.count):
+        while time.monotonic_ns() < t_next:
+            time.sleep(max(0.0, (t_next - time.monotonic_ns()) / 1e9 - 0.0005))
+        b0 = _tx_bytes(args.ifname)
+        t0 = time.monotonic_ns()
+        send(data)
+        t1 = time.monotonic_ns()
+        wait()
+        t2 = time.monotonic_ns()
+        bursts.append({"start_ns": t0, "sent_ns": t1, "acked_ns": t2, "if_bytes": _tx_bytes(args.ifname) - b0})
+        t_next = t0 + int(args.gap_ms * 1e6)
+    sock.close()
+    print(json.dumps({"bursts": bursts, "pid": os.getpid()}), flush=True)
+
+
+def role_bulk(args: argparse.Namespace) -> None:
+    """Send as fast as possible for `seconds`; report bytes sent and the achieved rate."""
+    sock = _connect(4 << 20)
+    chunk = b"z" * (256 << 10)
+    t0 = time.monotonic()
+    sent = 0
+    while time.monotonic() - t0 < args.seconds:
+        sent += sock.send(chunk)
+    _wait_acked(sock, 30.0)
+    elapsed = time.monotonic() - t0
+    sock.close()
+    print(json.dumps({"bytes": sent, "seconds": elapsed, "gbps": sent * 8 / elapsed / 1e9}), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="role", required=True)
+    sub.add_parser("sink")
+    p = sub.add_parser("background")
+    p.add_argument("--mbps", type=float, default=10.0)
+    p.add_argument("--size", type=int, default=1250)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p = sub.add_parser("bursts")
+    p.add_argument("--count", type=int, default=20)
+    p.add_argument("--size", type=int, default=1_500_000)
+    p.add_argument("--gap-ms", type=float, default=200.0)
+    p.add_argument("--ifname", required=True)
+    p.add_argument("--wait-go", action="store_true")
+    p.add_argument("--proto", choices=("udp", "tcp"), default="udp")
+    p = sub.add_parser("bulk")
+    p.add_argument("--seconds", type=float, default=2.0)
+    args = parser.parse_args()
+    {"sink": role_sink, "background": role_background, "bursts": role_bursts, "bulk": role_bulk}[args.role](args)
+
+
+if __name__ == "__main__":
+    main()
