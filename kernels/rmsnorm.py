@@ -71,8 +71,9 @@ def _check(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Te
         raise ValueError(f"x: hidden size {x.shape[-1]} exceeds the kernel's limit of {MAX_HIDDEN}")
 
 
-def _launch(x: torch.Tensor, weight: torch.Tensor, eps: float,
-            residual: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _launch(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None,
+            num_warps: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Launch without checks; ``num_warps`` overrides the heuristic (benchmarks sweep it)."""
     H = x.shape[-1]
     x2 = x.reshape(-1, H)  # a view whenever the leading dimensions allow it
     y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
@@ -85,7 +86,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, eps: float,
     block = next_pow2(H)
     _rms_norm_kernel[(rows,)](
         x2, r2, weight, y.view(-1, H), s2, H, x2.stride(0), r2.stride(0), H, H, float(eps),
-        HAS_RESIDUAL=residual is not None, BLOCK=block, num_warps=_num_warps(block, x.element_size()))
+        HAS_RESIDUAL=residual is not None, BLOCK=block, num_warps=num_warps or _num_warps(block, x.element_size()))
     return y, s
 
 

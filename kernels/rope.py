@@ -121,14 +121,20 @@ def rope_(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin_cac
     if not is_triton_available(q.device):
         rope_ref_(q, k, positions, cos_sin_cache)
         return
+    _launch(q, k, positions, cos_sin_cache)
+
+
+def _launch(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin_cache: torch.Tensor,
+            tile: int = 4096, num_warps: int = 4) -> None:
+    """Launch without checks; ``tile`` (elements per head-tile half) and ``num_warps`` are swept by benchmarks."""
     T, Hq, D = q.shape
     Hk = k.shape[1]
     if T == 0:
         return
     half = D // 2
     block_half = next_pow2(half)
-    block_h = max(1, 4096 // block_half)  # about 4k elements per tile and half
+    block_h = max(1, tile // block_half)
     _rope_kernel[(T,)](
         q, k, positions, cos_sin_cache, Hq, Hk, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
         cos_sin_cache.stride(0), HALF=half, BLOCK_HALF=block_half,
-        BLOCK_HQ=min(next_pow2(Hq), block_h), BLOCK_HK=min(next_pow2(Hk), block_h), num_warps=4)
+        BLOCK_HQ=min(next_pow2(Hq), block_h), BLOCK_HK=min(next_pow2(Hk), block_h), num_warps=num_warps)

@@ -35,12 +35,18 @@ def swiglu(gate_up: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"gate_up last dimension must be even (2 * intermediate size), got {gate_up.shape[1]}")
     if not is_triton_available(gate_up.device):
         return swiglu_ref(gate_up)
+    return _launch(gate_up)
+
+
+def _launch(gate_up: torch.Tensor, block: int | None = None, num_warps: int | None = None) -> torch.Tensor:
+    """Launch without checks; ``block``/``num_warps`` override the heuristic (benchmarks sweep them)."""
     T, inter = gate_up.shape[0], gate_up.shape[1] // 2
     out = torch.empty((T, inter), dtype=gate_up.dtype, device=gate_up.device)
     if T == 0 or inter == 0:
         return out
-    block = min(next_pow2(inter), 2048)
-    warps = max(1, min(8, block * gate_up.element_size() // 1024))  # ~2 x 16-byte vectors per thread and input
+    block = block or min(next_pow2(inter), 2048)
+    # ~2 x 16-byte vectors per thread and input
+    warps = num_warps or max(1, min(8, block * gate_up.element_size() // 1024))
     grid = (T, cdiv(inter, block))
     _swiglu_kernel[grid](gate_up, out, inter, gate_up.stride(0), out.stride(0), BLOCK=block, num_warps=warps)
     return out
