@@ -9,7 +9,8 @@ from dataclasses import asdict
 from typing import Any
 
 from gpusleuth.agent.config import Config
-from gpusleuth.agent.control import ControlServer
+from gpusleuth.agent.control import ControlError, ControlServer
+from gpusleuth.agent.correlate import rank_causes
 from gpusleuth.agent.probe_runner import ProbeRunner
 from gpusleuth.agent.recorder import Recorder
 from gpusleuth.agent.store import Store
@@ -168,8 +169,34 @@ class Agent:
             {"series": s.series, "t_ns": s.t_ns, "value": s.value, "labels": dict(s.labels)}
             for s in self.store.samples(series, start_ns, end_ns, limit)])
         c.register("watch", self._watch_pids)
+        c.register("requests", self.requests)
+        c.register("explain", self.explain)
         c.register("config", lambda: {"source": self.config.source, **{
             k: asdict(getattr(self.config, k)) for k in ("agent", "control", "store", "recorder", "exporter", "watch")}})
+
+    def requests(self, limit: int = 200) -> list[dict[str, Any]]:
+        """The most recent finished engine requests (newest last)."""
+        snap = self.store.snapshot("spans") or {}
+        return list(snap.get("recent", []))[-int(limit):]
+
+    def explain(self, request_id: str) -> dict[str, Any]:
+        """A request's phases, the host events overlapping it, and ranked causes."""
+        request = next((r for r in reversed(self.requests(10**9)) if r["request_id"] == request_id), None)
+        if request is None:
+            raise ControlError("not_found", f"no finished request {request_id!r} in the agent's recent requests")
+        window = self.store.events(request["start_ns"], request["end_ns"])
+        phases_ev = [e for e in window if e.kind.startswith("request.") and e.kind != "request.finished"
+                     and e.pid == request["pid"] and e.attrs.get("request_id") == request_id]
+        phases = {e.kind.split(".", 1)[1]: (e.start_ns, e.end_ns) for e in phases_ev}
+        others = [e for e in window if not e.kind.startswith("request.") and e.kind != "engine.step"]
+        steps = [e for e in window if e.kind == "engine.step" and e.pid == request["pid"]]
+        verdicts = rank_causes(request, phases, others)
+        return {"request": request,
+                "phases": [{"phase": e.kind.split(".", 1)[1], "start_ns": e.start_ns, "end_ns": e.end_ns,
+                            "rank": e.attrs.get("rank"), "tokens": e.attrs.get("tokens"),
+                            "batch_size": e.attrs.get("batch_size")} for e in phases_ev],
+                "steps": len(steps), "overlapping": [event_to_dict(e) for e in others[-500:]],
+                "verdicts": [v.to_dict() for v in verdicts]}
 
     def _watch_pids(self, pids: list[int]) -> list[int]:
         self.watcher.add_pids({int(p) for p in pids})

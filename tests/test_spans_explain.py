@@ -1,0 +1,103 @@
+"""Engine spans into the real agent: intake, request histograms, auto-watch, and `explain` naming the cause."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from gpusleuth.agent.control import ControlClient
+from tests.agent_helpers import run_agent, spawn_python, wait_for, write_config
+
+pytestmark = pytest.mark.root
+
+# A fake engine that speaks the real span protocol: one request whose prefill phase contains a 60 ms nanosleep
+# syscall on the "scheduler" thread, as a stalled syscall would.
+ENGINE = """
+import os, sys, time
+from gpusleuth.probes.span_protocol import Span, encode
+import socket
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+path = sys.argv[1]
+def send(*spans):
+    sock.sendto(encode(os.getpid(), list(spans)), path)
+now = time.monotonic_ns
+t = now()
+send(Span("step", "step", "step-0", 0, t, t, 0, 0))
+print("hello", flush=True)
+sys.stdin.readline()             # the test waits until the agent watches us
+arrival = now()
+time.sleep(0.005)
+sched = now()
+send(Span("request", "queued", "req-1", 0, arrival, sched, 12, 1))
+time.sleep(0.06)                 # the stall, inside prefill
+first = now()
+send(Span("request", "prefill", "req-1", 0, sched, first, 12, 1))
+time.sleep(0.002)
+end = now()
+send(Span("request", "decode", "req-1", 0, first, end, 3, 1),
+     Span("request", "finished", "req-1", 0, end, end, 4, 0,
+          {"ttft_s": (first - arrival) / 1e9, "tpot_s": (end - first) / 3e9, "e2e_s": (end - arrival) / 1e9,
+           "status": "stop"}))
+print("sent", flush=True)
+sys.stdin.readline()
+"""
+
+
+@pytest.fixture
+def agent():
+    tmp = Path(tempfile.mkdtemp(prefix="gpusleuth-spans-"))
+    config = write_config(tmp, ["syscalls", "sched", "spans"],
+                          extra=f'\n[probes.spans]\nsocket = "{tmp}/spans.sock"\n'
+                                '\n[probes.syscalls]\nslow_threshold_ms = 20.0\n')
+    assert run_agent("--config", str(config), "start").returncode == 0
+    client = ControlClient(str(tmp / "agent.sock"))
+    yield tmp, client
+    client.close()
+    run_agent("--config", str(config), "stop")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_span_sender_is_watched_and_explain_names_the_syscall(agent):
+    tmp, client = agent
+    engine = spawn_python(ENGINE.replace("sys.argv[1]", repr(str(tmp / "spans.sock"))))
+    try:
+        assert engine.stdout.readline().strip() == "hello"
+        wait_for(lambda: engine.pid in client.call("status")["watched_pids"], timeout=10)
+        engine.stdin.write("go\n")
+        engine.stdin.flush()
+        assert engine.stdout.readline().strip() == "sent"
+        rows = wait_for(lambda: [r for r in client.call("requests") if r["request_id"] == "req-1"], timeout=10)
+        # the syscall probe polls every second: wait until the slow syscall is in the store too
+        wait_for(lambda: client.call("events", kinds=["slow_syscall"], pid=engine.pid), timeout=10)
+        report = client.call("explain", request_id="req-1")
+    finally:
+        engine.kill()
+        engine.wait()
+    row = rows[0]
+    assert row["pid"] == engine.pid and row["prompt_tokens"] == 12 and row["output_tokens"] == 4
+    assert 0.06 <= row["ttft_s"] < 0.2
+    assert {p["phase"] for p in report["phases"]} == {"queued", "prefill", "decode"}
+    top = report["verdicts"][0]
+    assert top["cause"] == "syscall", report["verdicts"]
+    assert "clock_nanosleep" in top["evidence"] and top["score"] > 0.7
+    assert top["runbook"].startswith("runbooks/")
+
+    snap = client.call("snapshot", sources=["spans"])["spans"]
+    ttft = snap["histograms"][str(engine.pid)]["ttft"]
+    assert ttft["count"] == 1 and 0.06 <= ttft["sum"] < 0.2
+
+
+def test_malformed_datagrams_are_counted_not_fatal(agent):
+    import socket
+    tmp, client = agent
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    for payload in (b"not json", b'{"v": 99}', b'{"v":1,"pid":1,"spans":[{"kind":"request"}]}'):
+        sock.sendto(payload, str(tmp / "spans.sock"))
+    snap = wait_for(lambda: (s := client.call("snapshot", sources=["spans"]).get("spans")) and
+                    s["decode_errors_total"] == 3 and s, timeout=10)
+    assert snap["spans_total"] == 0
+    assert client.call("status")["probes"]["spans"]["state"] == "ok"
+    assert os.stat(tmp / "spans.sock").st_mode & 0o777 == 0o666
