@@ -34,6 +34,7 @@ def _add_engine_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", default=d.dtype, help="auto (bf16 on cuda, fp32 on cpu), float32, bfloat16, float16")
     g.add_argument("--kernels", default=d.kernels, help="auto (fused Triton on cuda), fused, torch")
     g.add_argument("--seed", type=int, default=d.seed, help="random-weight seed")
+    g.add_argument("--init-std", type=float, default=d.init_std, help="std of random weights")
     g.add_argument("--block-size", type=int, default=d.block_size)
     g.add_argument("--num-cpu-blocks", type=int, default=d.num_cpu_blocks)
     g.add_argument("--num-gpu-blocks", type=int, default=d.num_gpu_blocks, help="0 = size from free memory")
@@ -95,7 +96,7 @@ def spec_from_args(args: argparse.Namespace):
     from gpusleuth.engine.workers import LaunchSpec
 
     engine = EngineConfig(
-        device=args.device, dtype=args.dtype, kernels=args.kernels, tp=args.tp, seed=args.seed,
+        device=args.device, dtype=args.dtype, kernels=args.kernels, tp=args.tp, seed=args.seed, init_std=args.init_std,
         block_size=args.block_size, num_cpu_blocks=args.num_cpu_blocks, kv_cache_fraction=args.kv_cache_fraction,
         num_gpu_blocks=args.num_gpu_blocks, max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,

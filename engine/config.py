@@ -147,6 +147,7 @@ class EngineConfig:
     kernels: str = "auto"  # auto = fused Triton kernels on cuda, torch references elsewhere
     tp: int = 1
     seed: int = 0
+    init_std: float = 0.02  # std of random weights (transformers' initializer_range); larger = peakier logits
     block_size: int = 16
     num_cpu_blocks: int = 512  # KV blocks on CPU (no free-memory probe there)
     kv_cache_fraction: float = 0.9  # of the GPU memory still free after weights and a profiling pass
@@ -164,6 +165,7 @@ class EngineConfig:
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise ConfigError("device", f"{self.device!r} is not auto, cpu or cuda")
         check_range("tp", self.tp, 1, 64)
+        check_range("init_std", self.init_std, 0.0, 10.0)
         check_choice("block_size", str(self.block_size), ["8", "16", "32", "64", "128"])
         check_range("num_cpu_blocks", self.num_cpu_blocks, 1, None)
         check_range("kv_cache_fraction", self.kv_cache_fraction, 0.01, 0.99)

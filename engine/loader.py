@@ -20,7 +20,6 @@ from gpusleuth.engine.config import ModelConfig
 
 _MERGES = (("q_proj", "qkv_proj", "q"), ("k_proj", "qkv_proj", "k"), ("v_proj", "qkv_proj", "v"),
            ("gate_proj", "gate_up_proj", "gate"), ("up_proj", "gate_up_proj", "up"))
-INIT_STD = 0.02  # transformers' LlamaConfig.initializer_range
 
 
 def hf_tensor_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -49,10 +48,11 @@ def target_of(hf_name: str) -> tuple[str, str | None]:
 
 
 class _RandomTensor:
-    """A checkpoint tensor generated on first slicing (normal(0, 0.02); norms are ones)."""
+    """A checkpoint tensor generated on first slicing (normal(0, std); norms are ones)."""
 
-    def __init__(self, name: str, shape: tuple[int, ...], seed: int, device: torch.device, dtype: torch.dtype):
-        self.name, self.shape, self.seed, self.device, self.dtype = name, shape, seed, device, dtype
+    def __init__(self, name: str, shape: tuple[int, ...], seed: int, std: float, device: torch.device,
+                 dtype: torch.dtype):
+        self.name, self.shape, self.seed, self.std, self.device, self.dtype = name, shape, seed, std, device, dtype
 
     def get_shape(self) -> list[int]:
         return list(self.shape)
@@ -63,14 +63,15 @@ class _RandomTensor:
         gen = torch.Generator(device=self.device)
         gen.manual_seed((self.seed * 1_000_003 + zlib.crc32(self.name.encode())) % (1 << 63))
         full = torch.empty(self.shape, device=self.device, dtype=self.dtype)
-        full.normal_(0.0, INIT_STD, generator=gen)
+        full.normal_(0.0, self.std, generator=gen)
         return full[index]
 
 
-def random_source(cfg: ModelConfig, seed: int, device: torch.device,
-                  dtype: torch.dtype) -> Iterator[tuple[str, object]]:
+def random_source(cfg: ModelConfig, seed: int, device: torch.device, dtype: torch.dtype,
+                  std: float = 0.02) -> Iterator[tuple[str, object]]:
+    """Random weights generated on `device` (never via a CPU model); the same for every TP size."""
     for name, shape in hf_tensor_shapes(cfg).items():
-        yield name, _RandomTensor(name, shape, seed, device, dtype)
+        yield name, _RandomTensor(name, shape, seed, std, device, dtype)
 
 
 def safetensors_source(model_dir: str | Path) -> Iterator[tuple[str, object]]:

@@ -55,7 +55,7 @@ class ModelRunner:
         self.max_model_len = min(engine_cfg.max_model_len, cfg.max_position_embeddings)
         self.model, self.comm = build_model(cfg, engine_cfg, device, self.dtype, rank, world_size, group)
         source = (safetensors_source(model_dir) if model_dir
-                  else random_source(cfg, engine_cfg.seed, device, self.dtype))
+                  else random_source(cfg, engine_cfg.seed, device, self.dtype, engine_cfg.init_std))
         with torch.inference_mode():
             load_weights(self.model, source)
         self.ops = self.model.model.layers[0].self_attn.ops

@@ -1,0 +1,139 @@
+"""Spans reach a real Unix datagram listener in the agreed wire format, are dropped and counted when nobody
+listens (never blocking), and the fault hooks do what they say (scheduler sleep, fsync stall, all-reduce delay).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+import torch
+
+from engine_helpers import make_engine
+from gpusleuth.engine.faults import FaultConfig, RankFaults
+from gpusleuth.engine.sequence import SamplingParams
+from gpusleuth.engine.spans import SpanEmitter
+from gpusleuth.probes import span_protocol
+
+PARAMS = SamplingParams(max_tokens=6, temperature=0.0, is_ignore_eos=True)
+
+
+@pytest.fixture
+def listener(tmp_path):
+    path = str(tmp_path / "spans.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(0.2)
+    yield path, sock
+    sock.close()
+
+
+def _drain(sock: socket.socket) -> list[span_protocol.Span]:
+    spans = []
+    while True:
+        try:
+            data = sock.recv(span_protocol.MAX_DATAGRAM)
+        except socket.timeout:
+            return spans
+        pid, batch = span_protocol.decode(data)
+        assert pid == os.getpid()
+        spans += batch
+
+
+def test_request_phases_and_steps_arrive(listener):
+    path, sock = listener
+    engine = make_engine(emitter=SpanEmitter(0, path))
+    prompts = [engine.tokenizer.encode("span one"), engine.tokenizer.encode("span two, longer")]
+    engine.generate(prompts, PARAMS)
+    spans = _drain(sock)
+    steps = [s for s in spans if s.kind == "step"]
+    assert len(steps) == engine.num_steps and all(s.rank == 0 and s.end_ns >= s.start_ns for s in steps)
+    assert steps[0].attrs["num_prefill"] == 2 and steps[-1].attrs["num_decode"] >= 1
+    for rid in ("gen-0-0", "gen-0-1"):
+        phases = {s.phase: s for s in spans if s.request_id == rid}
+        assert list(phases) == ["queued", "prefill", "decode", "finished"]
+        q, p, d, f = (phases[k] for k in ("queued", "prefill", "decode", "finished"))
+        assert q.end_ns == p.start_ns and p.end_ns == d.start_ns and d.end_ns == f.start_ns  # phases tile the request
+        assert d.tokens == PARAMS.max_tokens - 1 and f.tokens == PARAMS.max_tokens
+        assert f.attrs["status"] == "length" and f.attrs["ttft_s"] > 0 and f.attrs["e2e_s"] >= f.attrs["ttft_s"]
+    assert engine.emitter.num_dropped == 0 and engine.emitter.num_sent == len(spans)
+
+
+def test_no_listener_drops_and_counts(tmp_path):
+    engine = make_engine(emitter=SpanEmitter(0, str(tmp_path / "nobody.sock")))
+    engine.generate([engine.tokenizer.encode("dropped")], PARAMS)
+    assert engine.emitter.num_sent == 0
+    assert engine.emitter.num_dropped == engine.num_steps + 4  # every step span + 4 request phases
+    assert b"gpusleuth_engine_spans_dropped_total %d.0" % engine.emitter.num_dropped in engine.metrics.render()
+
+
+def test_full_socket_buffer_drops_without_blocking(listener):
+    path, sock = listener  # bound but never read: the queue fills and sends would block
+    emitter = SpanEmitter(0, path)
+    start = time.monotonic()
+    for i in range(3000):
+        emitter.add("step", "step", f"s{i}", 1, 2, attrs_padding="x" * 200)
+        emitter.flush()
+    assert time.monotonic() - start < 30  # generous: a blocking send would hang forever, not be slow
+    assert emitter.num_dropped > 0 and emitter.num_sent > 0
+    assert emitter.num_sent + emitter.num_dropped == 3000
+
+
+def test_large_batches_split_under_datagram_limit(listener):
+    path, sock = listener
+    emitter = SpanEmitter(0, path)
+    for i in range(700):
+        emitter.add("request", "decode", f"r{i}", 1, 2, tokens=i, note="y" * 100)
+    emitter.flush()
+    got = _drain(sock)
+    assert [s.tokens for s in got] == list(range(700))
+
+
+def test_scheduler_sleep_fault_lengthens_steps(listener):
+    path, sock = listener
+    engine = make_engine(emitter=SpanEmitter(0, path))
+    engine.set_faults(FaultConfig(scheduler_sleep_ms=60.0))
+    engine.generate([engine.tokenizer.encode("slow")], PARAMS)
+    steps = [s for s in _drain(sock) if s.kind == "step"]
+    assert steps and all(s.end_ns - s.start_ns >= 60e6 for s in steps)
+
+
+def test_fsync_fault_writes_and_syncs_a_file(tmp_path):
+    engine = make_engine()
+    engine.set_faults(FaultConfig(fsync_mb=2, fsync_every_steps=1, fsync_dir=str(tmp_path)))
+    engine.generate([engine.tokenizer.encode("fsync")], PARAMS)
+    files = list(tmp_path.glob("gpusleuth-engine-fault-*.bin"))
+    assert len(files) == 1 and files[0].stat().st_size == 2 << 20
+    engine.faults.close()
+    assert not files[0].exists()
+
+
+def test_allreduce_delay_hits_first_all_reduce_of_each_step_on_its_rank():
+    faulty, healthy = RankFaults(1, torch.device("cpu")), RankFaults(0, torch.device("cpu"))
+    for rf in (faulty, healthy):
+        rf.update(FaultConfig(rank=1, allreduce_delay_ms=50.0, gpu_ballast_gib=0.001))
+    assert faulty._ballast is not None and faulty._ballast.numel() == int(0.001 * (1 << 30))
+    assert healthy._ballast is None
+    for rf, expect_delay in ((faulty, True), (healthy, False)):
+        rf.begin_step()
+        t0 = time.monotonic()
+        rf.pre_all_reduce()
+        first = time.monotonic() - t0
+        t0 = time.monotonic()
+        rf.pre_all_reduce()
+        second = time.monotonic() - t0
+        assert (first >= 0.05) is expect_delay and second < 0.05
+
+
+def test_fault_config_from_dict_names_bad_keys():
+    from gpusleuth.agent.config import ConfigError
+
+    cfg = FaultConfig.from_dict({"scheduler_sleep_ms": 5})
+    assert cfg.scheduler_sleep_ms == 5
+    with pytest.raises(ConfigError) as exc:
+        FaultConfig.from_dict({"sleep": 1})
+    assert exc.value.key == "sleep"
+    with pytest.raises(ConfigError) as exc:
+        FaultConfig.from_dict({"fsync_mb": "big"})
+    assert exc.value.key == "fsync_mb"
