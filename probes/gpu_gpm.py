@@ -25,6 +25,7 @@ class GpmSampler:
         self._prev: Any = NA
         self._cur: Any = NA
         self._metrics = list(GPM_METRICS.items())
+        self._req: Any = None  # one nvmlGpmMetricsGet_t reused every poll (it is ~20 KB of ctypes)
 
     def start(self) -> bool:
         """Allocate the two sample buffers and take the first sample. False when GPM cannot be used."""
@@ -33,6 +34,11 @@ class GpmSampler:
         if self._prev is NA or self._cur is NA or not self._sample(self._prev):
             self.close()
             return False
+        self._req = self.lib.nv.c_nvmlGpmMetricsGet_t()
+        self._req.version = self.lib.const("NVML_GPM_METRICS_GET_VERSION", 1)
+        self._req.numMetrics = len(self._metrics)
+        for i, (_, (metric_id, _)) in enumerate(self._metrics):
+            self._req.metrics[i].metricId = metric_id
         return True
 
     def _sample(self, buf: Any) -> bool:
@@ -46,12 +52,8 @@ class GpmSampler:
         """Metrics since the previous read (NA for each metric NVML could not compute)."""
         if self._prev is NA or not self._sample(self._cur):
             return {}
-        req = self.lib.nv.c_nvmlGpmMetricsGet_t()
-        req.version = self.lib.const("NVML_GPM_METRICS_GET_VERSION", 1)
-        req.numMetrics = len(self._metrics)
+        req = self._req
         req.sample1, req.sample2 = self._prev, self._cur
-        for i, (_, (metric_id, _)) in enumerate(self._metrics):
-            req.metrics[i].metricId = metric_id
         got = self.lib.query("nvmlGpmMetricsGet", req)
         self._prev, self._cur = self._cur, self._prev  # the newest sample starts the next interval
         if got is NA:
