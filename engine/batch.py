@@ -23,6 +23,7 @@ class StepInput:
     prefill_cu_seqlens: torch.Tensor  # [Bp+1] int32
     prefill_context_lens: torch.Tensor  # [Bp] int32
     is_prefill_fresh: bool
+    prefill_max_len: int  # longest prefill chunk (0 when none)
     logits_indices: torch.Tensor  # [S] int64: rows whose next token is sampled
     step_id: int = 0
     faults: FaultConfig | None = None  # set when the fault config changed (applied by every rank)
@@ -47,7 +48,7 @@ class StepInput:
             prefill_block_tables=put(self.prefill_block_tables) if has_prefill else None,
             prefill_cu_seqlens=put(self.prefill_cu_seqlens) if has_prefill else None,
             prefill_context_lens=put(self.prefill_context_lens) if has_prefill else None,
-            is_prefill_fresh=self.is_prefill_fresh)
+            is_prefill_fresh=self.is_prefill_fresh, prefill_max_len=self.prefill_max_len)
 
 
 def _tables(seqs: list[Sequence]) -> torch.Tensor:
@@ -91,6 +92,7 @@ def build_step_input(plan: StepPlan, block_size: int, step_id: int = 0) -> StepI
         prefill_block_tables=_tables(prefill_seqs), prefill_cu_seqlens=torch.tensor(cu, dtype=torch.int32),
         prefill_context_lens=torch.tensor([s.num_computed + n for s, n in plan.prefill], dtype=torch.int32),
         is_prefill_fresh=all(seq.num_computed == 0 for seq, _ in plan.prefill),
+        prefill_max_len=max((n for _, n in plan.prefill), default=0),
         logits_indices=torch.tensor(logits_rows, dtype=torch.int64), step_id=step_id)
 
 

@@ -28,9 +28,10 @@ def hf_tensor_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (cfg.vocab_size, h), "model.norm.weight": (h,)}
     for n in range(cfg.num_layers):
         p = f"model.layers.{n}."
+        hq, hk = cfg.num_heads * d, cfg.num_kv_heads * d
         shapes.update({
-            p + "self_attn.q_proj.weight": (cfg.num_heads * d, h), p + "self_attn.k_proj.weight": (cfg.num_kv_heads * d, h),
-            p + "self_attn.v_proj.weight": (cfg.num_kv_heads * d, h), p + "self_attn.o_proj.weight": (h, cfg.num_heads * d),
+            p + "self_attn.q_proj.weight": (hq, h), p + "self_attn.k_proj.weight": (hk, h),
+            p + "self_attn.v_proj.weight": (hk, h), p + "self_attn.o_proj.weight": (h, hq),
             p + "mlp.gate_proj.weight": (i, h), p + "mlp.up_proj.weight": (i, h), p + "mlp.down_proj.weight": (h, i),
             p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,)})
     if not cfg.is_tied_embeddings:

@@ -29,6 +29,7 @@ class AttnMeta:
     prefill_cu_seqlens: torch.Tensor | None = None  # [Bp+1] int32
     prefill_context_lens: torch.Tensor | None = None  # [Bp] int32
     is_prefill_fresh: bool = False  # no prefill chunk has earlier cached tokens: attend over k/v directly
+    prefill_max_len: int | None = None  # longest prefill chunk (saves the kernels a device sync)
 
 
 class Linear(nn.Module):
@@ -125,11 +126,12 @@ class Attention(nn.Module):
         if q.shape[0] > nd:
             qp = q[nd:]
             if meta.is_prefill_fresh:
-                parts.append(self.ops.prefill_attention(qp, k[nd:], v[nd:], meta.prefill_cu_seqlens, self.scale))
+                parts.append(self.ops.prefill_attention(qp, k[nd:], v[nd:], meta.prefill_cu_seqlens, self.scale,
+                                                        max_seqlen=meta.prefill_max_len))
             else:
                 parts.append(self.ops.paged_prefill_attention(
                     qp, self.k_cache, self.v_cache, meta.prefill_block_tables, meta.prefill_cu_seqlens,
-                    meta.prefill_context_lens, self.scale))
+                    meta.prefill_context_lens, self.scale, max_seqlen=meta.prefill_max_len))
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
 
 

@@ -26,8 +26,8 @@ class Ops:
     rope_: Callable
     swiglu: Callable
     paged_decode_attention: Callable
-    prefill_attention: Callable
-    paged_prefill_attention: Callable
+    prefill_attention: Callable  # (q, k, v, cu_seqlens, scale, max_seqlen=)
+    paged_prefill_attention: Callable  # (q, k_cache, v_cache, block_tables, cu_q, context_lens, scale, max_seqlen=)
     build_rope_cache: Callable
 
     @property
@@ -49,7 +49,19 @@ def select_ops(kernels: str, device: torch.device) -> Ops:
                                      f"got {device}. Use --kernels torch (or auto)")
     is_fused = kernels == "fused" or (kernels == "auto" and can_fuse and device.type == "cuda")
     bound = {name: getattr(k, name if is_fused else name.rstrip("_") + "_ref") for name in _OPS}
+    # One prefill signature with a `max_seqlen` hint: the fused kernels use it to skip a device sync, the
+    # references need none.
+    if is_fused:
+        paged = k.paged_prefill_attention
+        bound["paged_prefill_attention"] = lambda *args, max_seqlen=None: paged(*args, max_seqlen_q=max_seqlen)
+    else:
+        for name in ("prefill_attention", "paged_prefill_attention"):
+            bound[name] = _ignore_max_seqlen(bound[name])
     return Ops(is_fused=is_fused, build_rope_cache=k.build_rope_cache, **bound)
+
+
+def _ignore_max_seqlen(fn: Callable) -> Callable:
+    return lambda *args, max_seqlen=None: fn(*args)
 
 
 def write_kv(k_cache: torch.Tensor, v_cache: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

@@ -111,9 +111,8 @@ class ModelRunner:
         self.faults.begin_step()
         if (self.graphs is not None and inp.is_decode_only and not self.faults.is_delaying
                 and self.graphs.can_run(inp.num_decode)):
-            hidden = self.graphs.run(inp)
-        else:
-            hidden = self.model(inp.input_ids.to(self.device, non_blocking=True), inp.to_meta(self.device))
+            return self.graphs.run(inp)  # every decode row is sampled
+        hidden = self.model(inp.input_ids.to(self.device, non_blocking=True), inp.to_meta(self.device))
         if inp.logits_indices.numel() == 0:
             return None
         if not inp.is_decode_only:
@@ -153,4 +152,5 @@ def profile_input(num_seqs: int, seq_len: int, blocks_per_seq: int, block_size: 
         decode_context_lens=torch.zeros(0, dtype=torch.int32), prefill_block_tables=tables,
         prefill_cu_seqlens=torch.arange(0, t + 1, seq_len, dtype=torch.int32),
         prefill_context_lens=torch.full((num_seqs,), seq_len, dtype=torch.int32), is_prefill_fresh=True,
+        prefill_max_len=seq_len,
         logits_indices=torch.arange(t - num_rows, t, dtype=torch.int64))
