@@ -39,7 +39,7 @@ from gpusleuth.agent.config import ConfigError, check_range
 from gpusleuth.probes.base import PollResult, Probe, ProbeState, ProbeUnavailable, Requirement
 from gpusleuth.probes.gpu_device import DeviceOptions, GpuDevice
 from gpusleuth.probes.gpu_requirements import host_requirements
-from gpusleuth.probes.nvml_query import NA, GpuLost, Nvml, NvmlUnavailable, load_module, or_none
+from gpusleuth.probes.nvml_query import NA, GpuLost, Nvml, NvmlUnavailable, as_text, load_module, or_none
 from gpusleuth.probes.records import Event, wall_offset_ns
 from gpusleuth.probes.xid_events import RawGpuEvent, XidWatcher
 from gpusleuth.probes.xid_kmsg import KmsgReader
@@ -111,7 +111,7 @@ class GpuProbe(Probe):
         except NvmlUnavailable as exc:
             self._fail(str(exc))
         lib = self.lib
-        driver = str(or_none(lib.query("nvmlSystemGetDriverVersion")) or "")
+        driver = as_text(lib.query("nvmlSystemGetDriverVersion"))
         major = driver.split(".")[0]
         if major.isdigit() and int(major) < MIN_DRIVER_MAJOR:
             self._fail(f"NVIDIA driver {driver} is older than R{MIN_DRIVER_MAJOR}: upgrade the driver")
@@ -122,7 +122,7 @@ class GpuProbe(Probe):
             if index >= int(count):
                 self._fail(f"probes.gpu.gpus lists GPU {index} but NVML sees {count} GPU(s) (0..{int(count) - 1})")
         self.info = {"hostname": socket.gethostname(), "driver_version": driver,
-                     "nvml_version": str(or_none(lib.query("nvmlSystemGetNVMLVersion")) or ""),
+                     "nvml_version": as_text(lib.query("nvmlSystemGetNVMLVersion")),
                      "cuda_driver_version": or_none(lib.query("nvmlSystemGetCudaDriverVersion"))}
         self._open_devices(self.config.gpus or list(range(int(count))))
         if self.config.is_xid_enabled:

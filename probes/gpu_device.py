@@ -19,7 +19,7 @@ from gpusleuth.probes.gpu_process import ProcessSampler
 from gpusleuth.probes.gpu_rates import CounterRate
 from gpusleuth.probes.gpu_samples import SampleReader, wall_us_to_mono_ns
 from gpusleuth.probes.gpu_throttle import ThrottleTracker
-from gpusleuth.probes.nvml_query import NA, Nvml, or_none
+from gpusleuth.probes.nvml_query import NA, Nvml, as_text, or_none
 from gpusleuth.probes.records import Event, Sample, monotonic_ns
 
 MIB = 1048576
@@ -40,21 +40,16 @@ class DeviceOptions:
     process_stale_s: float = 3.0
 
 
-def _text(value: Any) -> str:
-    value = or_none(value)
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value or "")
-
-
 class GpuDevice:
     """Identity and per-poll reading of one physical GPU (its MIG instances included)."""
 
     def __init__(self, lib: Nvml, index: int, handle: Any, opts: DeviceOptions) -> None:
         self.lib, self.index, self.handle, self.opts = lib, index, handle, opts
         q = lib.query
-        self.uuid = _text(q("nvmlDeviceGetUUID", handle)) or f"GPU-unknown-{index}"
-        self.name = _text(q("nvmlDeviceGetName", handle))
+        self.uuid = as_text(q("nvmlDeviceGetUUID", handle)) or f"GPU-unknown-{index}"
+        self.name = as_text(q("nvmlDeviceGetName", handle))
         pci = q("nvmlDeviceGetPciInfo", handle)
-        self.pci_bus_id = _text(pci.busId) if pci is not NA else ""
+        self.pci_bus_id = as_text(pci.busId) if pci is not NA else ""
         minor = q("nvmlDeviceGetMinorNumber", handle)
         self.device = f"nvidia{minor}" if minor is not NA else ""
         self.labels = {"gpu": str(index)}

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpusleuth.probes.gpu_gpm import GpmSampler
-from gpusleuth.probes.nvml_query import NA, Nvml, or_none
+from gpusleuth.probes.nvml_query import NA, Nvml, as_text, or_none
 
 MIG_ENABLE = 1
 _PROFILE = re.compile(r"MIG\s+(\S+)\s*$")
@@ -54,8 +54,8 @@ def enumerate_instances(lib: Nvml, handle: Any, key: Any) -> list[MigInstance]:
             continue
         name = lib.query("nvmlDeviceGetName", mh)
         uuid = lib.query("nvmlDeviceGetUUID", mh)
-        out.append(MigInstance(mh, int(gi), -1 if ci is NA else int(ci), or_none(uuid) or "",
-                               profile_from_name(or_none(name) or "")))
+        out.append(MigInstance(mh, int(gi), -1 if ci is NA else int(ci), as_text(uuid),
+                               profile_from_name(as_text(name))))
     return out
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpusleuth.probes.nvml_query import NA, Nvml
+from gpusleuth.probes.nvml_query import NA, Nvml, as_text
 
 NO_INSTANCE = 0xFFFFFFFF  # gpuInstanceId/computeInstanceId outside MIG
 CMDLINE_MAX = 200
@@ -53,8 +53,7 @@ class ProcessSampler:
     def _running(self) -> dict[int, dict[str, Any]]:
         procs: dict[int, dict[str, Any]] = {}
         for kind, fn in (("C", "nvmlDeviceGetComputeRunningProcesses"), ("G", "nvmlDeviceGetGraphicsRunningProcesses")):
-            listed = self.lib.query(fn, self.handle, key=(self.key, fn), no_data=[])
-            for p in listed or []:
+            for p in self._listed(fn):
                 entry = procs.get(p.pid)
                 used = getattr(p, "usedGpuMemory", None)
                 if entry is None:
@@ -67,6 +66,17 @@ class ProcessSampler:
                 if used is not None:  # None: NVML cannot tell (WDDM); keep what the other list said
                     entry["used_bytes"] = max(entry["used_bytes"] or 0, int(used))
         return procs
+
+    def _listed(self, fn: str) -> list[Any]:
+        """The process list from the newest versioned call this binding and driver have (_v3 needs R510+)."""
+        for name in (f"{fn}_v3", f"{fn}_v2", fn):
+            key = (self.key, name)
+            if self.lib.is_unsupported(key) or not hasattr(self.lib.nv, name):
+                continue
+            listed = self.lib.query(name, self.handle, key=key, no_data=[])
+            if listed is not NA or not self.lib.is_unsupported(key):
+                return listed or []
+        return []
 
     def _update_util(self) -> None:
         samples = self.lib.query("nvmlDeviceGetProcessUtilization", self.handle, self._last_seen_us,
@@ -93,7 +103,7 @@ class ProcessSampler:
             is_fresh = util is not None and now_wall_us - util.t_us <= self.stale_us
             comm, cmdline = read_command(pid, self.proc_root)
             if not comm:
-                comm = str(self.lib.query("nvmlSystemGetProcessName", pid, key=("proc_name",)) or "")
+                comm = as_text(self.lib.query("nvmlSystemGetProcessName", pid, key=("proc_name",)))
             used = entry["used_bytes"]
             entry.update(comm=comm, cmdline=cmdline, used_mib=None if used is None else used // 1048576,
                          sm_util_pct=util.sm if is_fresh else None, mem_util_pct=util.mem if is_fresh else None)

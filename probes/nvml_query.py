@@ -42,6 +42,13 @@ def or_none(value: Any) -> Any:
     return None if value is NA else value
 
 
+def as_text(value: Any) -> str:
+    """A string NVML returned: some pynvml calls give str, others bytes (nvmlSystemGetNVMLVersion, struct fields)."""
+    if value is NA or value is None:
+        return ""
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
 class GpuLost(Exception):
     """A device answered GPU_IS_LOST or RESET_REQUIRED: stop sampling it."""
 
@@ -87,7 +94,8 @@ class Nvml:
         err = lambda name: getattr(nv, name, _Never)  # noqa: E731 - short alias for optional classes
         self.Error = getattr(nv, "NVMLError", _Never)
         self.NotSupported = err("NVMLError_NotSupported")
-        self.FunctionNotFound = err("NVMLError_FunctionNotFound")
+        # pynvml turns FUNCTION_NOT_FOUND of its unversioned process-list calls into NVMLLibraryMismatchError
+        self.FunctionNotFound = (err("NVMLError_FunctionNotFound"), err("NVMLLibraryMismatchError"))
         self.NotFound = err("NVMLError_NotFound")
         self.Timeout = err("NVMLError_Timeout")
         self.Uninitialized = err("NVMLError_Uninitialized")

@@ -22,6 +22,10 @@ _CODES = {"UNINITIALIZED": 1, "INVALID_ARGUMENT": 2, "NOT_SUPPORTED": 3, "NO_PER
           "LIB_RM_VERSION_MISMATCH": 18, "NO_DATA": 21, "UNKNOWN": 999}
 
 
+class NVMLLibraryMismatchError(Exception):
+    """pynvml raises this (not an NVMLError) from its unversioned process-list calls on an older driver."""
+
+
 class NVMLError(Exception):
     """Like pynvml: NVMLError(code) builds the matching NVMLError_<Name> subclass."""
 
@@ -178,6 +182,7 @@ class FakeNvml:
     `missing_symbols` makes them raise FUNCTION_NOT_FOUND (an older driver)."""
 
     NVMLError = NVMLError
+    NVMLLibraryMismatchError = NVMLLibraryMismatchError
 
     def __init__(self, gpus: int | list[FakeGpu] = 1, driver: str = "570.86.15", init_error: int | None = None,
                  absent: tuple[str, ...] = (), missing_symbols: tuple[str, ...] = ()) -> None:
@@ -373,7 +378,15 @@ class FakeNvml:
                                 computeInstanceId=p.get("ci", NO_INSTANCE))
                 for p in gpu.processes if kind in p.get("kind", "C")]
 
+    def nvmlDeviceGetComputeRunningProcesses_v3(self, h: Handle) -> list[Any]:
+        return self._procs("nvmlDeviceGetComputeRunningProcesses_v3", h, "C")
+
+    def nvmlDeviceGetGraphicsRunningProcesses_v3(self, h: Handle) -> list[Any]:
+        return self._procs("nvmlDeviceGetGraphicsRunningProcesses_v3", h, "G")
+
     def nvmlDeviceGetComputeRunningProcesses(self, h: Handle) -> list[Any]:
+        if "nvmlDeviceGetComputeRunningProcesses_v3" in self.missing_symbols:  # pynvml's @throwOnVersionMismatch
+            raise NVMLLibraryMismatchError("Unversioned function called and the pyNVML version does not match")
         return self._procs("nvmlDeviceGetComputeRunningProcesses", h, "C")
 
     def nvmlDeviceGetGraphicsRunningProcesses(self, h: Handle) -> list[Any]:

@@ -307,3 +307,13 @@ def test_snapshot_is_json_serialisable():
     assert json.loads(json.dumps(result.snapshot))["gpus"][1]["uuid"] == fake.gpus[1].uuid
     assert abs(wall_offset_ns() - (time.time_ns() - time.monotonic_ns())) < 5_000_000
     probe.stop()
+
+
+def test_old_driver_without_v3_process_calls_does_not_break_polling():
+    fake = FakeNvml(1, missing_symbols=("nvmlDeviceGetComputeRunningProcesses_v3",))
+    fake.gpus[0].processes = [{"pid": 4242, "used": MIB}]
+    probe = started(fake)
+    snap = gpu_snap(probe.poll(time.monotonic_ns()))
+    assert snap["processes"] == [] and snap["power_w"] == 70.0  # unknown, and the rest still sampled
+    assert "nvmlDeviceGetComputeRunningProcesses:FunctionNotFound" in probe.status().details["nvml_errors"]
+    probe.stop()
