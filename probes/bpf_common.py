@@ -136,6 +136,21 @@ def set_members(table: Any, members: Iterable[int], key_type: Any = ctypes.c_uin
         table[key_type(k)] = ctypes.c_uint8(1)
 
 
+def has_kernel_btf() -> bool:
+    """Kernel BTF is what task-local storage and BTF task pointers need."""
+    return os.path.exists("/sys/kernel/btf/vmlinux")
+
+
+def sum_percpu(value: Any) -> Any:
+    """A per-CPU map value arrives as an array of per-CPU structs: add them up field by field."""
+    if not isinstance(value, ctypes.Array):
+        return value
+    total = type(value[0])()
+    for field_name, _ in total._fields_:
+        setattr(total, field_name, sum(getattr(v, field_name) for v in value))
+    return total
+
+
 def comm_str(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode(errors="replace")
 

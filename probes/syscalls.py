@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpusleuth.agent.config import check_range
+from gpusleuth.agent.config import check_choice, check_range
 from gpusleuth.probes import bpf_common
 from gpusleuth.probes.base import PollResult, Probe, ProbeState, ProbeUnavailable, Requirement, WatchSet
 from gpusleuth.probes.log2_hist import Log2Hist
@@ -39,6 +39,8 @@ class SyscallConfig:
     max_threads: int = 65536  # in-flight syscalls tracked at once (LRU)
     max_keys: int = 65536  # distinct (process, syscall, bucket) keys per interval
     idle_expiry_s: float = 600.0  # forget a gone process's histograms after this long without activity
+    thread_state: str = "auto"  # where a thread's syscall start lives: "task" (task storage), "hash", "auto"
+    is_percpu: bool = True  # per-CPU histogram maps: no atomics on the hot path
 
     def __post_init__(self) -> None:
         check_range("interval_s", self.interval_s, 0.05, 3600)
@@ -46,6 +48,7 @@ class SyscallConfig:
         check_range("max_threads", self.max_threads, 1024, 4_194_304)
         check_range("max_keys", self.max_keys, 1024, 4_194_304)
         check_range("idle_expiry_s", self.idle_expiry_s, 1, 86400 * 7)
+        check_choice("thread_state", self.thread_state, ["auto", "task", "hash"])
 
 
 class SyscallProbe(Probe):
@@ -62,6 +65,7 @@ class SyscallProbe(Probe):
         self._pending: list[Event] = []
         self._slow_total = 0
         self._use_ringbuf = True
+        self._use_task_storage = config.thread_state != "hash"
 
     @classmethod
     def requirements(cls) -> list[Requirement]:
@@ -75,13 +79,23 @@ class SyscallProbe(Probe):
             "MAX_THREADS": self.config.max_threads,
             "MAX_KEYS": self.config.max_keys,
             "USE_RINGBUF": int(self._use_ringbuf),
+            "USE_TASK_STORAGE": int(self._use_task_storage),
+            "PERCPU_HIST": int(self.config.is_percpu),
         })
 
     def start(self) -> None:
         bpf_common.check_requirements(self.requirements())
         bcc = bpf_common.import_bcc()
         self._use_ringbuf = bool(getattr(bcc.BPF, "support_ringbuf", lambda: True)())
-        self._bpf = bpf_common.compile_bpf(self.source())
+        self._use_task_storage = self.config.thread_state == "task" or (
+            self.config.thread_state == "auto" and bpf_common.has_kernel_btf())
+        try:
+            self._bpf = bpf_common.compile_bpf(self.source())
+        except ProbeUnavailable:
+            if self.config.thread_state != "auto" or not self._use_task_storage:
+                raise
+            self._use_task_storage = False  # task storage refused (old kernel): per-thread hash instead
+            self._bpf = bpf_common.compile_bpf(self.source())
         events = self._bpf["slow_events"]
         if self._use_ringbuf:
             events.open_ring_buffer(self._on_slow)
@@ -89,7 +103,8 @@ class SyscallProbe(Probe):
             events.open_perf_buffer(self._on_slow, page_cnt=64)
         self._push_watch()
         buffer = "ring buffer" if self._use_ringbuf else "perf buffer"
-        self.set_status(ProbeState.OK, path=f"raw_syscalls tracepoints, kernel histograms, {buffer}")
+        state = "task storage" if self._use_task_storage else "thread hash"
+        self.set_status(ProbeState.OK, path=f"raw_syscalls tracepoints, kernel histograms, {state}, {buffer}")
 
     def _on_slow(self, *args) -> None:
         # ring buffer callbacks get (ctx, data, size); perf buffer callbacks get (cpu, data, size)
@@ -131,6 +146,7 @@ class SyscallProbe(Probe):
     def _accumulate(self, items, now_ns: int) -> list[Sample]:
         interval: dict[tuple[int, int], list[int]] = {}
         for key, val in items:
+            val = bpf_common.sum_percpu(val)
             hist = self._hists.get((key.tgid, key.nr))
             if hist is None:
                 hist = self._hists[(key.tgid, key.nr)] = Log2Hist()
