@@ -17,10 +17,28 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+def ensure_gpusleuth_importable() -> None:
+    """Where the checkout is not pip-installed (a GPU host without network), map gpusleuth.<folder> to the
+    folders by symlinks, as pyproject's package-dir does for an install; children inherit it via PYTHONPATH."""
+    try:
+        import gpusleuth.probes.gpu  # noqa: F401
+        return
+    except ImportError:
+        pass
+    pkg = Path(tempfile.gettempdir()) / f"gpusleuth-shim-{os.getuid()}" / "gpusleuth"
+    pkg.mkdir(parents=True, exist_ok=True)
+    for name in ("agent", "probes", "exporters"):
+        if not (pkg / name).exists():
+            (pkg / name).symlink_to(REPO / name)
+    sys.path.insert(0, str(pkg.parent))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pkg.parent), os.environ.get("PYTHONPATH")]))
 SMI_FIELDS = ("utilization.gpu,utilization.memory,clocks.sm,clocks.mem,power.draw,temperature.gpu,"
               "temperature.memory,memory.used,memory.free,memory.reserved,pstate,clocks_event_reasons.active,"
               "pcie.link.gen.current")
@@ -166,6 +184,7 @@ def main() -> None:
     ap.add_argument("--fake", type=int, default=0, help="use the fake NVML with this many GPUs (dry run)")
     ap.add_argument("--child-gpus", type=int, default=-1, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    ensure_gpusleuth_importable()
     if args.child_gpus >= 0:
         return child(args)
     log(f"starting ({'fake NVML' if args.fake else 'real NVML'})")

@@ -208,7 +208,8 @@ class GpuProbe(Probe):
     def _snapshot(self, now_ns: int) -> dict[str, Any]:
         gpus = [self._device_snapshot(d) for d in self.devices]
         gpus += [{"index": i, "uuid": "", "name": "", "pci_bus_id": "", "device": "", "is_lost": True,
-                  "lost_reason": reason, "is_mig": False, **self._counts(i)} for i, reason in self.lost_at_start.items()]
+                  "lost_reason": reason, "is_mig": False, **self._counts(i)}
+                 for i, reason in self.lost_at_start.items()]
         w = self.watcher
         return {"t_ns": now_ns, **self.info, "gpus": sorted(gpus, key=lambda g: g["index"]),
                 "xid": {"is_running": bool(w and w.is_running), "error": self._xid_error,
@@ -255,6 +256,7 @@ class GpuProbe(Probe):
         parts = [f"nvml {self.info.get('nvml_version', '?')}, driver {self.info.get('driver_version', '?')}, "
                  f"{len(self.devices)} GPU(s)"]
         parts.append("gpm" if any(d.is_gpm_supported for d in self.devices) else "no gpm")
+        parts.append("pcie from " + ",".join(sorted({d.pcie_path for d in self.devices if not d.is_lost}) or {"-"}))
         mig = [d.index for d in self.devices if d.is_mig]
         if mig:
             parts.append(f"MIG on GPU {','.join(map(str, mig))}: per-instance memory+GPM, no device utilisation")

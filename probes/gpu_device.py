@@ -73,6 +73,8 @@ class GpuDevice:
             self.gpm = GpmSampler(lib, handle, index)
             if not self.gpm.start():
                 self.gpm, self.is_gpm_supported = None, False
+        self.pcie_path = "none"  # counters | gpm | nvml_throughput | none (status shows it)
+        self._pcie_slow: tuple[Any, Any] = (NA, NA)
         self.last: dict[str, Any] = {}
         self.detail: dict[str, Any] = {"processes": [], "enc_util_pct": None, "dec_util_pct": None}
 
@@ -97,9 +99,12 @@ class GpuDevice:
         v = self._read_basic()
         v.update(self._read_fields(now_ns, wall_offset_ns))
         gpm = self.gpm.read() if self.gpm is not None else {}
+        self.pcie_path = "counters" if v["pcie_tx_bytes_s"] is not NA else "gpm"
         for name in ("pcie_tx_bytes_s", "pcie_rx_bytes_s", "nvlink_tx_bytes_s", "nvlink_rx_bytes_s"):
             if v.get(name, NA) is NA:  # counters first; GPM's own rate where the counter is not there
                 v[name] = gpm.get(name, NA)
+        if v["pcie_tx_bytes_s"] is NA:
+            self._pcie_fallback(v, is_detail)
         v["gpm"] = {k: val for k, val in gpm.items() if not k.endswith("_bytes_s")}
         samples: list[Sample] = []
         if is_detail:
@@ -113,6 +118,17 @@ class GpuDevice:
         samples += [Sample(f"gpu.{k}", now_ns, float(v["gpm"][k]), self.labels) for k in CORE_GPM
                     if v["gpm"].get(k, NA) is not NA]
         return samples, events
+
+    def _pcie_fallback(self, v: dict[str, Any], is_detail: bool) -> None:
+        """Last resort for PCIe rates: nvmlDeviceGetPcieThroughput samples for 20 ms inside each call, so it runs
+        only on the detail interval and its value is reused until the next one."""
+        if is_detail:
+            q, key = self.lib.query, (self.index, "pcie_tp")
+            tx = q("nvmlDeviceGetPcieThroughput", self.handle, self.lib.const("NVML_PCIE_UTIL_TX_BYTES", 0), key=key)
+            rx = q("nvmlDeviceGetPcieThroughput", self.handle, self.lib.const("NVML_PCIE_UTIL_RX_BYTES", 1), key=key)
+            self._pcie_slow = (tx * 1024.0 if tx is not NA else NA, rx * 1024.0 if rx is not NA else NA)  # KB/s
+        v["pcie_tx_bytes_s"], v["pcie_rx_bytes_s"] = self._pcie_slow
+        self.pcie_path = "nvml_throughput" if self._pcie_slow[0] is not NA else "none"
 
     def _read_basic(self) -> dict[str, Any]:
         q, h, k, nv = self.lib.query, self.handle, self.index, self.lib

@@ -90,6 +90,8 @@ GPM_METRICS: dict[str, tuple[int, float]] = {
     "nvlink_rx_bytes_s": (60, 1048576.0),  # NVLINK_TOTAL_RX_PER_SEC
 }
 
+CORE_GPM_METRICS = ("gr_engine_active", "sm_active", "sm_occupancy", "tensor_active", "dram_active")
+
 # NVML event types we listen for, by binding constant name -> our event name.
 EVENT_TYPES: dict[str, str] = {
     "nvmlEventTypeXidCriticalError": "xid",

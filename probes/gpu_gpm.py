@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpusleuth.probes.gpu_fields import GPM_METRICS
+import logging
+
+from gpusleuth.probes.gpu_fields import CORE_GPM_METRICS, GPM_METRICS
 from gpusleuth.probes.nvml_query import NA, Nvml
+
+log = logging.getLogger("gpusleuth.probes.gpu")
 
 
 def is_gpm_supported(lib: Nvml, handle: Any, key: Any) -> bool:
@@ -26,6 +30,7 @@ class GpmSampler:
         self._cur: Any = NA
         self._metrics = list(GPM_METRICS.items())
         self._req: Any = None  # one nvmlGpmMetricsGet_t reused every poll (it is ~20 KB of ctypes)
+        self.is_reduced = False  # fell back to the core metrics after the driver refused the full list
 
     def start(self) -> bool:
         """Allocate the two sample buffers and take the first sample. False when GPM cannot be used."""
@@ -34,12 +39,15 @@ class GpmSampler:
         if self._prev is NA or self._cur is NA or not self._sample(self._prev):
             self.close()
             return False
+        self._build_request()
+        return True
+
+    def _build_request(self) -> None:
         self._req = self.lib.nv.c_nvmlGpmMetricsGet_t()
         self._req.version = self.lib.const("NVML_GPM_METRICS_GET_VERSION", 1)
         self._req.numMetrics = len(self._metrics)
         for i, (_, (metric_id, _)) in enumerate(self._metrics):
             self._req.metrics[i].metricId = metric_id
-        return True
 
     def _sample(self, buf: Any) -> bool:
         if self.gi_id is None:
@@ -57,6 +65,11 @@ class GpmSampler:
         got = self.lib.query("nvmlGpmMetricsGet", req)
         self._prev, self._cur = self._cur, self._prev  # the newest sample starts the next interval
         if got is NA:
+            if not self.is_reduced:  # an older driver may reject a metric id it does not know: keep the core set
+                log.warning("nvmlGpmMetricsGet refused the full metric list; using %s only", list(CORE_GPM_METRICS))
+                self.is_reduced = True
+                self._metrics = [(k, v) for k, v in self._metrics if k in CORE_GPM_METRICS]
+                self._build_request()
             return {}
         out: dict[str, Any] = {}
         for i, (name, (_, scale)) in enumerate(self._metrics):

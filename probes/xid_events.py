@@ -77,12 +77,16 @@ class XidWatcher:
             self.error = "nvmlEventSetCreate failed"
             return False
         wanted = sum(self._bits)
+        xid_bit = next(bit for bit, name in self._bits.items() if name == "xid")
         for index, handle, _ in self.devices:
             try:
                 supported = self.lib.query("nvmlDeviceGetSupportedEventTypes", handle)
                 mask = wanted & (0 if supported is NA else int(supported))
-                if mask and self.lib.query("nvmlDeviceRegisterEvents", handle, mask, self._set) is not NA:
-                    self.registered[index] = [name for bit, name in self._bits.items() if mask & bit]
+                # if the driver refuses the combination, XIDs alone are what matters most
+                for attempt in (mask, mask & xid_bit):
+                    if attempt and self.lib.query("nvmlDeviceRegisterEvents", handle, attempt, self._set) is not NA:
+                        self.registered[index] = [name for bit, name in self._bits.items() if attempt & bit]
+                        break
             except GpuLost:
                 continue  # the poll loop reports it
         if not self.registered:

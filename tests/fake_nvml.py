@@ -443,7 +443,8 @@ class FakeNvml:
         return sample
 
     def c_nvmlGpmMetricsGet_t(self) -> Any:
-        metrics = [SimpleNamespace(metricId=0, nvmlReturn=0, value=0.0) for _ in range(CONSTANTS["NVML_GPM_METRIC_MAX"])]
+        metrics = [SimpleNamespace(metricId=0, nvmlReturn=0, value=0.0)
+                   for _ in range(CONSTANTS["NVML_GPM_METRIC_MAX"])]
         return SimpleNamespace(version=0, numMetrics=0, sample1=None, sample2=None, metrics=metrics)
 
     def nvmlGpmMetricsGet(self, req: Any) -> Any:

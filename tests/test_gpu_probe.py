@@ -317,3 +317,31 @@ def test_old_driver_without_v3_process_calls_does_not_break_polling():
     assert snap["processes"] == [] and snap["power_w"] == 70.0  # unknown, and the rest still sampled
     assert "nvmlDeviceGetComputeRunningProcesses:FunctionNotFound" in probe.status().details["nvml_errors"]
     probe.stop()
+
+
+def test_pcie_rate_falls_back_to_nvml_throughput_on_the_detail_interval_only():
+    fake = FakeNvml(1)
+    fake.gpus[0].gpm = {2: 50.0}  # GPM without its PCIe metrics, and no PCIe byte counters
+    fake.gpus[0].pcie_tx_bytes, fake.gpus[0].pcie_rx_bytes = 3 * 1024 * 1000, 1024 * 1000  # NVML: KB/s
+    probe = started(fake)
+    first = gpu_snap(probe.poll(time.monotonic_ns()))
+    second = gpu_snap(probe.poll(time.monotonic_ns()))
+    assert first["pcie_tx_bytes_s"] == second["pcie_tx_bytes_s"] == 3 * 1024 * 1000
+    assert fake.calls["nvmlDeviceGetPcieThroughput"] == 2  # tx+rx once: each call blocks NVML for 20 ms
+    assert "pcie from nvml_throughput" in probe.status().path
+    probe.stop()
+
+
+def test_gpm_falls_back_to_core_metrics_when_the_driver_refuses_the_list():
+    fake = FakeNvml(1)
+    real_get = fake.nvmlGpmMetricsGet
+
+    def old_driver(req):  # a driver that rejects the whole request when it sees an id it does not know
+        if any(m.metricId == 61 for m in req.metrics[:req.numMetrics]):
+            raise fake.NVMLError_InvalidArgument(2)
+        return real_get(req)
+    fake.nvmlGpmMetricsGet = old_driver
+    probe = started(fake)
+    assert gpu_snap(probe.poll(time.monotonic_ns()))["gpm"] == {}
+    assert gpu_snap(probe.poll(time.monotonic_ns()))["gpm"]["sm_active"] == pytest.approx(0.12)
+    probe.stop()

@@ -126,6 +126,8 @@ class FakeLib:
         return self._scalar("nvmlDeviceGetTotalEnergyConsumption", o, self._obj(h))
     def nvmlDeviceGetPcieReplayCounter(self, h, o):
         return self._scalar("nvmlDeviceGetPcieReplayCounter", o, self._obj(h))
+    def nvmlDeviceGetPcieThroughput(self, h, c, o):
+        return self._scalar("nvmlDeviceGetPcieThroughput", o, self._obj(h), c.value)
     def nvmlDeviceGetCurrentClocksEventReasons(self, h, o):
         return self._scalar("nvmlDeviceGetCurrentClocksEventReasons", o, self._obj(h))
 
@@ -269,7 +271,7 @@ def test_full_poll_through_real_pynvml(real_binding, tmp_path):
     fake = real_binding(FakeNvml(2))
     g = fake.gpus[1]
     g.power_mw, g.mem_used, g.mem_reserved, g.reasons = 401_500, 12_345 * (1 << 20), 600 << 20, 0x4
-    g.unsupported_fields = {197, 198}
+    g.unsupported_fields = set()  # NVLink and PCIe byte counters answer on this one
     g.gpm = {2: 91.0, 5: 55.0, 10: 30.0}
     g.processes = [{"pid": 9001, "used": 5 << 30}]
     g.proc_util = [(9001, time.time_ns() // 1000, 77, 20)]
@@ -281,6 +283,7 @@ def test_full_poll_through_real_pynvml(real_binding, tmp_path):
     first = probe.poll(time.monotonic_ns())  # also the detail poll: processes, NVML sample buffers
     g.field_ts_us += 500_000
     g.nvlink_tx_kib += 2048
+    g.pcie_rx_bytes += 10_000_000
     result = probe.poll(time.monotonic_ns())
     snap = result.snapshot
     gpu = snap["gpus"][1]
@@ -289,6 +292,7 @@ def test_full_poll_through_real_pynvml(real_binding, tmp_path):
     assert gpu["power_w"] == pytest.approx(401.5) and gpu["fb_used_mib"] == 12_345 and gpu["fb_reserved_mib"] == 600
     assert gpu["clock_event_reason_names"] == ["sw_power_cap"]
     assert gpu["nvlink_tx_bytes_s"] == pytest.approx(2048 * 1024 / 0.5)
+    assert gpu["pcie_rx_bytes_s"] == pytest.approx(20_000_000) and "pcie from counters" in probe.status().path
     assert gpu["gpm"]["sm_active"] == pytest.approx(0.91) and gpu["gpm"]["tensor_active"] == pytest.approx(0.55)
     assert [(p["pid"], p["used_mib"], p["sm_util_pct"]) for p in gpu["processes"]] == [(9001, 5120, 77)]
     assert [s.value for s in first.samples if s.series == "gpu.util_pct.nvml"] == [64]

@@ -160,3 +160,17 @@ def test_only_supported_event_types_are_registered():
     assert probe.watcher.registered == {0: ["xid"], 1: ["xid", "double_bit_ecc"]}
     assert fake.event_sets[0].masks == {0: XID_EVENT, 1: XID_EVENT | DBE_EVENT}
     probe.stop()
+
+
+def test_registration_falls_back_to_xid_only_when_the_combination_is_refused():
+    fake = FakeNvml(1)
+    real_register = fake.nvmlDeviceRegisterEvents
+
+    def picky(handle, mask, es):  # a driver that lists ECC events as supported but refuses them together
+        if mask != XID_EVENT:
+            raise fake.NVMLError_NotSupported(3)
+        return real_register(handle, mask, es)
+    fake.nvmlDeviceRegisterEvents = picky
+    probe = started(fake)
+    assert probe.watcher.registered == {0: ["xid"]} and probe.status().state is ProbeState.OK
+    probe.stop()
