@@ -75,6 +75,7 @@ class GpuDevice:
                 self.gpm, self.is_gpm_supported = None, False
         self.pcie_path = "none"  # counters | gpm | nvml_throughput | none (status shows it)
         self._pcie_slow: tuple[Any, Any] = (NA, NA)
+        self._has_pcie_counter = False
         self.last: dict[str, Any] = {}
         self.detail: dict[str, Any] = {"processes": [], "enc_util_pct": None, "dec_util_pct": None}
 
@@ -99,11 +100,14 @@ class GpuDevice:
         v = self._read_basic()
         v.update(self._read_fields(now_ns, wall_offset_ns))
         gpm = self.gpm.read() if self.gpm is not None else {}
-        self.pcie_path = "counters" if v["pcie_tx_bytes_s"] is not NA else "gpm"
         for name in ("pcie_tx_bytes_s", "pcie_rx_bytes_s", "nvlink_tx_bytes_s", "nvlink_rx_bytes_s"):
-            if v.get(name, NA) is NA:  # counters first; GPM's own rate where the counter is not there
-                v[name] = gpm.get(name, NA)
-        if v["pcie_tx_bytes_s"] is NA:
+            if v.get(name, NA) is NA and not (name.startswith("pcie") and self._has_pcie_counter):
+                v[name] = gpm.get(name, NA)  # counters first; GPM's own rate where the counter is not there
+        if self._has_pcie_counter:
+            self.pcie_path = "counters"  # (its rate needs a second read; NA until then)
+        elif v["pcie_tx_bytes_s"] is not NA:
+            self.pcie_path = "gpm"
+        else:
             self._pcie_fallback(v, is_detail)
         v["gpm"] = {k: val for k, val in gpm.items() if not k.endswith("_bytes_s")}
         samples: list[Sample] = []
@@ -204,6 +208,7 @@ class GpuDevice:
                               ("nvlink_tx", "nvlink_tx_kib"), ("nvlink_rx", "nvlink_rx_kib"), ("energy", "energy_mj")):
             r = self._rates[rate].update(v[counter], v.pop(f"_t_{counter}", now_ns))
             v["power_avg_w" if rate == "energy" else f"{rate}_bytes_s"] = r
+        self._has_pcie_counter = v["pcie_tx_bytes"] is not NA
         for raw in ("pcie_tx_bytes", "pcie_rx_bytes", "nvlink_tx_kib", "nvlink_rx_kib"):
             del v[raw]  # only their rates are reported
         return v

@@ -345,3 +345,15 @@ def test_gpm_falls_back_to_core_metrics_when_the_driver_refuses_the_list():
     assert gpu_snap(probe.poll(time.monotonic_ns()))["gpm"] == {}
     assert gpu_snap(probe.poll(time.monotonic_ns()))["gpm"]["sm_active"] == pytest.approx(0.12)
     probe.stop()
+
+
+def test_pcie_counters_never_trigger_the_slow_fallback():
+    fake = FakeNvml(1)
+    fake.gpus[0].unsupported_fields = set()  # PCIe byte counters exist
+    probe = started(fake)
+    first = gpu_snap(probe.poll(time.monotonic_ns()))
+    assert first["pcie_tx_bytes_s"] is None  # a counter rate needs two reads: unknown, not GPM's or 0
+    fake.gpus[0].pcie_tx_bytes += 1000
+    assert gpu_snap(probe.poll(time.monotonic_ns()))["pcie_tx_bytes_s"] > 0
+    assert fake.calls["nvmlDeviceGetPcieThroughput"] == 0 and "pcie from counters" in probe.status().path
+    probe.stop()

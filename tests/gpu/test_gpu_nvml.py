@@ -131,9 +131,9 @@ def test_xid_thread_never_blocks_the_poll_loop(gpu_tools, make_probe):
 
 def test_every_gpu_is_sampled(gpu_tools, make_probe):
     probe = make_probe()
-    probe.poll(time.monotonic_ns())
-    time.sleep(0.2)
-    snap = probe.poll(time.monotonic_ns()).snapshot
+    for _ in range(4):  # counter rates need two reads with distinct NVML timestamps
+        snap = probe.poll(time.monotonic_ns()).snapshot
+        time.sleep(0.3)
     uuids = {r["uuid"] for r in gpu_tools.smi(["uuid"])}
     assert {g["uuid"] for g in snap["gpus"]} == uuids and len(snap["gpus"]) == gpu_tools.count
     for g in snap["gpus"]:
