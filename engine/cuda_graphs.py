@@ -32,6 +32,7 @@ class DecodeGraphs:
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}
         self.sizes: list[int] = []
+        self.num_replays = 0
 
     @classmethod
     def capture(cls, model: LlamaForCausalLM, max_bs: int, max_blocks: int,
@@ -86,4 +87,5 @@ class DecodeGraphs:
             self.context_lens[b:bs].fill_(1)
             self.tables[b:bs].zero_()
         self.graphs[bs].replay()
+        self.num_replays += 1
         return self.outputs[bs][:b]

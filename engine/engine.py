@@ -115,6 +115,7 @@ class LLMEngine:
             seq.num_computed += n
         now = time.monotonic_ns()
         outs = [self._append(seq, tok, now) for seq, tok in zip(seqs, tokens)]
+        self.metrics.generation_tokens.inc(len(tokens))
         self._record_step(plan, start, now)
         return outs
 
@@ -127,7 +128,7 @@ class LLMEngine:
 
     def _append(self, seq: Sequence, token: int, now: int) -> RequestOutput:
         seq.token_ids.append(token)
-        self.metrics.on_token(seq, now)
+        self.metrics.on_token(seq, now)  # ITL/TTFT; the token counter is bumped once per step
         if seq.num_output == 1:
             self._phase_span(seq, "prefill", seq.scheduled_ns, now, seq.num_prompt, next_phase="decode")
             seq.first_token_ns = now

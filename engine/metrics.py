@@ -80,7 +80,6 @@ class EngineMetrics:
 
     def on_token(self, seq: Sequence, now_ns: int) -> None:
         """After `seq` got a token at `now_ns` (timestamps not yet advanced)."""
-        self.generation_tokens.inc()
         if seq.num_output == 1:
             self.ttft.observe((now_ns - seq.arrival_ns) / 1e9)
         else:

@@ -30,7 +30,7 @@ class OutputProcessor:
         self._num_sent_ids: dict[str, int] = {}
 
     def add(self, seq: Sequence) -> None:
-        self._detok[seq.request_id] = IncrementalDetokenizer(self.tokenizer)
+        self._detok[seq.request_id] = IncrementalDetokenizer(self.tokenizer, seq.num_prompt)
         self._num_sent_ids[seq.request_id] = 0
 
     def stop_reason(self, seq: Sequence, token: int) -> str | None:
@@ -44,23 +44,16 @@ class OutputProcessor:
 
     def update(self, seq: Sequence, reason: str | None) -> tuple[RequestOutput, str | None]:
         """The client-visible update for `seq` and the finish reason after stop-string matching."""
-        rid, stops = seq.request_id, seq.params.stop
+        rid = seq.request_id
         detok = self._detok[rid]
-        before = detok.sent
-        delta = detok.delta(seq.output_ids, is_final=reason is not None)
-        full = before + delta
-        if stops:
-            hit = _first_stop(full, stops, max(0, len(before) - max(map(len, stops))))
-            if hit is not None:
-                full, reason = full[:hit], "stop"
-            elif reason is None:  # hold back a tail that could still become a stop string
-                full = full[: max(len(seq.text), len(full) - max(map(len, stops)) + 1)]
-        text_delta = full[len(seq.text):]
-        seq.text = full
+        delta = detok.delta(seq.token_ids, is_final=reason is not None)
+        if seq.params.stop:
+            delta, reason = _apply_stops(seq.text, detok.sent, len(delta), seq.params.stop, reason)
+        seq.text += delta
         sent = self._num_sent_ids[rid]
         self._num_sent_ids[rid] = seq.num_output
-        out = RequestOutput(rid, text_delta, seq.output_ids[sent:], reason is not None, reason, seq.num_prompt,
-                            seq.num_output)
+        out = RequestOutput(rid, delta, seq.token_ids[seq.num_prompt + sent:], reason is not None, reason,
+                            seq.num_prompt, seq.num_output)
         if reason is not None:
             self.drop(rid)
         return out, reason
@@ -72,6 +65,18 @@ class OutputProcessor:
     def drop(self, request_id: str) -> None:
         self._detok.pop(request_id, None)
         self._num_sent_ids.pop(request_id, None)
+
+
+def _apply_stops(shown: str, decoded: str, num_new: int, stops: list[str],
+                 reason: str | None) -> tuple[str, str | None]:
+    """(text to show now, finish reason) given what was shown and everything decoded so far."""
+    longest = max(map(len, stops))
+    hit = _first_stop(decoded, stops, max(0, len(decoded) - num_new - longest))
+    if hit is not None:
+        return decoded[len(shown):hit], "stop"
+    if reason is None:  # hold back a tail that could still become a stop string
+        return decoded[len(shown): max(len(shown), len(decoded) - longest + 1)], None
+    return decoded[len(shown):], reason
 
 
 def _first_stop(text: str, stops: list[str], start: int) -> int | None:

@@ -49,13 +49,15 @@ def build_model(cfg: ModelConfig, engine_cfg: EngineConfig, device: torch.device
 
 class ModelRunner:
     def __init__(self, cfg: ModelConfig, engine_cfg: EngineConfig, device: torch.device, rank: int = 0,
-                 world_size: int = 1, group=None, model_dir: str = "") -> None:
+                 world_size: int = 1, group=None, model_dir: str = "", source=None) -> None:
+        """`source` (loader.*_source) overrides where weights come from: default model_dir, else random."""
         self.cfg, self.engine_cfg, self.device, self.rank = cfg, engine_cfg, device, rank
         self.dtype = resolve_dtype(engine_cfg, device)
         self.max_model_len = min(engine_cfg.max_model_len, cfg.max_position_embeddings)
         self.model, self.comm = build_model(cfg, engine_cfg, device, self.dtype, rank, world_size, group)
-        source = (safetensors_source(model_dir) if model_dir
-                  else random_source(cfg, engine_cfg.seed, device, self.dtype, engine_cfg.init_std))
+        if source is None:
+            source = (safetensors_source(model_dir) if model_dir
+                      else random_source(cfg, engine_cfg.seed, device, self.dtype, engine_cfg.init_std))
         with torch.inference_mode():
             load_weights(self.model, source)
         self.ops = self.model.model.layers[0].self_attn.ops

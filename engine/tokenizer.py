@@ -65,17 +65,25 @@ def load_tokenizer(cfg: ModelConfig, model_dir: str = "") -> Tokenizer:
 
 
 class IncrementalDetokenizer:
-    """Turns a growing list of output ids into text deltas, holding back an incomplete UTF-8 character."""
+    """Turns a growing list of output ids into text deltas in O(new tokens) per call.
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    It decodes a short window: the ids since `prefix` (already emitted, kept as context because a token's text can
+    depend on its neighbours) and the new ones; an incomplete UTF-8 character at the end is held back.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, start: int = 0) -> None:
         self.tokenizer = tokenizer
         self.sent = ""
+        self._prefix = start  # window start (ids before `start`, e.g. the prompt, are never decoded)
+        self._read = start  # ids before this are emitted
 
-    def delta(self, output_ids: list[int], is_final: bool) -> str:
-        text = self.tokenizer.decode(output_ids)
-        if not is_final:
-            text = text.rstrip("\ufffd")
-        if not text.startswith(self.sent):  # a merge changed earlier text; send only what is new past the old end
-            text = self.sent + text[len(self.sent):]
-        delta, self.sent = text[len(self.sent):], text
+    def delta(self, ids: list[int], is_final: bool) -> str:
+        """Text of ids[start:] not returned before (ids only ever grow)."""
+        before = self.tokenizer.decode(ids[self._prefix:self._read])
+        text = self.tokenizer.decode(ids[self._prefix:])
+        if len(text) <= len(before) or (text.endswith("\ufffd") and not is_final):
+            return ""  # nothing new, or a character still incomplete
+        delta = text[len(before):]
+        self._prefix, self._read = self._read, len(ids)
+        self.sent += delta
         return delta

@@ -63,6 +63,8 @@ def init_rank(spec: LaunchSpec, rank: int, world: int, local_rank: int, is_env: 
     if world == 1:
         return device, None
     backend = "nccl" if device.type == "cuda" else "gloo"
+    if backend == "nccl":
+        os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # NVLink multicast off (GPU_HOSTS.md); set it to override
     init = "env://" if is_env else f"tcp://{spec.master_addr}:{spec.master_port}"
     kwargs = {"device_id": device} if backend == "nccl" else {}
     dist.init_process_group(backend, init_method=init, rank=rank, world_size=world,
