@@ -42,6 +42,7 @@ def ensure_gpusleuth_importable() -> None:
 SMI_FIELDS = ("utilization.gpu,utilization.memory,clocks.sm,clocks.mem,power.draw,temperature.gpu,"
               "temperature.memory,memory.used,memory.free,memory.reserved,pstate,clocks_event_reasons.active,"
               "pcie.link.gen.current")
+SMI_FIELDS_OLD = "utilization.gpu,clocks.sm,clocks.mem,power.draw,temperature.gpu,memory.used,memory.free"
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -169,6 +170,16 @@ def child(args: argparse.Namespace) -> None:
     probe.stop()
 
 
+def smi_query_fields(smi: str) -> str:
+    """Our field list, or a conservative one if this nvidia-smi does not know some of ours."""
+    for fields in (SMI_FIELDS, SMI_FIELDS_OLD):
+        ok = subprocess.run([smi, f"--query-gpu={fields}", "--format=csv,noheader", "-i", "0"],
+                            capture_output=True, timeout=60).returncode == 0
+        if ok:
+            return fields
+    return SMI_FIELDS_OLD
+
+
 def device_info(probe) -> dict:
     snap = probe.poll(time.monotonic_ns()).snapshot
     return {"gpus": [g["name"] for g in snap["gpus"]], "driver": snap.get("driver_version"),
@@ -200,6 +211,8 @@ def main() -> None:
     me = [sys.executable, str(Path(__file__).resolve()), "--seconds", str(args.seconds), "--interval",
           str(args.interval), "--fake", str(args.fake)]
     smi = shutil.which("nvidia-smi") if not args.fake else None
+    smi_fields = smi_query_fields(smi) if smi else ""
+    result["nvidia_smi_query"] = smi_fields
     cpu = {}
     for label, k in (("1_gpu", 1), (f"{n}_gpus", n)) if n > 1 else (("1_gpu", 1),):
         log(f"agent CPU at {args.interval * 1e3:.0f} ms with {k} GPU(s) for {args.seconds:.0f} s")
@@ -207,11 +220,15 @@ def main() -> None:
         cpu[f"agent_{label}"]["cpu_pct_per_gpu"] = round(cpu[f"agent_{label}"]["cpu_pct"] / k, 3)
         log(f"  agent: {cpu[f'agent_{label}']}")
         if smi:
-            select = ["-i", ",".join(map(str, range(k)))]
-            cmd = [smi, f"--query-gpu={SMI_FIELDS}", "--format=csv,noheader,nounits",
-                   f"-lms={int(args.interval * 1000)}", *select]
-            cpu[f"nvidia_smi_{label}"] = measure_process(cmd, args.seconds)
-            log(f"  nvidia-smi: {cpu[f'nvidia_smi_{label}']}")
+            cmd = [smi, f"--query-gpu={smi_fields}", "--format=csv,noheader,nounits",
+                   "-lms", str(int(args.interval * 1000)), "-i", ",".join(map(str, range(k)))]
+            try:
+                ref = measure_process(cmd, args.seconds)
+                ref["cpu_pct_per_gpu"] = round(ref["cpu_pct"] / k, 3)
+            except RuntimeError as exc:  # keep our figures even if the reference cannot run
+                ref = {"error": str(exc)}
+            cpu[f"nvidia_smi_{label}"] = ref
+            log(f"  nvidia-smi: {ref}")
     result["cpu"] = cpu
     result["target_cpu_pct_per_gpu"] = 1.0
     result["is_target_met"] = all(v["cpu_pct_per_gpu"] <= 1.0 for k, v in cpu.items() if k.startswith("agent_"))

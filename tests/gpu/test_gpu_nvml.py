@@ -48,11 +48,12 @@ def test_values_match_nvidia_smi_in_the_same_second(gpu_tools, make_probe):
     for _attempt in range(3):  # a shared, live GPU can change between readings; a steady one passes at once
         t0 = time.monotonic()
         failures, figures = _compare(gpu_tools, probe)
-        assert time.monotonic() - t0 < 2.5, "nvidia-smi too slow to compare within the same second or two"
+        bracket_s = time.monotonic() - t0
+        assert bracket_s < 3.0, f"nvidia-smi took {bracket_s:.1f} s: readings not close enough in time"
         if not failures:
             break
         time.sleep(0.5)
-    print("FIGURE values-vs-nvidia-smi:", "; ".join(figures))
+    print(f"FIGURE values-vs-nvidia-smi (smi before+after within {bracket_s:.2f} s):", "; ".join(figures))
     assert not failures, failures
 
 
