@@ -99,12 +99,14 @@ class GpuProbe(Probe):
         self.info: dict[str, Any] = {}
         self._next_detail_ns = 0
         self._xid_error = ""
+        self._kmsg_error = ""
 
     @classmethod
     def requirements(cls) -> list[Requirement]:
         return host_requirements()
 
     def start(self) -> None:
+        """Initialise NVML, open every configured GPU and start the XID thread; ProbeUnavailable says why not."""
         try:
             self.lib = Nvml(load_module(self._nvml_module))
             self.lib.init()
@@ -155,7 +157,7 @@ class GpuProbe(Probe):
         if self.config.is_kmsg_enabled:
             self.kmsg = KmsgReader(self.config.kmsg_path)
             if not self.kmsg.open():
-                self.kmsg = None
+                self._kmsg_error, self.kmsg = self.kmsg.error, None
         devices = [(d.index, d.handle, d.pci_bus_id) for d in self.devices]
         self.watcher = XidWatcher(self.lib, devices, self.config.xid_wait_ms, self.kmsg)
         if not self.watcher.start():
@@ -266,7 +268,7 @@ class GpuProbe(Probe):
     def _details(self) -> dict[str, Any]:
         assert self.lib is not None, "status is only built after start()"
         return {"nvml_errors": dict(self.lib.errors), "missing_functions": self.lib.missing_functions,
-                "kmsg_error": self.kmsg.error if self.kmsg else ""}
+                "kmsg_error": self.kmsg.error if self.kmsg else self._kmsg_error}
 
     def stop(self) -> None:
         """Stop the XID thread (within xid_wait_ms), free GPM buffers, shut NVML down. Safe twice."""

@@ -111,6 +111,7 @@ def test_xid_without_kernel_log_line_is_still_reported(tmp_path):
 def test_unreadable_kmsg_degrades_only_the_pid(tmp_path):
     probe = started(FakeNvml(1), is_kmsg_enabled=True, kmsg_path=str(tmp_path / "absent"))
     assert probe.status().state is ProbeState.OK and "kmsg" not in probe.status().path
+    assert "absent" in probe.status().details["kmsg_error"]
     assert probe.watcher is not None and probe.watcher.is_running
     probe.stop()
 
