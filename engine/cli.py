@@ -37,6 +37,7 @@ def _add_engine_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--init-std", type=float, default=d.init_std, help="std of random weights")
     g.add_argument("--block-size", type=int, default=d.block_size)
     g.add_argument("--num-cpu-blocks", type=int, default=d.num_cpu_blocks)
+    g.add_argument("--cpu-threads", type=int, default=d.num_cpu_threads, help="torch threads on CPU; 0 = default")
     g.add_argument("--num-gpu-blocks", type=int, default=d.num_gpu_blocks, help="0 = size from free memory")
     g.add_argument("--kv-cache-fraction", type=float, default=d.kv_cache_fraction)
     g.add_argument("--max-num-seqs", type=int, default=d.max_num_seqs)
@@ -97,8 +98,8 @@ def spec_from_args(args: argparse.Namespace):
 
     engine = EngineConfig(
         device=args.device, dtype=args.dtype, kernels=args.kernels, tp=args.tp, seed=args.seed, init_std=args.init_std,
-        block_size=args.block_size, num_cpu_blocks=args.num_cpu_blocks, kv_cache_fraction=args.kv_cache_fraction,
-        num_gpu_blocks=args.num_gpu_blocks, max_num_seqs=args.max_num_seqs,
+        block_size=args.block_size, num_cpu_blocks=args.num_cpu_blocks, num_cpu_threads=args.cpu_threads,
+        kv_cache_fraction=args.kv_cache_fraction, num_gpu_blocks=args.num_gpu_blocks, max_num_seqs=args.max_num_seqs,
         max_num_batched_tokens=args.max_num_batched_tokens, max_model_len=args.max_model_len,
         is_cuda_graphs=not args.no_cuda_graphs)
     faults = FaultConfig(rank=args.fault_rank, allreduce_delay_ms=args.fault_allreduce_delay_ms,

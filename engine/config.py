@@ -150,6 +150,8 @@ class EngineConfig:
     init_std: float = 0.02  # std of random weights (transformers' initializer_range); larger = peakier logits
     block_size: int = 16
     num_cpu_blocks: int = 512  # KV blocks on CPU (no free-memory probe there)
+    num_cpu_threads: int = 0  # torch intra-op threads on CPU; 0 = torch's default (1 avoids OpenMP spinning on
+    # small, shared machines: a tiny-model decode step went from ~280 ms to ~4 ms on a loaded 2-core CI box)
     kv_cache_fraction: float = 0.9  # of the GPU memory still free after weights and a profiling pass
     num_gpu_blocks: int = 0  # >0 overrides the free-memory sizing (tests, reproducible runs)
     max_num_seqs: int = 256
@@ -168,6 +170,7 @@ class EngineConfig:
         check_range("init_std", self.init_std, 0.0, 10.0)
         check_choice("block_size", str(self.block_size), ["8", "16", "32", "64", "128"])
         check_range("num_cpu_blocks", self.num_cpu_blocks, 1, None)
+        check_range("num_cpu_threads", self.num_cpu_threads, 0, 1024)
         check_range("kv_cache_fraction", self.kv_cache_fraction, 0.01, 0.99)
         check_range("num_gpu_blocks", self.num_gpu_blocks, 0, None)
         check_range("max_num_seqs", self.max_num_seqs, 1, 4096)

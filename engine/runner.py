@@ -52,6 +52,8 @@ class ModelRunner:
                  world_size: int = 1, group=None, model_dir: str = "", source=None) -> None:
         """`source` (loader.*_source) overrides where weights come from: default model_dir, else random."""
         self.cfg, self.engine_cfg, self.device, self.rank = cfg, engine_cfg, device, rank
+        if device.type == "cpu" and engine_cfg.num_cpu_threads:
+            torch.set_num_threads(engine_cfg.num_cpu_threads)
         self.dtype = resolve_dtype(engine_cfg, device)
         self.max_model_len = min(engine_cfg.max_model_len, cfg.max_position_embeddings)
         self.model, self.comm = build_model(cfg, engine_cfg, device, self.dtype, rank, world_size, group)

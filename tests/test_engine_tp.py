@@ -15,7 +15,7 @@ from gpusleuth.engine.tokenizer import ByteTokenizer
 
 def _generate(capsys, *flags: str) -> list[list[int]]:
     argv = ["generate", "--device", "cpu", "--max-tokens", "24", "--ignore-eos", "--json",
-            "--max-num-batched-tokens", "32", "--max-num-seqs", "4", "--no-spans", *flags]
+            "--max-num-batched-tokens", "32", "--max-num-seqs", "4", "--no-spans", "--cpu-threads", "1", *flags]
     for p in PROMPTS:
         argv += ["--prompt", p]
     assert cli.main(argv) == 0
