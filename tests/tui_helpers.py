@@ -1,0 +1,168 @@
+"""Shared pieces of the TUI tests: a fixed-data Frame factory, a real-agent fixture helper, screen text."""
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+from gpusleuth.tui.source import Frame, FixedSource
+
+T0 = 1_000_000_000_000  # the fixed frame's "now" on the monotonic clock (1000 s after boot)
+WALL_OFFSET = 1_700_000_000_000_000_000 - T0  # so "now" is 2023-11-14 22:13:20 UTC
+S = 1_000_000_000
+
+
+def use_utc() -> None:
+    """Wall-clock text in snapshots must not depend on the machine's time zone."""
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+
+
+def _wave(i: int, period: float, lo: float, hi: float) -> float:
+    return lo + (hi - lo) * (0.5 + 0.5 * math.sin(i / period))
+
+
+def _gpu(index: int, throttled: bool) -> dict[str, Any]:
+    return {
+        "index": index, "uuid": f"GPU-0000000{index}-aaaa-bbbb-cccc-dddddddddddd", "name": "NVIDIA H100 80GB HBM3",
+        "pci_bus_id": f"00000000:1{index}:00.0", "device": f"nvidia{index}", "is_lost": False, "lost_reason": "",
+        "is_mig": False, "util_gpu_pct": 87 - 30 * index, "util_mem_pct": 41, "sm_clock_mhz": 1755,
+        "mem_clock_mhz": 2619, "power_w": 612.5 - 200 * index, "power_avg_w": 600.1, "power_limit_w": 700,
+        "gpu_temp_c": 66 + index, "mem_temp_c": 71, "pstate": 0,
+        "clock_event_reasons": 0x004 if throttled else 0, "throttle_since_ns": T0 - 12 * S if throttled else None,
+        "fb_total_mib": 81559, "fb_used_mib": 61234 - 20000 * index, "fb_free_mib": 20325, "fb_reserved_mib": 0,
+        "pcie_tx_bytes_s": 1.2e9, "pcie_rx_bytes_s": 3.4e8, "nvlink_tx_bytes_s": 4.1e10, "nvlink_rx_bytes_s": 4.0e10,
+        "ecc_sbe_vol": 0, "ecc_dbe_vol": 0, "remapped_rows_cor": 0, "remapped_rows_unc": 0,
+        "gpm": {"sm_active": 0.62 - 0.2 * index, "sm_occupancy": 0.35, "tensor_active": 0.41, "dram_active": 0.55},
+        "processes": [{"pid": 4242, "comm": "python3", "type": "compute", "used_mib": 60100 - 20000 * index,
+                       "sm_util_pct": 80 - 30 * index, "mem_util_pct": 40}],
+        "xid_counts": {"79": 1} if throttled else {}, "last_xid": 79 if throttled else 0,
+    }
+
+
+def _series(num_gpus: int) -> dict[str, list[tuple[int, float]]]:
+    out: dict[str, list[tuple[int, float]]] = {}
+    for i in range(300):
+        t = T0 - (300 - i) * S + S
+        for g in range(num_gpus):
+            out.setdefault(f"gpu.{g}.util_gpu_pct", []).append((t, _wave(i + 20 * g, 9, 20, 95)))
+            out.setdefault(f"gpu.{g}.sm_active", []).append((t, _wave(i + 20 * g, 9, 0.1, 0.7)))
+            out.setdefault(f"gpu.{g}.power_w", []).append((t, _wave(i, 15, 300, 690)))
+            out.setdefault(f"gpu.{g}.fb_used_mib", []).append((t, 61234.0))
+        out.setdefault("net.eth0.ingress_bps", []).append((t, _wave(i, 5, 1e8, 9e9)))
+        out.setdefault("net.eth0.egress_bps", []).append((t, _wave(i, 7, 1e7, 2e8)))
+        out.setdefault("engine.rps", []).append((t, _wave(i, 11, 1, 6)))
+    return out
+
+
+SYSCALL_ROWS = [
+    {"pid": 4242, "comm": "python3", "syscall": "futex", "count": 5210, "sum_ns": 9_100_000_000,
+     "buckets": {20: 5000, 24: 200, 27: 10}},
+    {"pid": 4242, "comm": "python3", "syscall": "read", "count": 880, "sum_ns": 240_000_000,
+     "buckets": {12: 800, 16: 70, 25: 10}},
+    {"pid": 4242, "comm": "python3", "syscall": "ioctl", "count": 12000, "sum_ns": 60_000_000,
+     "buckets": {12: 11990, 13: 10}},
+    {"pid": 977, "comm": "tokenizer", "syscall": "write", "count": 40, "sum_ns": 2_000_000,
+     "buckets": {15: 39, 17: 1}},
+]
+RUNQ_ROWS = [
+    {"pid": 4242, "comm": "python3", "count": 40210, "sum_ns": 3_400_000_000, "buckets": {14: 39600, 23: 600, 24: 10}},
+    {"pid": 977, "comm": "tokenizer", "count": 302, "sum_ns": 9_000_000, "buckets": {15: 300, 18: 2}},
+]
+
+
+def _requests() -> list[dict[str, Any]]:
+    out = []
+    for i in range(24):
+        start = T0 - (60 - 2 * i) * S
+        slow = i == 7
+        ttft = 2.41 if slow else 0.12 + 0.01 * (i % 5)
+        e2e = ttft + 0.031 * 63
+        out.append({"request_id": f"cmpl-{i:04d}", "pid": 4242, "rank": 0, "start_ns": start,
+                    "end_ns": start + int(e2e * 1e9), "queue_s": 2.2 if slow else 0.01 * (i % 3), "ttft_s": ttft,
+                    "tpot_s": 0.031 + 0.001 * (i % 4), "e2e_s": e2e, "prompt_tokens": 512 + i,
+                    "output_tokens": 64, "status": "stop" if i % 9 else "length"})
+    return out
+
+
+def _events() -> list[dict[str, Any]]:
+    base = T0 - 47 * S
+    raw = [
+        ("slow_syscall", "syscalls", base + 100_000_000, 48_000_000, 4242, "python3", {"syscall": "read", "nr": 0}),
+        ("runq_delay", "sched", base + 400_000_000, 9_000_000, 4242, "python3",
+         {"prev_pid": 31337, "prev_comm": "backup.sh"}),
+        ("net.microburst", "net", base + 1_200_000_000, 800_000, 0, "",
+         {"interface": "eth0", "direction": "ingress", "bytes": 1_250_000, "packets": 900, "peak_bps": 9.6e9,
+          "top_flows": []}),
+        ("gpu_throttle", "gpu", base + 1_500_000_000, 12 * S, 0, "", {"gpu": 1, "reasons": ["sw_power_cap"]}),
+        ("gpu_xid", "gpu", base + 2_000_000_000, 0, 4242, "python3",
+         {"gpu": 1, "xid": 79, "name": "GPU has fallen off the bus", "severity": "fatal"}),
+        ("net.tcp_retransmit", "net", base + 2_100_000_000, 0, 4242, "python3", {"daddr": "10.0.0.7", "dport": 8000}),
+    ]
+    return [{"kind": k, "source": src, "start_ns": s, "end_ns": s + d, "pid": pid, "tid": pid, "comm": comm,
+             "attrs": attrs, "seq": i + 1} for i, (k, src, s, d, pid, comm, attrs) in enumerate(raw)]
+
+
+def fixed_frame(*, has_gpu: bool = True, num_gpus: int = 2) -> Frame:
+    """A busy-but-plausible host: 2 H100s (one power-capped, XID 79), an engine, a slow request, events."""
+    probes = {name: {"state": "ok", "reason": "", "path": "", "polls": 100, "poll_errors": 0, "last_poll_s": 0.001}
+              for name in ("syscalls", "sched", "net", "gpu", "spans")}
+    snapshots: dict[str, Any] = {
+        "syscalls": {"t_ns": T0, "processes": {}}, "sched": {"t_ns": T0, "processes": {}},
+        "net": {"t_ns": T0, "interfaces": {"eth0": {"kind": "physical", "speed_mbps": 10000.0, "threshold_bps": 5e9,
+                "directions": {"ingress": {"bytes": 9.1e11, "bursts": 3, "last_burst": {
+                    "start_ns": T0 - 45_800_000_000, "end_ns": T0 - 45_799_200_000, "bytes": 1_250_000,
+                    "peak_bps": 9.6e9}}, "egress": {"bytes": 2.2e10, "bursts": 0, "last_burst": None}},
+                "qdisc": {"kind": "fq_codel", "backlog_bytes": 0, "drops": 12}}},
+                "tcp": {"retransmits": 4, "drops": 1}},
+        "spans": {"t_ns": T0, "engines": {"4242": {"queue_depth": 3, "num_running": 12, "kv_usage": 0.63}}},
+    }
+    if has_gpu:
+        snapshots["gpu"] = {"t_ns": T0, "gpus": [_gpu(i, throttled=i == 1) for i in range(num_gpus)]}
+    else:
+        probes["gpu"] = {"state": "unavailable", "reason": "NVML library not found (no NVIDIA driver on this host)",
+                         "path": "", "polls": 0, "poll_errors": 0, "last_poll_s": 0}
+    return Frame(t_ns=T0, wall_offset_ns=WALL_OFFSET, snapshots=snapshots,
+                 status={"pid": 1234, "uptime_s": 3723.0, "probes": probes, "monotonic_ns": T0},
+                 series=_series(num_gpus if has_gpu else 0), windows={"syscalls": SYSCALL_ROWS, "runq": RUNQ_ROWS},
+                 events=_events(), requests=_requests())
+
+
+def slow_request_detail() -> dict[str, Any]:
+    req = next(r for r in _requests() if r["request_id"] == "cmpl-0007")
+    s = req["start_ns"]
+    phases = [{"phase": "queued", "start_ns": s, "end_ns": s + 2_200_000_000, "rank": 0, "tokens": 519},
+              {"phase": "prefill", "start_ns": s + 2_200_000_000, "end_ns": s + 2_410_000_000, "rank": 0,
+               "tokens": 519, "batch_size": 12},
+              {"phase": "decode", "start_ns": s + 2_410_000_000, "end_ns": req["end_ns"], "rank": 0, "tokens": 63}]
+    overlapping = [e for e in _events() if e["start_ns"] <= req["end_ns"] and e["end_ns"] >= s]
+    verdicts = [{"cause": "kv_cache_full_queueing", "score": 0.81, "evidence": "queued 2.20 s while KV usage 98%",
+                 "runbook": "runbooks/kv-cache-pressure.md"}]
+    return {"request": req, "phases": phases, "overlapping": overlapping, "verdicts": verdicts, "notes": {}}
+
+
+def fixed_source(*, has_gpu: bool = True, with_cursor: bool = False) -> FixedSource:
+    cursor = {"cursor_ns": T0, "start_ns": T0 - 300 * S, "end_ns": T0, "wall_offset_ns": WALL_OFFSET} \
+        if with_cursor else None
+    return FixedSource(fixed_frame(has_gpu=has_gpu), {"cmpl-0007": slow_request_detail()},
+                       label="fixed data", cursor=cursor)
+
+
+def screen_text(app) -> str:
+    """Plain text of the visible screen (what a terminal would show)."""
+    from rich.console import Console  # noqa: PLC0415
+
+    width, height = app.size
+    console = Console(width=width, height=height, record=True, force_terminal=False, color_system=None,
+                      file=open(os.devnull, "w"))
+    console.print(app.screen._compositor.render_update(full=True))
+    return console.export_text()
+
+
+def demo(has_gpu: bool = True) -> None:
+    """`python -c 'from tests.tui_helpers import demo; demo()'`: the fixed-data app, to look at layouts."""
+    from gpusleuth.tui.app import SleuthApp  # noqa: PLC0415
+
+    use_utc()
+    SleuthApp(fixed_source(has_gpu=has_gpu)).run()

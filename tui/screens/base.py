@@ -1,0 +1,89 @@
+"""DataScreen: what every screen shares: title bar, probe status line, replay cursor, footer, frame delivery."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterable
+
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Footer
+
+from gpusleuth.tui import fmt
+from gpusleuth.tui.messages import FrameReady
+from gpusleuth.tui.source import Frame, Want
+from gpusleuth.tui.widgets.bars import CursorBar, StatusLine, TitleBar
+from gpusleuth.tui.widgets.filter_bar import FilterBar
+
+if TYPE_CHECKING:
+    from gpusleuth.tui.app import SleuthApp
+
+# Panels catch these when a probe's snapshot is not shaped as expected, and say which source was at fault.
+DATA_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+
+class DataScreen(Screen):
+    """Subclasses set KEY/LABEL/WANT, yield their body from compose_body() and draw frames in show_frame()."""
+
+    KEY = ""
+    LABEL = ""
+    WANT = Want()
+    HAS_FILTER = False
+    AUTO_FOCUS = "DataTable"
+    app: "SleuthApp"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.frame: Frame | None = None
+        self.filter_text = ""
+
+    def compose(self) -> ComposeResult:
+        yield TitleBar()
+        if self.HAS_FILTER:
+            yield FilterBar(id="filter", is_sticky=self.KEY == "events")
+        yield from self.compose_body()
+        yield StatusLine()
+        if self.app.source.has_cursor:
+            yield CursorBar()
+        yield Footer()
+
+    def compose_body(self) -> Iterable[Widget]:
+        raise NotImplementedError
+
+    def on_screen_resume(self) -> None:
+        if self.app.last_frame is not None and self.app.last_frame is not self.frame:
+            self.post_message(FrameReady(self.app.last_frame))
+        self._draw_chrome()
+
+    def on_frame_ready(self, message: FrameReady) -> None:
+        self.frame = message.frame
+        self._draw_chrome()
+        self.show_frame(message.frame)
+
+    def on_resize(self) -> None:
+        self._draw_chrome()
+        if self.frame is not None:
+            self.show_frame(self.frame)
+
+    def _draw_chrome(self) -> None:
+        app, frame = self.app, self.frame
+        clock = fmt.clock(frame.t_ns, frame.wall_offset_ns) if frame and frame.t_ns else ""
+        self.query_one(TitleBar).render_title(app.screen_list(), self.KEY, clock, app.flag_text())
+        if frame is not None:
+            self.query_one(StatusLine).render_status(frame.status, app.source.label, frame.error)
+        if app.source.has_cursor:
+            self.query_one(CursorBar).render_cursor(app.source.cursor_info(), app.is_playing)
+
+    def show_frame(self, frame: Frame) -> None:
+        raise NotImplementedError
+
+    # --- filter -------------------------------------------------------------------------------------------------
+    def action_filter(self) -> None:
+        if not self.HAS_FILTER:
+            self.notify(f"the {self.LABEL} screen has no filter; Requests, Syscalls and Events do", timeout=3)
+            return
+        self.query_one(FilterBar).open()
+
+    def on_filter_bar_updated(self, message: FilterBar.Updated) -> None:
+        self.filter_text = message.value
+        if self.frame is not None:
+            self.show_frame(self.frame)

@@ -1,0 +1,61 @@
+"""Events: every host event (slow syscalls, run-queue delays, bursts, retransmits, GPU throttling, XIDs), newest
+first, with a filter (`kind:`, `pid:`, `source:`, `comm:` terms or free text)."""
+from __future__ import annotations
+
+from typing import Iterable
+
+from rich.text import Text
+from textual.containers import Vertical
+from textual.widget import Widget
+from textual.widgets import DataTable
+
+from gpusleuth.tui import fmt, views
+from gpusleuth.tui.screens.base import DataScreen
+from gpusleuth.tui.source import Frame, Want
+from gpusleuth.tui.widgets.panel import Panel
+
+ROWS_SHOWN = 500
+KIND_STYLE = {"syscalls": "red", "sched": "yellow", "net": "magenta", "gpu": "bold red", "spans": "cyan"}
+
+
+class EventsScreen(DataScreen):
+    KEY, LABEL = "events", "Events"
+    WANT = Want(sources=frozenset({"agent"}), is_events=True)
+    HAS_FILTER = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shown_key: tuple = ()
+
+    def compose_body(self) -> Iterable[Widget]:
+        with Vertical(id="events-body"):
+            yield Panel("Events", id="events-title")
+            table = DataTable(id="events-table", cursor_type="row", zebra_stripes=True)
+            table.add_columns("time", "kind", "process", "duration", "detail")
+            yield table
+
+    def on_mount(self) -> None:
+        self.query_one("#filter").placeholder = "filter: kind:slow_syscall pid:1234 source:net or any text (esc clears)"
+
+    def show_frame(self, frame: Frame) -> None:
+        title = self.query_one("#events-title", Panel)
+        if frame.notes.get("events") and not frame.events:
+            title.show_missing(frame.notes["events"])
+            return
+        matching = [e for e in frame.events if not self.filter_text or views.event_matches(e, self.filter_text)]
+        shown = matching[-ROWS_SHOWN:]
+        note = f" matching '{self.filter_text}'" if self.filter_text else ""
+        title.show(Text(f"{len(matching)} of {len(frame.events)} recent events{note}, newest first"
+                        + ("" if len(shown) == len(matching) else f" (showing {len(shown)})"), style="dim"))
+        key = (self.filter_text, len(shown), shown[-1].get("seq") if shown else None)
+        if key == self._shown_key:
+            return
+        self._shown_key = key
+        table = self.query_one("#events-table", DataTable)
+        table.clear()
+        for e in reversed(shown):
+            table.add_row(fmt.clock(e.get("start_ns", 0), frame.wall_offset_ns, is_ms=True),
+                          Text(e.get("kind", ""), style=KIND_STYLE.get(e.get("source", ""), "")),
+                          fmt.trunc(views.who(e), 22),
+                          fmt.dur_ns(e.get("end_ns", 0) - e.get("start_ns", 0)),
+                          fmt.trunc(views.event_detail(e), 120))

@@ -1,0 +1,105 @@
+"""GPU detail: every sampled value per GPU with wider sparklines, XIDs and throttling, and per-process use."""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from rich.text import Text
+from textual.containers import VerticalScroll
+from textual.widget import Widget
+from textual.widgets import DataTable
+
+from gpusleuth.tui import fmt, views
+from gpusleuth.tui.screens.base import DATA_ERRORS, DataScreen
+from gpusleuth.tui.source import HISTORY_S, Frame, Want
+from gpusleuth.tui.widgets.panel import Panel
+
+SPAN_NS = int(HISTORY_S * 1e9)
+SPARKS = (("util_gpu_pct", "util", 0, 100), ("sm_active", "SM", 0, 1), ("power_w", "power", 0, None),
+          ("fb_used_mib", "mem", 0, None))
+
+
+def _val(g: dict[str, Any], key: str, digits: int = 0, unit: str = "") -> str:
+    return fmt.num(g.get(key), digits, unit)
+
+
+def gpu_detail_text(row: dict[str, Any], frame: Frame, width: int) -> Text:
+    """Several lines about one GPU: identity, utilisation, clocks/power/thermal, memory, links, health."""
+    g, gpm = row["raw"], row["raw"].get("gpm") or {}
+    if row["is_lost"]:
+        return Text(f"{row['name']} ({row['uuid']}) LOST: {row['lost_reason']}", style="bold red")
+    lines = [Text.assemble((f"{row['index']} {row['name']}", "bold"), f"  P{g.get('pstate', '?')}  "
+                           f"{g.get('pci_bus_id', '')}" + ("  MIG" if row["is_mig"] else ""),
+                           (f"  {row['uuid']}" if width > 110 else "", "dim"))]
+    lines.append(Text(f"util {fmt.pct(row['util'])}  mem-util {fmt.pct(g.get('util_mem_pct'))}  "
+                      f"SM {fmt.pct(gpm.get('sm_active'), 100)}  occ {fmt.pct(gpm.get('sm_occupancy'), 100)}  "
+                      f"tensor {fmt.pct(gpm.get('tensor_active'), 100)}  dram {fmt.pct(gpm.get('dram_active'), 100)}"))
+    limit = f" / {row['power_limit']:.0f}W" if row["power_limit"] else ""
+    lines.append(Text(f"power {_val(g, 'power_w', 0, 'W')} avg {_val(g, 'power_avg_w', 0, 'W')}{limit}  "
+                      f"temp {_val(g, 'gpu_temp_c', 0, '°C')} mem {_val(g, 'mem_temp_c', 0, '°C')}  "
+                      f"clk {_val(g, 'sm_clock_mhz')}/{_val(g, 'mem_clock_mhz')} MHz"))
+    lines.append(Text(f"memory {fmt.mib(row['mem_used'])} / {fmt.mib(row['mem_total'])}  "
+                      f"PCIe ↑{fmt.size(g.get('pcie_tx_bytes_s'))}/s ↓{fmt.size(g.get('pcie_rx_bytes_s'))}/s  "
+                      f"NVLink ↑{fmt.size(g.get('nvlink_tx_bytes_s'))}/s ↓{fmt.size(g.get('nvlink_rx_bytes_s'))}/s"))
+    health = Text(f"ECC sbe {_val(g, 'ecc_sbe_vol')} dbe {_val(g, 'ecc_dbe_vol')}  remapped "
+                  f"{_val(g, 'remapped_rows_cor')}/{_val(g, 'remapped_rows_unc')}  ")
+    if row["throttle"]:
+        since = row["throttle_since_ns"]
+        held = f" for {fmt.dur_ns(frame.t_ns - since)}" if since else ""
+        health.append(f"THROTTLED {','.join(row['throttle'])}{held}", style="bold yellow")
+    else:
+        health.append("not throttled", style="green")
+    xids = g.get("xid_counts") or {}
+    if xids:
+        health.append("  XIDs " + " ".join(f"{k}×{v}" for k, v in sorted(xids.items())), style="bold red")
+    lines.append(health)
+    spark_w = max(8, (width - 28) // 4)
+    sparks = Text()
+    for key, label, lo, hi in SPARKS:
+        points = frame.series.get(f"gpu.{row['index']}.{key}") or []
+        sparks.append(f"{label} ")
+        sparks.append(fmt.spark(points, frame.t_ns, SPAN_NS, spark_w, lo, hi), style="green")
+        sparks.append("  ")
+    lines.append(sparks)
+    return Text("\n").join(lines)
+
+
+class GpuScreen(DataScreen):
+    KEY, LABEL = "gpu", "GPU"
+    WANT = Want(sources=frozenset({"agent", "gpu"}))
+
+    def compose_body(self) -> Iterable[Widget]:
+        with VerticalScroll(id="gpu-body"):
+            yield Panel("GPUs (last 5 min in sparklines)", id="gpu-cards")
+            yield Panel("Processes on GPUs", id="gpu-proc-title")
+            table = DataTable(id="gpu-procs", cursor_type="row")
+            table.add_columns("GPU", "pid", "process", "type", "memory", "SM %", "mem %")
+            yield table
+
+    def show_frame(self, frame: Frame) -> None:
+        cards = self.query_one("#gpu-cards", Panel)
+        reason = views.missing_reason(frame, "gpu")
+        try:
+            rows = views.gpu_rows(frame.snapshots.get("gpu"))
+            if reason or not rows:
+                cards.show_missing(reason or "the GPU probe found no GPUs")
+                rows = []
+            else:
+                width = max(40, cards.content_size.width or 76)
+                cards.show(Text("\n\n").join(gpu_detail_text(r, frame, width) for r in rows))
+        except DATA_ERRORS as exc:
+            cards.show_missing(f"unexpected gpu data ({type(exc).__name__}: {exc})")
+            rows = []
+        self._fill_processes(rows)
+
+    def _fill_processes(self, rows: list[dict[str, Any]]) -> None:
+        procs = [(r["index"], p) for r in rows for p in r["raw"].get("processes") or []]
+        self.query_one("#gpu-proc-title", Panel).show(Text(f"{len(procs)} processes", style="dim"))
+        table = self.query_one("#gpu-procs", DataTable)
+        key = tuple((i, p.get("pid"), p.get("used_mib"), p.get("sm_util_pct")) for i, p in procs)
+        if key == getattr(self, "_procs_key", None):
+            return
+        self._procs_key = key
+        table.clear()
+        for index, p in procs:
+            table.add_row(str(index), str(p.get("pid")), fmt.trunc(p.get("comm") or "", 20), p.get("type", ""),
+                          fmt.mib(p.get("used_mib")), fmt.pct(p.get("sm_util_pct")), fmt.pct(p.get("mem_util_pct")))

@@ -1,0 +1,101 @@
+"""Network detail: per-interface rates with microburst counts and qdisc state, TCP counters, recent net events."""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from rich.text import Text
+from textual.containers import VerticalScroll
+from textual.widget import Widget
+from textual.widgets import DataTable
+
+from gpusleuth.tui import fmt, views
+from gpusleuth.tui.screens.base import DATA_ERRORS, DataScreen
+from gpusleuth.tui.source import HISTORY_S, Frame, Want
+from gpusleuth.tui.widgets.panel import Panel
+
+SPAN_NS = int(HISTORY_S * 1e9)
+NET_EVENTS_SHOWN = 50
+
+
+def tcp_text(tcp: dict[str, Any] | None) -> Text:
+    """Scalar TCP counters of the net probe's "tcp" section, whatever it carries."""
+    if not tcp:
+        return Text("TCP retransmit / drop tracing is off or has nothing yet", style="dim")
+    flat = [f"{k} {v}" for k, v in tcp.items() if isinstance(v, (int, float))]
+    nested = [k for k, v in tcp.items() if isinstance(v, (dict, list)) and v]
+    return Text("  ".join(flat) + (f"  (+ {', '.join(nested)})" if nested else ""))
+
+
+def qdisc_text(q: dict[str, Any] | None) -> str:
+    if not q:
+        return "—"
+    return f"{q.get('kind', '?')} backlog {fmt.size(q.get('backlog_bytes'))} drops {q.get('drops', 0)}"
+
+
+class NetworkScreen(DataScreen):
+    KEY, LABEL = "network", "Network"
+    WANT = Want(sources=frozenset({"agent", "net"}), is_events=True)
+
+    def compose_body(self) -> Iterable[Widget]:
+        with VerticalScroll(id="net-body"):
+            yield Panel("Interfaces (bits/s, 5 min)", id="net-title")
+            table = DataTable(id="net-ifaces", cursor_type="row")
+            table.add_columns("interface", "dir", "rate", "last 5 min", "bursts", "last burst", "qdisc")
+            yield table
+            yield Panel("TCP", id="net-tcp")
+            yield Panel("Recent network events", id="net-events-title")
+            events = DataTable(id="net-events", cursor_type="row")
+            events.add_columns("time", "kind", "process", "duration", "detail")
+            yield events
+
+    def show_frame(self, frame: Frame) -> None:
+        title = self.query_one("#net-title", Panel)
+        reason = views.missing_reason(frame, "net")
+        try:
+            rows = [] if reason else views.net_rows(frame)
+            if reason or not rows:
+                title.show_missing(reason or "no interfaces watched")
+            else:
+                title.show(Text(f"{len({r['iface'] for r in rows})} interface(s); burst: time bins over the "
+                                "interface's threshold", style="dim"))
+            self._fill_ifaces(rows, frame)
+            self.query_one("#net-tcp", Panel).show(tcp_text((frame.snapshots.get("net") or {}).get("tcp")))
+        except DATA_ERRORS as exc:
+            title.show_missing(f"unexpected net data ({type(exc).__name__}: {exc})")
+        self._fill_events(frame)
+
+    def _fill_ifaces(self, rows: list[dict[str, Any]], frame: Frame) -> None:
+        table = self.query_one("#net-ifaces", DataTable)
+        cells = []
+        for r in rows:
+            burst = r["last_burst"]
+            last = (f"{fmt.bps(burst.get('peak_bps'))} {fmt.size(burst.get('bytes'))} "
+                    f"{fmt.ago(burst.get('end_ns'), frame.t_ns)}") if burst else "—"
+            cells.append((r["iface"], r["direction"], fmt.bps(r["bps"]),
+                          fmt.spark(r["series"], frame.t_ns, SPAN_NS, 24), str(r["bursts"]), last,
+                          qdisc_text(r["qdisc"])))
+        if cells == getattr(self, "_iface_cells", None):
+            return
+        self._iface_cells = cells
+        cursor = table.cursor_row
+        table.clear()
+        for c in cells:
+            table.add_row(*c[:3], Text(c[3], style="cyan"), *c[4:])
+        if cells:
+            table.move_cursor(row=min(cursor, len(cells) - 1), animate=False)
+
+    def _fill_events(self, frame: Frame) -> None:
+        table = self.query_one("#net-events", DataTable)
+        events = [e for e in frame.events if e.get("source") == "net" or str(e.get("kind", "")).startswith("net.")]
+        events = events[-NET_EVENTS_SHOWN:]
+        key = events[-1].get("seq") if events else None
+        if key == getattr(self, "_events_key", object()):
+            return
+        self._events_key = key
+        table.clear()
+        for e in reversed(events):
+            table.add_row(fmt.clock(e["start_ns"], frame.wall_offset_ns, is_ms=True), e.get("kind", ""),
+                          views.who(e), fmt.dur_ns(e["end_ns"] - e["start_ns"]),
+                          fmt.trunc(views.event_detail(e), 100))
+        self.query_one("#net-events-title", Panel).show(
+            Text(f"{len(events)} recent network events" if events else "no network events yet", style="dim"))

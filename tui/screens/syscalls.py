@@ -1,0 +1,90 @@
+"""Syscalls and scheduler detail: per (process, syscall) latency over the last window, and run-queue latency."""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.widget import Widget
+from textual.widgets import DataTable
+
+from gpusleuth.tui import fmt, views
+from gpusleuth.tui.screens.base import DATA_ERRORS, DataScreen
+from gpusleuth.tui.source import Frame, Want
+from gpusleuth.tui.widgets.panel import Panel
+
+SORT_CYCLE = ("p99", "count", "total")
+SORT_LABEL = {"p99": "p99 latency", "count": "calls", "total": "total time"}
+ROWS_SHOWN = 200
+
+
+def latency_cells(r: dict[str, Any], window_s: float, has_syscall: bool) -> tuple:
+    who = (str(r["pid"]), fmt.trunc(r.get("comm", ""), 16))
+    what = (fmt.trunc(r.get("syscall", ""), 18),) if has_syscall else ()
+    return (*who, *what, str(r["count"]), f"{r['count'] / window_s:.0f}", fmt.dur_ns(r["avg_ns"]),
+            fmt.dur_ns(r["p50_ns"]), fmt.dur_ns(r["p99_ns"]), fmt.dur_ns(r["max_ns"]), fmt.dur_ns(r["sum_ns"]))
+
+
+class SyscallsScreen(DataScreen):
+    KEY, LABEL = "syscalls", "Syscalls"
+    WANT = Want(sources=frozenset({"agent", "syscalls", "sched"}))
+    HAS_FILTER = True
+    BINDINGS = [Binding("s", "cycle_sort", "Sort")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sort = "p99"
+        self._cells: dict[str, list] = {}
+
+    def compose_body(self) -> Iterable[Widget]:
+        with Vertical(id="sys-body"):
+            yield Panel("Syscalls", id="sys-title")
+            table = DataTable(id="sys-table", cursor_type="row", zebra_stripes=True)
+            table.add_columns("pid", "process", "syscall", "calls", "/s", "avg", "p50", "p99", "≤max", "total")
+            yield table
+            yield Panel("Run queue (time runnable before running)", id="runq-title")
+            runq = DataTable(id="runq-table", cursor_type="row", zebra_stripes=True)
+            runq.add_columns("pid", "process", "waits", "/s", "avg", "p50", "p99", "≤max", "total")
+            yield runq
+
+    def action_cycle_sort(self) -> None:
+        self.sort = SORT_CYCLE[(SORT_CYCLE.index(self.sort) + 1) % len(SORT_CYCLE)]
+        if self.frame is not None:
+            self.show_frame(self.frame)
+
+    def show_frame(self, frame: Frame) -> None:
+        for key, probe, table_id, title_id, noun in (("syscalls", "syscalls", "#sys-table", "#sys-title", "syscalls"),
+                                                     ("runq", "sched", "#runq-table", "#runq-title", "processes")):
+            title = self.query_one(title_id, Panel)
+            rows = frame.windows.get(key)
+            reason = views.missing_reason(frame, probe)
+            try:
+                if rows is None or (not rows and reason):
+                    title.show_missing(reason or "no data")
+                    rows = []
+                else:
+                    rows = views.top_latency(rows, ROWS_SHOWN, self.filter_text, self.sort)
+                    title.show(self._title(frame, key, len(rows), noun))
+                self._fill(table_id, [latency_cells(r, frame.window_s, key == "syscalls") for r in rows])
+            except DATA_ERRORS as exc:
+                title.show_missing(f"unexpected {probe} data ({type(exc).__name__}: {exc})")
+
+    def _title(self, frame: Frame, key: str, n: int, noun: str) -> Text:
+        note = frame.notes.get(f"window.{key}") or frame.notes.get("window.buckets") or ""
+        text = f"{n} {noun} active in the last {frame.window_s:.0f} s, by {SORT_LABEL[self.sort]} (s: sort)"
+        if self.filter_text:
+            text += f", filter '{self.filter_text}'"
+        return Text(text + (f" — {note}" if note else ""), style="dim")
+
+    def _fill(self, table_id: str, cells: list[tuple]) -> None:
+        if cells == self._cells.get(table_id):
+            return
+        self._cells[table_id] = cells
+        table = self.query_one(table_id, DataTable)
+        cursor = table.cursor_row
+        table.clear()
+        for c in cells:
+            table.add_row(*c)
+        if cells:
+            table.move_cursor(row=min(cursor, len(cells) - 1), animate=False)

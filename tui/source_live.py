@@ -1,0 +1,171 @@
+"""The live source: the running agent's control socket (status, snapshot, events, requests, explain)."""
+from __future__ import annotations
+
+import socket
+import threading
+from collections import deque
+from typing import Any
+
+from gpusleuth.agent.control import ControlClient, ControlError, ControlPermissionDenied
+from gpusleuth.tui.history import GPM_SERIES, GPU_SERIES, FrameHistory
+from gpusleuth.tui.source import HISTORY_S, DataSource, Frame, SourceError, Want
+
+MAX_EVENTS = 2000  # kept client-side for the Events screen
+EVENT_OVERLAP_NS = 5_000_000_000  # re-ask for this much before the last fetch: probes hand events in late
+BACKFILL_LIMIT = 20000
+
+
+class Unsupported(SourceError):
+    """The agent does not know this method (an older agent); the screens say so instead of failing."""
+
+
+def split_phases(events: list[dict[str, Any]], request_id: str) -> tuple[list[dict], list[dict]]:
+    """Span events of `request_id` as phases, and everything else that is not another request's span."""
+    phases, others = [], []
+    for e in events:
+        attrs = e.get("attrs") or {}
+        if attrs.get("request_id") == request_id:
+            phases.append({"phase": attrs.get("phase") or e.get("kind", ""), "start_ns": e["start_ns"],
+                           "end_ns": e["end_ns"], "rank": attrs.get("rank"), "tokens": attrs.get("tokens"),
+                           "batch_size": attrs.get("batch_size")})
+        elif "request_id" not in attrs:
+            others.append(e)
+    return sorted(phases, key=lambda p: p["start_ns"]), others
+
+
+class EventBuffer:
+    """Recent events without duplicates, each given an increasing "seq" so screens can append only new ones."""
+
+    def __init__(self, maxlen: int = MAX_EVENTS) -> None:
+        self.events: deque[dict[str, Any]] = deque(maxlen=maxlen)
+        self._keys: set[tuple] = set()
+        self.seq = 0
+
+    def add(self, events: list[dict[str, Any]]) -> None:
+        for e in events:
+            key = (e.get("kind"), e.get("start_ns"), e.get("end_ns"), e.get("pid"), e.get("tid"))
+            if key in self._keys:
+                continue
+            self._keys.add(key)
+            self.seq += 1
+            self.events.append({**e, "seq": self.seq})
+        if len(self._keys) > 2 * self.events.maxlen:  # forget keys of events that left the buffer
+            self._keys = {(e.get("kind"), e.get("start_ns"), e.get("end_ns"), e.get("pid"), e.get("tid"))
+                          for e in self.events}
+
+
+class LiveSource(DataSource):
+    is_live = True
+
+    def __init__(self, socket_path: str, timeout: float = 5.0) -> None:
+        self.path = socket_path
+        self.label = f"live {socket_path}"
+        self.client = ControlClient(socket_path, timeout=timeout)
+        self.history = FrameHistory()
+        self.buffer = EventBuffer()
+        self._lock = threading.Lock()  # one connection, used by the refresh worker and the detail worker
+        self._events_until: int | None = None
+        self._is_backfilled = False
+
+    def call(self, method: str, **params: Any) -> Any:
+        """One control call; AgentNotRunning/ControlPermissionDenied pass through for the caller to report."""
+        with self._lock:
+            return self.client.call(method, **params)
+
+    def _call(self, method: str, **params: Any) -> Any:
+        try:
+            return self.call(method, **params)
+        except ControlPermissionDenied as exc:
+            raise SourceError(str(exc)) from None
+        except ControlError as exc:
+            if exc.code == "unknown_method":
+                raise Unsupported(f"the agent has no {method!r} method (update the agent)") from None
+            raise SourceError(str(exc)) from None
+        except (OSError, ValueError) as exc:  # timeouts, a broken reply
+            raise SourceError(f"control socket {self.path}: {exc}") from None
+
+    def fetch(self, want: Want) -> Frame:
+        status = self._call("status")
+        now = int(status.get("monotonic_ns", 0))
+        sources = sorted(want.sources | {"gpu", "net"})  # small, and their sparklines should not have gaps
+        snaps = self._call("snapshot", sources=sources) or {}
+        frame = Frame(t_ns=now, wall_offset_ns=int(status.get("wall_offset_ns", 0)), status=status,
+                      snapshots=snaps)
+        if not self._is_backfilled:
+            self._backfill(now)
+        self.history.update_gpu(snaps.get("gpu"))
+        self.history.update_net(snaps.get("net"))
+        for source, key in (("syscalls", "syscalls"), ("sched", "runq")):
+            if source in want.sources:
+                rows, is_full = self.history.window(source, snaps.get(source))
+                frame.windows[key] = rows
+                if not is_full:
+                    frame.notes[f"window.{key}"] = "window still filling"
+        if want.is_events:
+            self._fetch_events(now)
+            frame.events = list(self.buffer.events)
+        if want.is_requests:
+            try:
+                frame.requests = self._call("requests", limit=200)
+            except Unsupported as exc:
+                frame.notes["requests"] = str(exc)
+            self.history.update_requests(now, frame.requests)
+        frame.series = self.history.snapshot_series()
+        return frame
+
+    def _fetch_events(self, now_ns: int) -> None:
+        start = now_ns - int(HISTORY_S * 1e9) if self._events_until is None else self._events_until - EVENT_OVERLAP_NS
+        self.buffer.add(self._call("events", start_ns=start, limit=MAX_EVENTS) or [])
+        self._events_until = now_ns
+
+    def _backfill(self, now_ns: int) -> None:
+        """Recent minutes of GPU and network series from the agent's sample ring, once, so sparklines start full."""
+        self._is_backfilled = True
+        start = now_ns - int(HISTORY_S * 1e9)
+        for name in (*GPU_SERIES, *GPM_SERIES):
+            by_gpu: dict[str, list[tuple[int, float]]] = {}
+            for s in self._call("samples", series=f"gpu.{name}", start_ns=start, limit=BACKFILL_LIMIT) or []:
+                by_gpu.setdefault((s.get("labels") or {}).get("gpu", "?"), []).append((s["t_ns"], s["value"]))
+            for gpu, points in by_gpu.items():
+                self.history.backfill(f"gpu.{gpu}.{name}", points)
+        last: dict[str, int] = {}
+        by_key: dict[str, list[tuple[int, float]]] = {}
+        for s in self._call("samples", series="net.bytes", start_ns=start, limit=BACKFILL_LIMIT) or []:
+            labels = s.get("labels") or {}
+            key = f"net.{labels.get('interface')}.{labels.get('direction')}_bps"
+            prev = last.get(key)
+            last[key] = s["t_ns"]
+            if prev is not None and s["t_ns"] > prev:  # each sample holds the bytes since the previous poll
+                by_key.setdefault(key, []).append((s["t_ns"], s["value"] * 8e9 / (s["t_ns"] - prev)))
+        for key, points in by_key.items():
+            self.history.backfill(key, points)
+
+    def request_detail(self, request: dict[str, Any]) -> dict[str, Any]:
+        rid = request.get("request_id", "")
+        try:
+            detail = self._call("explain", request_id=rid)
+            detail.setdefault("notes", {})
+            return detail
+        except Unsupported as exc:
+            note = str(exc)
+        start, end = request.get("start_ns"), request.get("end_ns")
+        if start is None or end is None:
+            return {"request": request, "phases": [], "overlapping": [], "verdicts": [],
+                    "notes": {"phases": "the request has no time window yet", "verdicts": note}}
+        events = self._call("events", start_ns=start, end_ns=end, limit=1000) or []
+        phases, others = split_phases(events, rid)
+        return {"request": request, "phases": phases, "overlapping": others, "verdicts": [],
+                "notes": {"verdicts": f"{note}; showing overlapping events only"}}
+
+    def close(self) -> None:
+        with self._lock:
+            self.client.close()
+
+    def abort(self) -> None:
+        # Without the lock (a worker may hold it, blocked in recv): shutdown() wakes that recv at once.
+        sock = getattr(self.client, "_sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
