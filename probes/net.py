@@ -80,7 +80,8 @@ class NetConfig:
         """Exact names must exist now (globs may match nothing yet); raises ConfigError naming the entry."""
         exact = [(i, n) for i, n in enumerate(self.interfaces) if not GLOB_CHARS & set(n)]
         for i, name in enumerate(self.interfaces):
-            if not name or len(name) > 15 or "/" in name:
+            is_glob = bool(GLOB_CHARS & set(name))
+            if not name or "/" in name or (len(name) > 15 and not is_glob):
                 raise ConfigError(f"interfaces[{i}]", f"{name!r} is not an interface name or glob")
         if not exact:
             return

@@ -1,14 +1,17 @@
 """Which process owns a flow: /proc socket tables matched by 5-tuple, socket inode to pid via /proc/<pid>/fd.
 
-Path taken (status says so): a procfs scan at the time a burst is reported, limited to processes in the probe's
-network namespace. It is done only when an Event needs an owner, at most once per poll, so its cost (reading every
-process's fd table) is paid per burst poll, not per packet. A socket closed before the scan has no owner (pid 0).
+Path taken (status says so): a procfs scan, limited to processes in the probe's network namespace, when flows seen
+in hot bins first appear (every poll) and again when a burst is reported, at most once per poll, so its cost
+(reading every process's fd table) is paid per poll with new hot flows, not per packet. Owners are cached by
+5-tuple, so a flow keeps its owner after the process exits; a socket that opens, bursts and closes within one
+poll has no owner (pid 0).
 """
 from __future__ import annotations
 
 import ipaddress
 import os
 import struct
+import time
 from dataclasses import dataclass, field
 
 from gpusleuth.probes.proc_info import comm_of
@@ -89,20 +92,31 @@ def _scan(ns_ino: int) -> _Scan:
 
 
 class OwnerResolver:
-    """Resolve flows to owning processes in one namespace; one /proc scan per `begin()` at most."""
+    """Resolve flows to owning processes in one namespace: one /proc scan per `begin()` at most, and a cache by
+    5-tuple so a flow keeps its owner after the process exits (a sender that quits right after its last burst)."""
 
-    def __init__(self, netns: str) -> None:
+    def __init__(self, netns: str, ttl_s: float = 300.0) -> None:
         self.ns_ino = netns_inode(netns)
+        self.ttl_ns = int(ttl_s * 1e9)
         self._scan: _Scan | None = None
+        self._cache: dict[tuple, tuple[Owner, int]] = {}
 
     def begin(self) -> None:
-        """Forget the previous scan (call once per poll)."""
+        """Forget the previous scan and long-unused cache entries (call once per poll)."""
         self._scan = None
+        horizon = time.monotonic_ns() - self.ttl_ns
+        for key in [k for k, (_, t) in self._cache.items() if t < horizon]:
+            del self._cache[key]
 
     def owner(self, proto: int, local: str, lport: int, remote: str, rport: int) -> Owner | None:
         """The process holding the socket for this flow (local = this host's side), if one can be found."""
         if proto not in _TABLES:
             return None
+        key = (proto, local, lport, remote, rport)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache[key] = (hit[0], time.monotonic_ns())
+            return hit[0]
         if self._scan is None:
             self._scan = _scan(self.ns_ino)
         best = None
@@ -116,5 +130,8 @@ class OwnerResolver:
             if rp == 0 and lip in (local, "0.0.0.0", "::") and best is None:
                 best = ino
         pid = self._scan.inode_pid.get(best) if best else None
-        return Owner(pid, comm_of(pid)) if pid else None
-
+        if not pid:
+            return None  # misses are not cached: the owner may show up in a later scan
+        found = Owner(pid, comm_of(pid))
+        self._cache[key] = (found, time.monotonic_ns())
+        return found

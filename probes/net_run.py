@@ -93,12 +93,20 @@ class NetRun:
     def _start_tcp(self) -> None:
         try:
             from gpusleuth.probes.tcp_trace import TcpTracer  # noqa: PLC0415
-            tracer = TcpTracer(self.cfg.max_endpoints, self.cfg.netns)
+            tracer = TcpTracer(self.cfg.max_endpoints, self.cfg.netns, self._local_addrs)
             tracer.start()
             self.tcp = tracer
         except (ImportError, ProbeUnavailable) as exc:
             self.tcp_reason = f"tcp retransmits/drops unavailable: {exc}"
             log.warning("%s", self.tcp_reason)
+
+    def _local_addrs(self) -> set[str]:
+        """This namespace's own addresses (to tell which side of a dropped packet is remote)."""
+        try:
+            return {m.get_attr("IFA_ADDRESS") for m in self.ipr.get_addr()} - {None}
+        except Exception as exc:  # pyroute2 NetlinkError; orientation then falls back to "outgoing"
+            log.debug("listing addresses: %s", exc)
+            return set()
 
     def stop(self) -> None:
         steps = [("tcp tracer", lambda: self.tcp and self.tcp.stop()),
@@ -116,9 +124,11 @@ class NetRun:
     def poll(self, now_ns: int) -> PollResult:
         # Read the clock first, then the hot flows: every packet in a bin complete at `now` is already in them.
         now = time.monotonic_ns()
-        self.flows.add(self.tc.take_flows())
+        flows = self.tc.take_flows()
+        self.flows.add(flows)
         if self.owners is not None:
             self.owners.begin()
+            self._learn_owners(flows)
         result = PollResult()
         bin_ns = self.tc.layout.bin_ns
         for r, ring in enumerate(self.rings):
@@ -140,6 +150,16 @@ class NetRun:
             result.events.extend(events)
         result.snapshot = self._snapshot(now_ns, tcp_snap)
         return result
+
+    def _learn_owners(self, flows: list) -> None:
+        """Look up owners of new hot flows now, while their processes are most likely still alive."""
+        seen = set()
+        for f in flows:
+            egress = f.ring % 2 == 1
+            key = (f.proto, f.src, f.sport, f.dst, f.dport) if egress else (f.proto, f.dst, f.dport, f.src, f.sport)
+            if key not in seen and key[1]:
+                seen.add(key)
+                self.owners.owner(*key)
 
     def _snapshot(self, now_ns: int, tcp_snap: dict | None) -> dict[str, Any]:
         ifaces: dict[str, Any] = {}

@@ -131,6 +131,63 @@ def wait_line(proc: subprocess.Popen, timeout_s: float = 30.0) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+# A foreign tc program (someone else's filter, or a netem-like loss injector where sch_netem is missing): counts
+# every packet it sees and drops PERMYRIAD in 10000 IPv4 packets at random.
+TC_PROGRAM = r"""
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/pkt_cls.h>
+#include <uapi/linux/if_ether.h>
+BPF_ARRAY(counts, u64, 2);  // 0: seen, 1: dropped
+int foreign(struct __sk_buff *skb) {
+    u32 k = 0;
+    u64 *v = counts.lookup(&k);
+    if (v) __sync_fetch_and_add(v, 1);
+    if (skb->protocol == bpf_htons(ETH_P_IP) && bpf_get_prandom_u32() % 10000 < PERMYRIAD) {
+        k = 1;
+        v = counts.lookup(&k);
+        if (v) __sync_fetch_and_add(v, 1);
+        return TC_ACT_SHOT;
+    }
+    return TC_ACT_UNSPEC;
+}
+"""
+
+
+class ForeignFilter:
+    """A bpf filter that is not ours, on `hook` of `ifname` in `ns` (creates clsact if absent)."""
+
+    def __init__(self, ns: str, ifname: str, hook: str, prio: int, name: str, drop_pct: float = 0.0) -> None:
+        from bcc import BPF
+        from pyroute2 import IPRoute
+        self.bpf = BPF(text=TC_PROGRAM.replace("PERMYRIAD", str(int(drop_pct * 100))))
+        fn = self.bpf.load_func("foreign", BPF.SCHED_CLS)
+        parent = {"ingress": 0xFFFFFFF2, "egress": 0xFFFFFFF3}[hook]
+        with IPRoute(netns=ns) as ipr:
+            index = ipr.link_lookup(ifname=ifname)[0]
+            if not any(m.get_attr("TCA_KIND") == "clsact" for m in ipr.get_qdiscs(index=index)):
+                ipr.tc("add", "clsact", index)
+            ipr.tc("add-filter", "bpf", index, prio, fd=fn.fd, name=name, parent=parent, classid=1,
+                   direct_action=True, prio=prio)
+
+    def counts(self) -> tuple[int, int]:
+        """(packets seen, packets dropped)."""
+        vals = [v.value for _, v in self.bpf["counts"].items()]
+        return vals[0], vals[1]
+
+    def close(self) -> None:
+        self.bpf.cleanup()
+
+
+def tc_filters(ns: str, ifname: str, hook: str) -> list[dict]:
+    """`tc -j filter show` entries that are filters (not the per-priority headers)."""
+    out = sh(f"tc -n {ns} -j filter show dev {ifname} {hook}").stdout
+    return [f for f in json.loads(out or "[]") if "options" in f]
+
+
+def qdisc_kinds(ns: str, ifname: str) -> list[str]:
+    return [q["kind"] for q in json.loads(sh(f"tc -n {ns} -j qdisc show dev {ifname}").stdout or "[]")]
+
+
 # ---------------------------------------------------------------------------------------------- roles (in a netns)
 
 def role_sink(args: argparse.Namespace) -> None:
@@ -176,7 +233,7 @@ def role_background(args: argparse.Namespace) -> None:
             time.sleep((due - now) / 1e9)
         elif now - due > 2 * period_ns:
             due = now  # preempted: skip the missed slots instead of catching up in a burst of our own
-        sock.sendto(payload, (ADDR_B, UDP_PORT))
+        sock.sendto(payload, (args.dst, UDP_PORT))
         n += 1
         due += period_ns
     print(json.dumps({"datagrams": n, "payload_bytes": n * args.size}), flush=True)
@@ -281,6 +338,16 @@ def role_bulk(args: argparse.Namespace) -> None:
     print(json.dumps({"bytes": sent, "seconds": elapsed, "gbps": sent * 8 / elapsed / 1e9}), flush=True)
 
 
+def role_hold_probe(args: argparse.Namespace) -> None:
+    """Start the net probe on one interface of a namespace and sit there (to be killed with -9)."""
+    from gpusleuth.probes.net import NetConfig, NetProbe
+    probe = NetProbe(NetConfig(netns=args.netns, interfaces=[args.ifname], state_dir=args.state_dir,
+                               is_tcp_enabled=False))
+    probe.start()
+    print(json.dumps({"started": True, "pid": os.getpid()}), flush=True)
+    time.sleep(3600)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="role", required=True)
@@ -289,6 +356,7 @@ def main() -> None:
     p.add_argument("--mbps", type=float, default=10.0)
     p.add_argument("--size", type=int, default=1250)
     p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--dst", default=ADDR_B)
     p = sub.add_parser("bursts")
     p.add_argument("--count", type=int, default=20)
     p.add_argument("--size", type=int, default=1_500_000)
@@ -298,8 +366,14 @@ def main() -> None:
     p.add_argument("--proto", choices=("udp", "tcp"), default="udp")
     p = sub.add_parser("bulk")
     p.add_argument("--seconds", type=float, default=2.0)
+    p = sub.add_parser("hold_probe")
+    p.add_argument("--netns", required=True)
+    p.add_argument("--ifname", required=True)
+    p.add_argument("--state-dir", required=True)
     args = parser.parse_args()
-    {"sink": role_sink, "background": role_background, "bursts": role_bursts, "bulk": role_bulk}[args.role](args)
+    roles = {"sink": role_sink, "background": role_background, "bursts": role_bursts, "bulk": role_bulk,
+             "hold_probe": role_hold_probe}
+    roles[args.role](args)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,357 @@
+// TCP retransmits and skb drops, aggregated per connection / drop reason in the kernel (read and cleared by
+// tcp_trace.py each poll). Specialised by the loader with:
+//   MAX_KEYS, MAX_SOCKS            table sizes
+//   HAS_RETRANS_ERR                tcp_retransmit_skb has an `err` field (6.10+): count only successful sends
+//   HAS_SEND_LENGTH                sock:sock_send_length exists: learn socket owners on every TCP send
+//   HAS_DROP_REASON, HAS_RX_SK     kfree_skb fields present on this kernel
+//   HAS_SKB_BTF                    SKB_*_OFF / TCB_GSO_SEGS_OFF come from the running kernel's BTF
+//   USE_RAW                        raw tracepoints (socket fields at SKC_*_OFF / SK_PROTOCOL_OFF from BTF):
+//                                  a raw tracepoint program is skipped only if it interrupts itself, while a
+//                                  classic tracepoint program is skipped whenever it interrupts *any* tracing
+//                                  program on that CPU (the kernel's shared bpf_prog_active guard), which lost
+//                                  ~1-5 % of retransmits and drops next to other probes in our tests.
+//   HAS_SYNACK                     tcp:tcp_retransmit_synack exists
+#include <uapi/linux/in.h>
+
+// bcc writes kfree_skb's argument struct with the field's declared type; a 4-byte enum is all it needs, and no
+// header we include defines the real one (the values are named from the tracepoint's format in user space).
+enum skb_drop_reason { GS_DROP_REASON_STUB = 0 };
+
+#define AF_INET 2
+#define AF_INET6 10
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
+#define TCP_CLOSE 7
+
+struct tuple {
+    u16 family;
+    u16 sport;
+    u16 dport;
+    u8 proto;
+    u8 pad;
+    u8 saddr[16];
+    u8 daddr[16];
+};
+
+struct owner {
+    u32 pid;
+    char comm[16];
+};
+
+struct rval {
+    u64 segs;   // what TcpRetransSegs counts (tcp_skb_pcount of each retransmitted skb)
+    u64 skbs;
+    u64 bytes;
+    u64 first_ns;
+    u64 last_ns;
+    struct owner who;
+};
+
+struct dkey {
+    u32 reason;
+    u16 ethertype;
+    u16 pad;
+    struct tuple t;
+};
+
+struct dval {
+    u64 count;
+    u64 bytes;
+    u64 first_ns;
+    u64 last_ns;
+    struct owner who;
+};
+
+BPF_TABLE("lru_hash", u64, struct owner, sock_owner, MAX_SOCKS);   // sock address -> process using it
+BPF_TABLE("lru_hash", u64, struct tuple, sock_tuple, MAX_SOCKS);   // sock address -> its connection
+BPF_HASH(retrans, struct tuple, struct rval, MAX_KEYS);
+BPF_HASH(drops, struct dkey, struct dval, MAX_KEYS);
+BPF_ARRAY(lost, u64, 2);  // 0: retransmit keys lost (table full), 1: drop keys lost
+
+static __always_inline void count_lost(u32 i) {
+    u64 *v = lost.lookup(&i);
+    if (v)
+        __sync_fetch_and_add(v, 1);
+}
+
+static __always_inline void owner_of(u64 sk, struct owner *out) {
+    struct owner *o = sock_owner.lookup(&sk);
+    if (o)
+        __builtin_memcpy(out, o, sizeof(*out));
+}
+
+#define FILL_TUPLE(t, a)                                                   \
+    do {                                                                   \
+        (t).family = (a)->family;                                          \
+        (t).sport = (a)->sport;                                            \
+        (t).dport = (a)->dport;                                            \
+        (t).proto = IPPROTO_TCP;                                           \
+        if ((a)->family == AF_INET) {                                      \
+            __builtin_memcpy((t).saddr, (a)->saddr, 4);                    \
+            __builtin_memcpy((t).daddr, (a)->daddr, 4);                    \
+        } else {                                                           \
+            __builtin_memcpy((t).saddr, (a)->saddr_v6, 16);                \
+            __builtin_memcpy((t).daddr, (a)->daddr_v6, 16);                \
+        }                                                                  \
+    } while (0)
+
+static __always_inline void add_retrans(struct tuple *t, u64 sk, u64 segs, u64 bytes) {
+    struct rval zero = {};
+    struct rval *v = retrans.lookup_or_try_init(t, &zero);
+    if (!v) {
+        count_lost(0);
+        return;
+    }
+    u64 now = bpf_ktime_get_ns();
+    if (v->first_ns == 0) {
+        v->first_ns = now;
+        owner_of(sk, &v->who);
+    }
+    v->last_ns = now;
+    __sync_fetch_and_add(&v->segs, segs);
+    __sync_fetch_and_add(&v->skbs, 1);
+    __sync_fetch_and_add(&v->bytes, bytes);
+}
+
+static __always_inline void skb_segs(void *skb, u64 *segs, u64 *bytes) {
+#if HAS_SKB_BTF
+    u16 gso_segs = 0;
+    u32 len = 0;
+    bpf_probe_read_kernel(&gso_segs, 2, skb + SKB_CB_OFF + TCB_GSO_SEGS_OFF);
+    bpf_probe_read_kernel(&len, 4, skb + SKB_LEN_OFF);
+    if (gso_segs)
+        *segs = gso_segs;
+    *bytes = len;
+#endif
+}
+
+#if USE_RAW
+// A socket's own view of its connection (local = s*, remote = d*), as the tracepoint would have copied it.
+static __always_inline void sk_tuple(void *sk, struct tuple *t) {
+    u16 family = 0, num = 0, dport = 0;
+    bpf_probe_read_kernel(&family, 2, sk + SKC_FAMILY_OFF);
+    bpf_probe_read_kernel(&num, 2, sk + SKC_NUM_OFF);
+    bpf_probe_read_kernel(&dport, 2, sk + SKC_DPORT_OFF);
+    t->family = family;
+    t->proto = IPPROTO_TCP;
+    t->sport = num;
+    t->dport = bpf_ntohs(dport);
+    if (family == AF_INET) {
+        bpf_probe_read_kernel(t->saddr, 4, sk + SKC_RCV_SADDR_OFF);
+        bpf_probe_read_kernel(t->daddr, 4, sk + SKC_DADDR_OFF);
+    } else {
+        bpf_probe_read_kernel(t->saddr, 16, sk + SKC_V6_RCV_SADDR_OFF);
+        bpf_probe_read_kernel(t->daddr, 16, sk + SKC_V6_DADDR_OFF);
+    }
+}
+
+static __always_inline u16 sk_protocol(void *sk) {
+    u16 proto = 0;
+    bpf_probe_read_kernel(&proto, 2, sk + SK_PROTOCOL_OFF);
+    return proto;
+}
+
+// TP_PROTO(const struct sock *sk, const struct sk_buff *skb[, int err])
+RAW_TRACEPOINT_PROBE(tcp_retransmit_skb) {
+#if HAS_RETRANS_ERR
+    if ((int)ctx->args[2])
+        return 0;  // not sent (e.g. -EBUSY): TcpRetransSegs does not count it either
+#endif
+    void *sk = (void *)ctx->args[0];
+    struct tuple t = {};
+    u64 segs = 1, bytes = 0;
+    sk_tuple(sk, &t);
+    skb_segs((void *)ctx->args[1], &segs, &bytes);
+    add_retrans(&t, (u64)sk, segs, bytes);
+    return 0;
+}
+#else
+TRACEPOINT_PROBE(tcp, tcp_retransmit_skb) {
+#if HAS_RETRANS_ERR
+    if (args->err)
+        return 0;
+#endif
+    struct tuple t = {};
+    u64 segs = 1, bytes = 0;
+    FILL_TUPLE(t, args);
+    skb_segs((void *)args->skbaddr, &segs, &bytes);
+    add_retrans(&t, (u64)args->skaddr, segs, bytes);
+    return 0;
+}
+#endif
+
+#if HAS_SYNACK
+TRACEPOINT_PROBE(tcp, tcp_retransmit_synack) {
+    struct tuple t = {};
+    FILL_TUPLE(t, args);
+    add_retrans(&t, (u64)args->skaddr, 1, 0);
+    return 0;
+}
+#endif
+
+static __always_inline void remember_owner(u64 sk) {
+    u32 pid = bpf_get_current_pid_tgid() >> 32;
+    struct owner *o = sock_owner.lookup(&sk);
+    if (o && o->pid == pid)
+        return;
+    struct owner n = {.pid = pid};
+    bpf_get_current_comm(n.comm, sizeof(n.comm));
+    sock_owner.update(&sk, &n);
+}
+
+static __always_inline void on_state(u64 sk, int newstate, struct tuple *t) {
+    if (newstate == TCP_CLOSE) {
+        sock_owner.delete(&sk);
+        sock_tuple.delete(&sk);
+        return;
+    }
+    if (newstate == TCP_SYN_SENT)
+        remember_owner(sk);  // connect() runs in the connecting process
+    if (newstate == TCP_SYN_SENT || newstate == TCP_ESTABLISHED)
+        sock_tuple.update(&sk, t);
+}
+
+#if USE_RAW
+#if HAS_SEND_LENGTH
+// TP_PROTO(struct sock *sk, int ret, int flags); process context: the sender is the current task.
+RAW_TRACEPOINT_PROBE(sock_send_length) {
+    void *sk = (void *)ctx->args[0];
+    if ((int)ctx->args[1] > 0 && sk_protocol(sk) == IPPROTO_TCP)
+        remember_owner((u64)sk);
+    return 0;
+}
+#endif
+
+// TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)
+RAW_TRACEPOINT_PROBE(inet_sock_set_state) {
+    void *sk = (void *)ctx->args[0];
+    if (sk_protocol(sk) != IPPROTO_TCP)
+        return 0;
+    struct tuple t = {};
+    sk_tuple(sk, &t);
+    on_state((u64)sk, (int)ctx->args[2], &t);
+    return 0;
+}
+#else
+#if HAS_SEND_LENGTH
+TRACEPOINT_PROBE(sock, sock_send_length) {
+    if (args->protocol == IPPROTO_TCP && args->ret > 0)
+        remember_owner((u64)args->sk);
+    return 0;
+}
+#endif
+
+TRACEPOINT_PROBE(sock, inet_sock_set_state) {
+    if (args->protocol != IPPROTO_TCP)
+        return 0;
+    struct tuple t = {};
+    FILL_TUPLE(t, args);
+    on_state((u64)args->skaddr, args->newstate, &t);
+    return 0;
+}
+#endif
+
+#if HAS_SKB_BTF
+// The packet's own addresses, from the network header the stack already located.
+static __always_inline void skb_tuple(void *skb, u16 ethertype, struct tuple *t) {
+    unsigned char *head = 0;
+    u16 nh = 0xffff;
+    u8 ip[40];
+    u16 ports[2] = {};
+    bpf_probe_read_kernel(&head, sizeof(head), skb + SKB_HEAD_OFF);
+    bpf_probe_read_kernel(&nh, 2, skb + SKB_NETWORK_HEADER_OFF);
+    if (!head || nh == 0xffff)
+        return;
+    if (ethertype == 0x0800) {
+        if (bpf_probe_read_kernel(ip, 20, head + nh))
+            return;
+        t->family = AF_INET;
+        t->proto = ip[9];
+        __builtin_memcpy(t->saddr, &ip[12], 4);
+        __builtin_memcpy(t->daddr, &ip[16], 4);
+        if ((t->proto == IPPROTO_TCP || t->proto == IPPROTO_UDP) &&
+            bpf_probe_read_kernel(ports, 4, head + nh + (ip[0] & 0xf) * 4) == 0) {
+            t->sport = bpf_ntohs(ports[0]);
+            t->dport = bpf_ntohs(ports[1]);
+        }
+    } else if (ethertype == 0x86DD) {
+        if (bpf_probe_read_kernel(ip, 40, head + nh))
+            return;
+        t->family = AF_INET6;
+        t->proto = ip[6];
+        __builtin_memcpy(t->saddr, &ip[8], 16);
+        __builtin_memcpy(t->daddr, &ip[24], 16);
+        if ((t->proto == IPPROTO_TCP || t->proto == IPPROTO_UDP) &&
+            bpf_probe_read_kernel(ports, 4, head + nh + 40) == 0) {
+            t->sport = bpf_ntohs(ports[0]);
+            t->dport = bpf_ntohs(ports[1]);
+        }
+    }
+}
+#endif
+
+static __always_inline void add_drop(void *skb, u32 reason, u16 ethertype, u64 rx_sk) {
+    struct dkey k = {};
+    u64 bytes = 0;
+    k.reason = reason;
+    k.ethertype = ethertype;
+#if HAS_SKB_BTF
+    u32 len = 0;
+    skb_tuple(skb, k.ethertype, &k.t);
+    bpf_probe_read_kernel(&len, 4, skb + SKB_LEN_OFF);
+    bytes = len;
+#else
+    if (rx_sk) {
+        struct tuple *t = sock_tuple.lookup(&rx_sk);
+        if (t)
+            __builtin_memcpy(&k.t, t, sizeof(k.t));
+    }
+#endif
+    struct dval zero = {};
+    struct dval *v = drops.lookup_or_try_init(&k, &zero);
+    if (!v) {
+        count_lost(1);
+        return;
+    }
+    u64 now = bpf_ktime_get_ns();
+    if (v->first_ns == 0) {
+        v->first_ns = now;
+        if (rx_sk)
+            owner_of(rx_sk, &v->who);
+    }
+    v->last_ns = now;
+    __sync_fetch_and_add(&v->count, 1);
+    __sync_fetch_and_add(&v->bytes, bytes);
+}
+
+#if USE_RAW
+// TP_PROTO(struct sk_buff *skb, void *location, enum skb_drop_reason reason[, struct sock *rx_sk])
+RAW_TRACEPOINT_PROBE(kfree_skb) {
+    void *skb = (void *)ctx->args[0];
+    u16 proto = 0;
+    u32 reason = 0;
+    u64 rx_sk = 0;
+    bpf_probe_read_kernel(&proto, 2, skb + SKB_PROTOCOL_OFF);
+#if HAS_DROP_REASON
+    reason = (u32)ctx->args[2];
+#endif
+#if HAS_RX_SK
+    rx_sk = (u64)ctx->args[3];
+#endif
+    add_drop(skb, reason, bpf_ntohs(proto), rx_sk);
+    return 0;
+}
+#else
+TRACEPOINT_PROBE(skb, kfree_skb) {
+    u32 reason = 0;
+    u64 rx_sk = 0;
+#if HAS_DROP_REASON
+    reason = args->reason;
+#endif
+#if HAS_RX_SK
+    rx_sk = (u64)args->rx_sk;
+#endif
+    add_drop((void *)args->skbaddr, reason, args->protocol, rx_sk);
+    return 0;
+}
+#endif
