@@ -46,7 +46,7 @@ class DecodeConfig:
     num_warps: int = 4
     num_stages: int = 2
     num_splits: int | None = None  # None: enough programs for ~4 per SM
-    min_tokens_per_split: int = 256
+    min_tokens_per_split: int = 128  # below this the combine step costs more than the parallelism gains
 
     def __post_init__(self) -> None:
         if self.block_n < 16 or self.block_n & (self.block_n - 1):

@@ -125,7 +125,7 @@ def rope_(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin_cac
 
 
 def _launch(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin_cache: torch.Tensor,
-            tile: int = 4096, num_warps: int = 4) -> None:
+            tile: int = 4096, num_warps: int | None = None) -> None:
     """Launch without checks; ``tile`` (elements per head-tile half) and ``num_warps`` are swept by benchmarks."""
     T, Hq, D = q.shape
     Hk = k.shape[1]
@@ -134,7 +134,10 @@ def _launch(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin_c
     half = D // 2
     block_half = next_pow2(half)
     block_h = max(1, tile // block_half)
+    block_hq, block_hk = min(next_pow2(Hq), block_h), min(next_pow2(Hk), block_h)
+    if num_warps is None:  # enough elements per thread in the smaller (k) tile for 16-byte accesses
+        num_warps = max(1, min(4, block_hk * block_half * q.element_size() // 512))
     _rope_kernel[(T,)](
         q, k, positions, cos_sin_cache, Hq, Hk, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
         cos_sin_cache.stride(0), HALF=half, BLOCK_HALF=block_half,
-        BLOCK_HQ=min(next_pow2(Hq), block_h), BLOCK_HK=min(next_pow2(Hk), block_h), num_warps=num_warps)
+        BLOCK_HQ=block_hq, BLOCK_HK=block_hk, num_warps=num_warps)

@@ -42,7 +42,8 @@ def _softmax_kernel(x_ptr, y_ptr, Sq, Sk, scale_log2, BLOCK: tl.constexpr, SINGL
         acc = tl.zeros([BLOCK], tl.float32)
         for start in range(0, limit + 1, BLOCK):  # keys past the limit are masked: never read them
             cols = start + tl.arange(0, BLOCK)
-            x = tl.load(x_row + cols, mask=cols <= limit, other=0.0).to(tl.float32) * scale_log2
+            # load up to Sk (a mask the compiler can vectorise), then mask the future keys
+            x = tl.load(x_row + cols, mask=cols < Sk, other=0.0).to(tl.float32) * scale_log2
             x = tl.where(cols <= limit, x, float("-inf"))
             m_new = tl.maximum(m, x)
             # lanes still at -inf keep acc 0 (guard the -inf - -inf = nan)
@@ -53,8 +54,11 @@ def _softmax_kernel(x_ptr, y_ptr, Sq, Sk, scale_log2, BLOCK: tl.constexpr, SINGL
         total = tl.sum(acc * tl.exp2(m - row_max), axis=0)
         for start in range(0, Sk, BLOCK):
             cols = start + tl.arange(0, BLOCK)
-            x = tl.load(x_row + cols, mask=cols <= limit, other=0.0).to(tl.float32) * scale_log2
-            p = tl.where(cols <= limit, tl.exp2(x - row_max) / total, 0.0)
+            if start <= limit:
+                x = tl.load(x_row + cols, mask=cols < Sk, other=0.0).to(tl.float32) * scale_log2
+                p = tl.where(cols <= limit, tl.exp2(x - row_max) / total, 0.0)
+            else:  # wholly in the future: zeros without reading
+                p = tl.zeros([BLOCK], tl.float32)
             tl.store(y_row + cols, p.to(dt), mask=cols < Sk)
 
 

@@ -22,8 +22,9 @@ def _swiglu_kernel(x_ptr, y_ptr, inter, stride_x, stride_y, BLOCK: tl.constexpr)
     cols = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = cols < inter
     dt = y_ptr.dtype.element_ty
-    g = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
-    u = tl.load(x_ptr + row * stride_x + inter + cols, mask=mask, other=0.0).to(tl.float32)
+    g = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+    u = tl.load(x_ptr + row * stride_x + inter + cols, mask=mask, other=0.0, eviction_policy="evict_first")
+    u = u.to(tl.float32)
     act = (g * tl.sigmoid(g)).to(dt).to(tl.float32)
     tl.store(y_ptr + row * stride_y + cols, (act * u).to(dt), mask=mask)
 
