@@ -23,6 +23,7 @@ from gpusleuth.probes.tcp_counters import BoundedCounter
 
 log = logging.getLogger(__name__)
 C_SOURCE = Path(__file__).with_name("tcp_trace.c")
+C_PROGRAMS = {True: Path(__file__).with_name("tcp_trace_raw.c"), False: Path(__file__).with_name("tcp_trace_tp.c")}
 REQUIRED = [("tcp", "tcp_retransmit_skb"), ("skb", "kfree_skb"), ("sock", "inet_sock_set_state")]
 MAX_EVENTS_PER_POLL = 256
 PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
@@ -60,8 +61,10 @@ def _endpoint(addr: str, port: int) -> str:
 class TcpTracer:
     """Loads tcp_trace.c; `poll` returns (samples, events, snapshot)."""
 
-    def __init__(self, max_endpoints: int, netns: str = "", local_addrs: Any = None) -> None:
+    def __init__(self, max_endpoints: int, netns: str = "", local_addrs: Any = None,
+                 allow_raw: bool = True) -> None:
         self.max_endpoints = max_endpoints
+        self.allow_raw = allow_raw  # False forces classic tracepoints (tests compare both paths)
         self.netns = netns
         self._local_addrs = local_addrs or (lambda: set())  # callable: this namespace's addresses
         self._bpf: Any = None
@@ -77,7 +80,9 @@ class TcpTracer:
         self._misses: Any = None
 
     def source(self) -> str:
-        return bpf_common.render_source(C_SOURCE, self._defines)
+        """The generated C text: shared maps and helpers, then the raw or classic tracepoint programs."""
+        programs = C_PROGRAMS[bool(self._defines.get("USE_RAW"))].read_text()
+        return bpf_common.render_source(C_SOURCE, self._defines) + "\n" + programs
 
     def start(self) -> None:
         missing = [f"{c}:{e}" for c, e in REQUIRED if not bpf_common.tracepoint_exists(c, e)]
@@ -115,7 +120,7 @@ class TcpTracer:
             return f"no BTF ({exc}): retransmitted skbs counted as one segment"
         bcc = bpf_common.import_bcc()
         try:
-            if bcc.BPF.support_raw_tracepoint():
+            if self.allow_raw and bcc.BPF.support_raw_tracepoint():
                 self._defines.update(sock_offsets(btf))
                 self._defines["USE_RAW"] = 1
         except BtfError as exc:

@@ -187,6 +187,29 @@ def test_retransmits_agree_with_tcp_retranssegs_under_5pct_loss(pair, state_dir)
     assert sum(e.attrs["count"] for e in ours_drop) == dropped
 
 
+@pytest.mark.parametrize("allow_raw", [True, False], ids=["raw_tracepoints", "classic_tracepoints"])
+def test_drops_to_a_closed_port_are_counted_with_reason_and_remote(pair, allow_raw):
+    from gpusleuth.probes.tcp_trace import TcpTracer
+    tracer = TcpTracer(64, pair.ns_b, local_addrs=lambda: {ADDR_B}, allow_raw=allow_raw)
+    tracer.start()
+    try:
+        assert ("raw" in tracer.path) == allow_raw
+        n = 40
+        sh(f"ip netns exec {pair.ns_a} {PYTHON} -c \"import socket,time\n"
+           f"s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+           f"s.bind(('{ADDR_A}',40001))\n"
+           f"[(s.sendto(b'x'*100,('{ADDR_B}',40009)),time.sleep(0.002)) for _ in range({n})]\"")
+        time.sleep(0.05)
+        _, events, snap = tracer.poll(time.monotonic_ns())
+    finally:
+        tracer.stop()
+    ours = [e for e in events if e.kind == "net.skb_drop" and e.attrs.get("dst") == f"{ADDR_B}:40009"]
+    assert sum(e.attrs["count"] for e in ours) == n
+    assert {e.attrs["reason"] for e in ours} == {"NO_SOCKET"}
+    assert {e.attrs["remote"] for e in ours} == {f"{ADDR_A}:40001"}  # the destination is ours: the sender is remote
+    assert snap["drops"]["by_remote"][f"{ADDR_A}:40001"] == n
+
+
 def test_qdisc_backlog_and_drops_match_tc(pair, state_dir):
     sh(f"tc -n {pair.ns_a} qdisc add dev {pair.if_a} root tbf rate 20mbit burst 20kb limit 100kb")
     sink = pair.spawn(pair.ns_b, "sink")
