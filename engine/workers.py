@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import time
 from contextlib import contextmanager
@@ -113,6 +114,7 @@ def worker_loop(runner: ModelRunner, control, is_spans: bool) -> None:
 
 
 def _spawned_rank(rank: int, spec: LaunchSpec, world: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; rank 0 shuts the others down
     logging.basicConfig(level=logging.INFO, format=f"[rank {rank}] %(levelname)s %(message)s")
     device, control = init_rank(spec, rank, world, rank)
     runner = build_runner(spec, rank, world, device, control)
