@@ -116,7 +116,8 @@ def fixed_frame(*, has_gpu: bool = True, num_gpus: int = 2) -> Frame:
                     "peak_bps": 9.6e9}}, "egress": {"bytes": 2.2e10, "bursts": 0, "last_burst": None}},
                 "qdisc": {"kind": "fq_codel", "backlog_bytes": 0, "drops": 12}}},
                 "tcp": {"retransmits": 4, "drops": 1}},
-        "spans": {"t_ns": T0, "engines": {"4242": {"queue_depth": 3, "num_running": 12, "kv_usage": 0.63}}},
+        "spans": {"t_ns": T0, "in_flight": 15, "senders": {"4242": {"comm": "python3", "ranks": [0], "spans": 9000,
+                                                    "queue_depth": 3, "num_running": 12, "kv_usage": 0.63}}},
     }
     if has_gpu:
         snapshots["gpu"] = {"t_ns": T0, "gpus": [_gpu(i, throttled=i == 1) for i in range(num_gpus)]}

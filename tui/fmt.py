@@ -24,6 +24,18 @@ def dur_ns(ns: float | None) -> str:
     return f"{m}m{s:02d}s"
 
 
+def uptime(s: float) -> str:
+    """42s, 3m05s, 2h03m, 3d04h."""
+    s = int(s)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
 def dur_s(s: float | None) -> str:
     return DASH if s is None else dur_ns(s * 1e9)
 

@@ -118,19 +118,20 @@ def window_rows(tables: dict[str, SeriesTable], prefix: str, lo: int, hi: int) -
 
 
 def requests_from_events(events: list[dict[str, Any]], c: int) -> list[dict[str, Any]]:
-    """Requests rebuilt from engine span events (attrs carry request_id and phase), newest last."""
-    by_id: dict[str, dict[str, Any]] = {}
+    """Requests rebuilt from the span intake's `request.<phase>` events (as `requests` shapes them), newest last."""
+    by_id: dict[tuple, dict[str, Any]] = {}
     for e in events:
-        a = e.get("attrs") or {}
+        kind, a = str(e.get("kind", "")), e.get("attrs") or {}
         rid = a.get("request_id")
-        if not rid or e.get("start_ns", 0) > c or a.get("kind", "request") != "request":
+        if not kind.startswith("request.") or not rid or e["start_ns"] > c:
             continue
-        r = by_id.setdefault(rid, {"request_id": rid, "pid": e.get("pid"), "rank": a.get("rank"),
-                                   "start_ns": e["start_ns"], "end_ns": None, "queue_s": None, "ttft_s": None,
-                                   "tpot_s": None, "e2e_s": None, "prompt_tokens": None, "output_tokens": None,
-                                   "status": "running"})
-        r["start_ns"] = min(r["start_ns"], e["start_ns"])
-        phase = a.get("phase") or e.get("kind", "")
+        r = by_id.setdefault((e.get("pid"), rid), {
+            "request_id": rid, "pid": e.get("pid"), "rank": a.get("rank"), "start_ns": e["start_ns"], "end_ns": None,
+            "queue_s": None, "ttft_s": None, "tpot_s": None, "e2e_s": None, "prompt_tokens": None,
+            "output_tokens": None, "status": "running"})
+        phase = kind.split(".", 1)[1]
+        if phase != "finished":
+            r["start_ns"] = min(r["start_ns"], e["start_ns"])
         if phase == "queued":
             r["queue_s"] = (e["end_ns"] - e["start_ns"]) / 1e9
             r["prompt_tokens"] = a.get("tokens")

@@ -19,17 +19,29 @@ class Unsupported(SourceError):
     """The agent does not know this method (an older agent); the screens say so instead of failing."""
 
 
-def split_phases(events: list[dict[str, Any]], request_id: str) -> tuple[list[dict], list[dict]]:
-    """Span events of `request_id` as phases, and everything else that is not another request's span."""
+def phase_of(e: dict[str, Any]) -> str | None:
+    """The request phase an engine span event stands for ("request.prefill" -> "prefill"), else None."""
+    kind = str(e.get("kind", ""))
+    if kind.startswith("request."):
+        return kind.split(".", 1)[1]
+    if kind == "engine.step":
+        return "step"
+    return None
+
+
+def split_phases(events: list[dict[str, Any]], request: dict[str, Any]) -> tuple[list[dict], list[dict]]:
+    """The request's phase spans (and its engine's scheduler steps), and the host events that are not spans."""
     phases, others = [], []
+    rid, pid = request.get("request_id"), request.get("pid")
     for e in events:
+        phase = phase_of(e)
         attrs = e.get("attrs") or {}
-        if attrs.get("request_id") == request_id:
-            phases.append({"phase": attrs.get("phase") or e.get("kind", ""), "start_ns": e["start_ns"],
-                           "end_ns": e["end_ns"], "rank": attrs.get("rank"), "tokens": attrs.get("tokens"),
-                           "batch_size": attrs.get("batch_size")})
-        elif "request_id" not in attrs:
+        if phase is None:
             others.append(e)
+        elif phase != "finished" and (attrs.get("request_id") == rid or (phase == "step" and e.get("pid") == pid)):
+            phases.append({"phase": phase, "start_ns": e["start_ns"], "end_ns": e["end_ns"],
+                           "rank": attrs.get("rank"), "tokens": attrs.get("tokens"),
+                           "batch_size": attrs.get("batch_size")})
     return sorted(phases, key=lambda p: p["start_ns"]), others
 
 
@@ -153,7 +165,7 @@ class LiveSource(DataSource):
             return {"request": request, "phases": [], "overlapping": [], "verdicts": [],
                     "notes": {"phases": "the request has no time window yet", "verdicts": note}}
         events = self._call("events", start_ns=start, end_ns=end, limit=1000) or []
-        phases, others = split_phases(events, rid)
+        phases, others = split_phases(events, request)
         return {"request": request, "phases": phases, "overlapping": others, "verdicts": [],
                 "notes": {"verdicts": f"{note}; showing overlapping events only"}}
 

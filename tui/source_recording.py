@@ -152,6 +152,6 @@ class RecordingSource(DataSource):
         if start is None or end is None:
             return {"request": request, "phases": [], "overlapping": [], "verdicts": [],
                     "notes": {"phases": "the request has no time window"}}
-        phases, others = split_phases(self.event_dicts(start, end), request.get("request_id", ""))
+        phases, others = split_phases(self.event_dicts(start, end), request)
         return {"request": request, "phases": phases, "overlapping": others, "verdicts": [],
                 "notes": {"verdicts": "root-cause verdicts come from a live agent (`agent explain`)"}}

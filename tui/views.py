@@ -122,14 +122,16 @@ def _first(d: dict[str, Any], keys: tuple[str, ...]) -> Any:
 
 
 def engine_gauges(spans: dict[str, Any] | None) -> dict[str, Any]:
-    """Queue depth, running and KV usage from the span-intake snapshot, summed over engines where it has several."""
+    """In-flight requests, and queue depth / running / KV usage where the engines report them, from the
+    span-intake snapshot (per-sender values summed; KV usage: the fullest engine)."""
     if not spans:
         return {}
-    engines = spans.get("engines")
-    parts = list(engines.values()) if isinstance(engines, dict) else engines if isinstance(engines, list) else [spans]
     out: dict[str, Any] = {}
+    if spans.get("in_flight") is not None:
+        out["in_flight"] = spans["in_flight"]
+    parts = [spans, *(v for v in (spans.get("senders") or {}).values() if isinstance(v, dict))]
     for key, names in (("queue", QUEUE_KEYS), ("running", RUNNING_KEYS), ("kv", KV_KEYS)):
-        vals = [v for p in parts if isinstance(p, dict) and (v := _first(p, names)) is not None]
+        vals = [v for p in parts if (v := _first(p, names)) is not None]
         if vals:
             out[key] = max(vals) if key == "kv" else sum(vals)
     return out
@@ -166,6 +168,11 @@ def event_detail(e: dict[str, Any]) -> str:
     if kind == "net.microburst":
         return (f"{a.get('interface', '?')} {a.get('direction', '')} {fmt.size(a.get('bytes'))} in {dur}, "
                 f"peak {fmt.bps(a.get('peak_bps'))}")
+    if kind == "net.skb_drop":
+        return f"{a.get('count', 1)} skb dropped ({a.get('reason', '?')}), {fmt.size(a.get('bytes'))}"
+    if kind == "net.tcp_retransmit":
+        return (f"{a.get('segments', '?')} segments {fmt.size(a.get('bytes'))} "
+                f"{a.get('local', '?')} → {a.get('remote', '?')}")
     if kind == "gpu_throttle":
         return f"GPU {a.get('gpu', '?')} throttled {dur}: {', '.join(a.get('reasons') or [])}"
     if kind == "gpu_xid":

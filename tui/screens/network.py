@@ -17,13 +17,36 @@ SPAN_NS = int(HISTORY_S * 1e9)
 NET_EVENTS_SHOWN = 50
 
 
+def _top(counts: Any, n: int = 2) -> str:
+    if not isinstance(counts, dict) or not counts:
+        return ""
+    best = sorted(counts.items(), key=lambda kv: -kv[1])[:n]
+    return ", ".join(f"{k} {v}" for k, v in best)
+
+
 def tcp_text(tcp: dict[str, Any] | None) -> Text:
-    """Scalar TCP counters of the net probe's "tcp" section, whatever it carries."""
+    """Retransmits and drops of the net probe's "tcp" section, with their top remotes, processes and reasons."""
     if not tcp:
         return Text("TCP retransmit / drop tracing is off or has nothing yet", style="dim")
-    flat = [f"{k} {v}" for k, v in tcp.items() if isinstance(v, (int, float))]
-    nested = [k for k, v in tcp.items() if isinstance(v, (dict, list)) and v]
-    return Text("  ".join(flat) + (f"  (+ {', '.join(nested)})" if nested else ""))
+    lines = []
+    r = tcp.get("retransmits")
+    if isinstance(r, dict):
+        line = Text.assemble(("retransmits ", "bold"), f"{r.get('segments', r.get('count', 0))} segments")
+        if r.get("by_remote"):
+            line.append(f" · to {_top(r['by_remote'])}")
+        if r.get("by_process"):
+            line.append(f" · by {_top(r['by_process'])}")
+        lines.append(line)
+    d = tcp.get("drops")
+    if isinstance(d, dict):
+        line = Text.assemble(("drops ", "bold"), str(d.get("count", 0)))
+        if d.get("by_reason"):
+            line.append(f" · {_top(d['by_reason'], 3)}")
+        lines.append(line)
+    scalars = [f"{k} {v}" for k, v in tcp.items() if isinstance(v, (int, float)) and v]
+    if scalars:
+        lines.append(Text("  ".join(scalars), style="yellow"))
+    return Text("\n").join(lines) if lines else Text("no TCP counters yet", style="dim")
 
 
 def qdisc_text(q: dict[str, Any] | None) -> str:
@@ -71,8 +94,9 @@ class NetworkScreen(DataScreen):
             burst = r["last_burst"]
             last = (f"{fmt.bps(burst.get('peak_bps'))} {fmt.size(burst.get('bytes'))} "
                     f"{fmt.ago(burst.get('end_ns'), frame.t_ns)}") if burst else "—"
+            peak = max((v for _, v in r["series"]), default=0.0)
             cells.append((r["iface"], r["direction"], fmt.bps(r["bps"]),
-                          fmt.spark(r["series"], frame.t_ns, SPAN_NS, 24), str(r["bursts"]), last,
+                          fmt.spark(r["series"], frame.t_ns, SPAN_NS, 24, 0, max(peak, 1e6)), str(r["bursts"]), last,
                           qdisc_text(r["qdisc"])))
         if cells == getattr(self, "_iface_cells", None):
             return

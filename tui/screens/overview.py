@@ -12,7 +12,12 @@ from gpusleuth.tui.screens.base import DATA_ERRORS, DataScreen
 from gpusleuth.tui.source import HISTORY_S, Frame, Want
 from gpusleuth.tui.widgets.panel import Panel
 
-TOP_N = 5
+TOP_N = 5  # at 80x24; taller terminals show more (see top_n)
+
+
+def top_n(height: int) -> int:
+    """Rows per latency panel: 5 fit 24 lines with two GPUs and one interface; more where the screen is taller."""
+    return max(TOP_N, min(20, TOP_N + (height - 24) // 2))
 SPAN_NS = int(HISTORY_S * 1e9)
 
 
@@ -29,7 +34,7 @@ def gpu_line(row: dict, series: dict, t_ns: int, width: int) -> Text:
     if row["last_xid"]:
         tail.append(f"  XID {row['last_xid']}", style="bold red")
     head = Text.assemble((f"{row['index']} ", "bold"), f"{name:<12} util {fmt.pct(row['util']):>4} ")
-    spark_w = max(4, min(30, width - head.cell_len - tail.cell_len))
+    spark_w = max(4, min(60, width - head.cell_len - tail.cell_len))
     points = series.get(f"gpu.{row['index']}.util_gpu_pct") or []
     line = head + Text(fmt.spark(points, t_ns, SPAN_NS, spark_w, 0, 100), style="green") + tail
     line.truncate(width, overflow="ellipsis")
@@ -39,9 +44,11 @@ def gpu_line(row: dict, series: dict, t_ns: int, width: int) -> Text:
 def engine_text(frame: Frame, width: int) -> Text:
     s = views.engine_stats(frame)
     rate = fmt.spark(frame.series.get("engine.rps") or [], frame.t_ns, SPAN_NS, max(4, min(20, width - 60)))
-    line1 = Text.assemble(("req/s ", "bold"), f"{s['rps']:.1f} ", (rate, "cyan"),
-                          f"  queue {fmt.num(s.get('queue'))}  running {fmt.num(s.get('running'))}"
-                          f"  KV {fmt.pct(s.get('kv'), 100 if (s.get('kv') or 0) <= 1 else 1)}")
+    gauges = f"  in flight {fmt.num(s.get('in_flight'))}"
+    if "queue" in s or "running" in s:
+        gauges += f"  queue {fmt.num(s.get('queue'))}  running {fmt.num(s.get('running'))}"
+    gauges += f"  KV {fmt.pct(s.get('kv'), 100 if (s.get('kv') or 0) <= 1 else 1)}"
+    line1 = Text.assemble(("req/s ", "bold"), f"{s['rps']:.1f} ", (rate, "cyan"), gauges)
     basis = "last 60 s" if s["is_recent"] else "last finished"
     line2 = Text(f"TTFT p50 {fmt.dur_s(s['ttft_s_p50'])} p99 {fmt.dur_s(s['ttft_s_p99'])}   "
                  f"TPOT p50 {fmt.dur_s(s['tpot_s_p50'])} p99 {fmt.dur_s(s['tpot_s_p99'])}   "
@@ -72,8 +79,10 @@ def net_lines(rows: list[dict], t_ns: int, width: int) -> Text:
         tail = Text(f"  bursts {r['bursts']}")
         if burst:
             tail.append(f" ▲{fmt.bps(burst.get('peak_bps'))} {fmt.ago(burst.get('end_ns'), t_ns)}", style="magenta")
-        spark_w = max(4, min(30, width - head.cell_len - tail.cell_len))
-        line = head + Text(fmt.spark(r["series"], t_ns, SPAN_NS, spark_w), style="cyan") + tail
+        spark_w = max(4, min(60, width - head.cell_len - tail.cell_len))
+        peak = max((v for _, v in r["series"]), default=0.0)
+        # never stretch a near-idle link to full height: scale to at least 1 Mb/s
+        line = head + Text(fmt.spark(r["series"], t_ns, SPAN_NS, spark_w, 0, max(peak, 1e6)), style="cyan") + tail
         line.truncate(width, overflow="ellipsis")
         lines.append(line)
     return Text("\n").join(lines)
@@ -121,7 +130,7 @@ class OverviewScreen(DataScreen):
         if rows is None or (not rows and views.missing_reason(frame, probe)):
             panel.show_missing(views.missing_reason(frame, probe) or "no data")
             return
-        panel.show(latency_lines(views.top_latency(rows, TOP_N), width, key == "syscalls"))
+        panel.show(latency_lines(views.top_latency(rows, top_n(self.size.height)), width, key == "syscalls"))
 
     def _syscalls(self, panel: Panel, frame: Frame, width: int) -> None:
         self._latency(panel, frame, "syscalls", "syscalls", width)

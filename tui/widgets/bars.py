@@ -66,8 +66,8 @@ class StatusLine(_Line):
         for name, state, reason in probe_states(status):
             text.append(f"{STATE_MARK.get(state, '?')} {name} ", style=STATE_STYLE.get(state, ""))
         up = status.get("uptime_s")
-        extra = f"· {label}" + (f" · agent up {fmt.dur_s(up).replace('.00s', 's')}" if up is not None else "")
-        text.append(extra, style="dim")
+        up_text = f"up {fmt.uptime(up)} · " if up is not None else ""
+        text.append(f"· {up_text}{label}", style="dim")
         self.set_text(text)
 
 

@@ -50,6 +50,9 @@ def timeline_text(detail: dict[str, Any], width: int) -> Text:
                                    f" {fmt.dur_ns(total)}{extra}"))
     if not phases:
         lines.append(Text("(no phase spans for this request)", style="dim"))
+    if isinstance(detail.get("steps"), int) and not any(p.get("phase") == "step" for p in phases):
+        lines.append(Text(f"{'steps':<{LABEL_W}} {detail['steps']} scheduler steps of this engine overlapped it",
+                          style="dim"))
     events = detail.get("overlapping") or []
     row = Text(" " * bar_w)
     for e in events:
