@@ -59,8 +59,9 @@ class SleuthApp(App):
     ]
 
     def __init__(self, source: DataSource, refresh_s: float = DEFAULT_REFRESH_S, start_screen: str = "overview",
-                 speed: float = 1.0) -> None:
+                 speed: float = 1.0, is_cursor_blink: bool = True) -> None:
         super().__init__()
+        self.is_cursor_blink = is_cursor_blink  # off in snapshot tests, so screenshots do not depend on timing
         self.source = source
         self.refresh_s = refresh_s
         self.start_screen = start_screen

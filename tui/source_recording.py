@@ -143,7 +143,7 @@ class RecordingSource(DataSource):
         kinds = set(self.events["source"].unique()) if len(self.events) else set()
         for name in ("syscalls", "sched", "net", "gpu", "spans"):
             has = any(s.startswith(PROBE_PREFIXES.get(name, ("-",))) for s in self.tables) or name in kinds
-            probes[name] = {"state": "recorded" if has else "unavailable",
+            probes[name] = {"state": "recorded" if has else "absent",
                             "reason": "" if has else f"no {name} records in this recording", "path": "recording"}
         return {"probes": probes, "recording": True}
 

@@ -8,7 +8,7 @@ from gpusleuth.probes.log2_hist import quantile_from_buckets
 from gpusleuth.tui import fmt
 from gpusleuth.tui.source import Frame
 
-STATE_MARK = {"ok": "●", "degraded": "◐", "unavailable": "✖", "stopped": "○", "recorded": "●"}
+STATE_MARK = {"ok": "●", "degraded": "◐", "unavailable": "✖", "stopped": "○", "recorded": "●", "absent": "○"}
 # spans snapshot keys we understand for engine gauges, newest name first
 QUEUE_KEYS = ("queue_depth", "num_waiting", "waiting")
 RUNNING_KEYS = ("num_running", "running")
@@ -30,6 +30,8 @@ def missing_reason(frame: Frame, probe: str) -> str | None:
         return f"{probe} probe {state}: {reason or 'no reason given'}"
     if state == "recorded":
         return f"no {probe} data near the cursor"
+    if state == "absent":
+        return reason or f"no {probe} records"
     return f"{probe} probe {state}; waiting for its first poll"
 
 

@@ -39,7 +39,9 @@ class DataScreen(Screen):
     def compose(self) -> ComposeResult:
         yield TitleBar()
         if self.HAS_FILTER:
-            yield FilterBar(id="filter", is_sticky=self.KEY == "events")
+            bar = FilterBar(id="filter", is_sticky=self.KEY == "events")
+            bar.cursor_blink = self.app.is_cursor_blink
+            yield bar
         yield from self.compose_body()
         yield StatusLine()
         if self.app.source.has_cursor:

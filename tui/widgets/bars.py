@@ -9,7 +9,8 @@ from textual.widgets import Static
 from gpusleuth.tui import fmt
 from gpusleuth.tui.views import STATE_MARK, probe_states
 
-STATE_STYLE = {"ok": "green", "recorded": "green", "degraded": "yellow", "unavailable": "red", "stopped": "dim"}
+STATE_STYLE = {"ok": "green", "recorded": "green", "degraded": "yellow", "unavailable": "red", "stopped": "dim",
+               "absent": "dim"}
 
 
 class _Line(Static):
