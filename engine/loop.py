@@ -12,6 +12,8 @@ import logging
 import threading
 from typing import Callable
 
+import torch
+
 from gpusleuth.engine.engine import LLMEngine
 from gpusleuth.engine.faults import FaultConfig
 from gpusleuth.engine.outputs import RequestOutput
@@ -94,6 +96,9 @@ class EngineLoop:
                                                                          len(prompt_ids), 0)])
 
     def _run(self) -> None:
+        device = self.engine.runner.device
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # the current device is per thread; graphs and NCCL run from here
         try:
             while not self._stop.is_set():
                 while self._inbox:

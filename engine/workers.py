@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import signal
 import socket
 import time
@@ -91,14 +92,46 @@ def build_runner(spec: LaunchSpec, rank: int, world: int, device: torch.device, 
     return runner
 
 
+class StepChannel:
+    """Rank 0 -> other ranks, one pickled step per message over the gloo control group.
+
+    A step usually fits one fixed-size buffer, so it costs one gloo broadcast (broadcast_object_list costs two
+    plus tensor pickling); larger steps (long prefill chunks) send the size first and the bytes second.
+    """
+
+    CAPACITY = 32 * 1024
+
+    def __init__(self, group) -> None:
+        self.group = group
+        self._buf = torch.zeros(self.CAPACITY, dtype=torch.uint8)
+
+    def send(self, obj: StepInput | None) -> None:
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        self._buf[:8] = torch.frombuffer(bytearray(len(data).to_bytes(8, "little")), dtype=torch.uint8)
+        if len(data) <= self.CAPACITY - 8:
+            self._buf[8:8 + len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            dist.broadcast(self._buf, src=0, group=self.group)
+            return
+        dist.broadcast(self._buf, src=0, group=self.group)
+        dist.broadcast(torch.frombuffer(bytearray(data), dtype=torch.uint8), src=0, group=self.group)
+
+    def recv(self) -> StepInput | None:
+        dist.broadcast(self._buf, src=0, group=self.group)
+        size = int.from_bytes(self._buf[:8].numpy().tobytes(), "little")
+        if size <= self.CAPACITY - 8:
+            return pickle.loads(self._buf[8:8 + size].numpy().tobytes())
+        payload = torch.empty(size, dtype=torch.uint8)
+        dist.broadcast(payload, src=0, group=self.group)
+        return pickle.loads(payload.numpy().tobytes())
+
+
 def worker_loop(runner: ModelRunner, control, is_spans: bool) -> None:
     """Ranks > 0: run every step rank 0 broadcasts until it sends None; each step is an NVTX range and a span."""
     emitter = SpanEmitter(runner.rank, is_enabled=is_spans)
     nvtx = Nvtx(runner.device.type == "cuda")
+    channel = StepChannel(control)
     while True:
-        box: list[StepInput | None] = [None]
-        dist.broadcast_object_list(box, src=0, group=control)
-        inp = box[0]
+        inp = channel.recv()
         if inp is None:
             break
         start = time.monotonic_ns()
@@ -147,12 +180,10 @@ def start_ranks(spec: LaunchSpec) -> Iterator[tuple[ModelRunner, object]]:
             worker_loop(runner, control, spec.is_spans)
             raise SystemExit(0)
 
-        def broadcast(inp: StepInput | None) -> None:
-            dist.broadcast_object_list([inp], src=0, group=control)
-
-        yield runner, (broadcast if world > 1 else None)
-        if world > 1:
-            broadcast(None)
+        channel = StepChannel(control) if world > 1 else None
+        yield runner, (channel.send if channel else None)
+        if channel:
+            channel.send(None)
         grace = 30.0
     except BaseException:
         grace = 2.0  # rank 0 failed: the others may be stuck in a collective that will never complete

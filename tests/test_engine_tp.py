@@ -13,10 +13,10 @@ from gpusleuth.engine.config import preset
 from gpusleuth.engine.tokenizer import ByteTokenizer
 
 
-def _generate(capsys, *flags: str) -> list[list[int]]:
-    argv = ["generate", "--device", "cpu", "--max-tokens", "24", "--ignore-eos", "--json",
-            "--max-num-batched-tokens", "32", "--max-num-seqs", "4", "--no-spans", "--cpu-threads", "1", *flags]
-    for p in PROMPTS:
+def _generate(capsys, *flags: str, prompts: list[str] = PROMPTS, budget: int = 32) -> list[list[int]]:
+    argv = ["generate", "--device", "cpu", "--max-tokens", "24", "--ignore-eos", "--json", "--max-num-batched-tokens",
+            str(budget), "--max-num-seqs", "4", "--no-spans", "--cpu-threads", "1", *flags]
+    for p in prompts:
         argv += ["--prompt", p]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out.strip().splitlines()[-1]
@@ -34,8 +34,12 @@ def test_tp2_equals_tp1_from_sharded_checkpoint(tmp_path, capsys):
 
 
 def test_tp2_equals_tp1_random_weights(capsys):
-    tp1 = _generate(capsys, "--preset", "tiny", "--tp", "1", "--seed", "5")
-    tp2 = _generate(capsys, "--preset", "tiny", "--tp", "2", "--seed", "5")
+    # a 1.6k-token prompt in one step: the step message outgrows StepChannel's buffer and takes the two-part path
+    prompts = [*PROMPTS, "long " * 320]
+    tp1 = _generate(capsys, "--preset", "tiny", "--tp", "1", "--seed", "5", "--init-std", "0.1", prompts=prompts,
+                    budget=2048)
+    tp2 = _generate(capsys, "--preset", "tiny", "--tp", "2", "--seed", "5", "--init-std", "0.1", prompts=prompts,
+                    budget=2048)
     assert tp2 == tp1
 
 
