@@ -1,6 +1,6 @@
 // tc clsact programs of the network probe: per (interface, direction) byte/packet counts in fixed time bins, and
 // the flows seen in bins that are running hot. Specialised by net_tc.py with:
-//   BIN_NS      bin width in ns              NBINS    bins per ring (>= ring_s / bin)
+//   BIN_NS      bin width in ns              NBINS    bins per ring (a power of two >= ring_s / bin)
 //   NLANES      CPU lanes per ring (pow2)    NRINGS   2 * selected interfaces
 //   GROUP_BINS  bins per hot-flow group      MAX_FLOWS  hot-flow table size   MAX_IFACES
 #include <uapi/linux/bpf.h>
@@ -23,9 +23,10 @@ struct slot {
 };
 
 struct iface {
-    u32 ring;       // ring of the ingress direction; egress is ring + 1
-    u32 l2_len;     // bytes before the network header (14 on Ethernet, 0 on L3 devices)
-    u64 hot_bytes;  // per-lane bytes in a bin from which its packets' flows are recorded
+    u32 ring;          // ring of the ingress direction; egress is ring + 1
+    u32 l2_len;        // bytes before the network header (14 on Ethernet, 0 on L3 devices)
+    u64 hot_bytes;     // per-lane bytes in a bin from which flows are sampled
+    u64 sample_bytes;  // a flow is sampled each time the lane's bin total crosses a multiple of this
 };
 
 struct flow_key {
@@ -67,7 +68,9 @@ static __always_inline void parse_ports(struct __sk_buff *skb, u32 off, struct f
     }
 }
 
-static __always_inline void record_flow(struct __sk_buff *skb, u32 ring, u32 l2_len, u64 idx) {
+// Called for one packet in `weight` sampled bytes: byte-based sampling keeps the cost per hot bin bounded at any
+// packet rate, and each flow's sampled bytes estimate its share of the bin (large flows are sampled more often).
+static __always_inline void record_flow(struct __sk_buff *skb, u32 ring, u32 l2_len, u64 idx, u64 weight) {
     struct flow_key k = {};
     u8 hdr[40];
     k.ring = ring;
@@ -96,7 +99,7 @@ static __always_inline void record_flow(struct __sk_buff *skb, u32 ring, u32 l2_
         count_stat(1);
         return;
     }
-    __sync_fetch_and_add(&v->bytes, skb->len);
+    __sync_fetch_and_add(&v->bytes, weight);
     __sync_fetch_and_add(&v->packets, 1);
 }
 
@@ -108,7 +111,7 @@ static __always_inline int account(struct __sk_buff *skb, u32 dir) {
     u64 idx = bpf_ktime_get_ns() / BIN_NS;
     u32 ring = ifc->ring + dir;
     u32 lane = bpf_get_smp_processor_id() & (NLANES - 1);
-    u32 key = (ring * NLANES + lane) * NBINS + (u32)(idx % NBINS);
+    u32 key = (ring * NLANES + lane) * NBINS + (u32)(idx & (NBINS - 1));
     struct slot *s = bins.lookup(&key);
     if (!s)
         return TC_ACT_UNSPEC;
@@ -119,10 +122,16 @@ static __always_inline int account(struct __sk_buff *skb, u32 dir) {
         if (cur)
             count_stat(0);
     }
-    __sync_fetch_and_add(&s->bytes, skb->len);
+    u64 len = skb->len;
+    __sync_fetch_and_add(&s->bytes, len);
     __sync_fetch_and_add(&s->packets, 1);
-    if (s->bytes >= ifc->hot_bytes)
-        record_flow(skb, ring, ifc->l2_len, idx);
+    u64 total = s->bytes;  // may include other CPUs' adds of the same lane: sampling stays unbiased enough
+    if (total >= ifc->hot_bytes && total >= len) {
+        u64 step = ifc->sample_bytes;
+        u64 crossed = total / step - (total - len) / step;
+        if (crossed)
+            record_flow(skb, ring, ifc->l2_len, idx, crossed * step);
+    }
     // Never end classification: filters after ours (anybody else's) still see every packet.
     return TC_ACT_UNSPEC;
 }

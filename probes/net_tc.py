@@ -20,6 +20,7 @@ from gpusleuth.probes.net_ring import SLOT_DTYPE, BinRings, Drained
 C_SOURCE = Path(__file__).with_name("net_tc.c")
 GROUP_NS = 10_000_000  # hot flows are grouped per 10 ms, so each burst takes the flows of the groups it spans
 GUARD_NS = 1_000_000  # a bin is drained only this long after it ended (writers that read the clock just before)
+SAMPLES_PER_HOT_BIN = 32  # hot-flow samples per lane per bin at the threshold rate (more above it)
 DIRECTIONS = ("ingress", "egress")  # ring = 2 * interface slot + direction index
 
 
@@ -41,7 +42,7 @@ class RingLayout:
     @classmethod
     def for_config(cls, bin_us: int, ring_s: float, n_ifaces: int, ncpu: int | None = None) -> "RingLayout":
         bin_ns = bin_us * 1000
-        nbins = -(-int(ring_s * 1e9) // bin_ns)
+        nbins = 1 << (-(-int(ring_s * 1e9) // bin_ns) - 1).bit_length()  # a power of two: slot = idx & mask
         return cls(bin_ns, nbins, lanes_for(ncpu or os.cpu_count() or 1), 2 * n_ifaces)
 
     @property
@@ -51,6 +52,8 @@ class RingLayout:
 
 @dataclass(slots=True, frozen=True)
 class HotFlow:
+    """One flow's byte-sampled share of hot bins in one 10 ms group (bytes are an estimate; packets = samples)."""
+
     ring: int
     group: int
     proto: int  # IP protocol number (6 tcp, 17 udp, ...); 0 for non-IP
@@ -63,7 +66,8 @@ class HotFlow:
 
 
 class _IfaceT(ctypes.Structure):
-    _fields_ = [("ring", ctypes.c_uint32), ("l2_len", ctypes.c_uint32), ("hot_bytes", ctypes.c_uint64)]
+    _fields_ = [("ring", ctypes.c_uint32), ("l2_len", ctypes.c_uint32), ("hot_bytes", ctypes.c_uint64),
+                ("sample_bytes", ctypes.c_uint64)]
 
 
 def _addr(ethertype: int, raw: bytes) -> str:
@@ -111,7 +115,8 @@ class TcPrograms:
     def set_iface(self, ifindex: int, slot: int, l2_len: int, threshold_bytes: int) -> None:
         """Count `ifindex` into rings 2*slot (ingress) and 2*slot+1 (egress)."""
         hot = max(1, threshold_bytes // self.layout.nlanes)  # each lane sees its share of the bin
-        self._bpf["ifaces"][ctypes.c_uint32(ifindex)] = _IfaceT(2 * slot, l2_len, hot)
+        step = max(64, hot // SAMPLES_PER_HOT_BIN)
+        self._bpf["ifaces"][ctypes.c_uint32(ifindex)] = _IfaceT(2 * slot, l2_len, hot, step)
 
     def drain(self, ring: int, now_ns: int) -> Drained:
         return self.rings.drain(ring, now_ns)
