@@ -152,8 +152,13 @@ def hf_baseline(args, reqs) -> dict:
     device = torch.device(args.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     torch.manual_seed(args.seed)
-    with torch.device(device):  # random weights made on the GPU directly
-        model = LlamaForCausalLM(hf_cfg).to(dtype).eval()
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # parameters are created in bf16 (no fp32 copy of 8B weights first)
+    try:
+        with torch.device(device):  # random weights made on the GPU directly
+            model = LlamaForCausalLM(hf_cfg).eval()
+    finally:
+        torch.set_default_dtype(default_dtype)
     sub = reqs[: args.hf_requests]
     bs = args.hf_batch_size
     generated = 0
@@ -164,10 +169,12 @@ def hf_baseline(args, reqs) -> dict:
         t0 = time.perf_counter()
         _hf_batch(model, batch, device)
         generated += sum(n for _, n in batch)
-        log(f"    HF batch {i // bs + 1}/{-(-len(sub) // bs)}: {len(batch)} requests in {time.perf_counter() - t0:.1f} s")
+        num_batches = -(-len(sub) // bs)
+        log(f"    HF batch {i // bs + 1}/{num_batches}: {len(batch)} requests in {time.perf_counter() - t0:.1f} s")
     duration = time.perf_counter() - start
     del model
-    torch.cuda.empty_cache() if device.type == "cuda" else None
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     return {"requests": len(sub), "batch_size": bs, "duration_s": duration, "output_throughput": generated / duration}
 
 
