@@ -16,7 +16,8 @@ from gpusleuth.probes.qdisc_stats import read_qdiscs
 from gpusleuth.probes.records import Sample
 
 log = logging.getLogger(__name__)
-OWNER_PATH = "procfs socket-inode scan at burst time"
+OWNER_PATH = "procfs socket-inode scan when hot flows appear, cached by 5-tuple"
+LOCAL_ADDRS_TTL_NS = 5_000_000_000
 
 
 class NetRun:
@@ -34,6 +35,8 @@ class NetRun:
         self.tcp_reason = ""
         self.foreign: dict[str, list[str]] = {}
         self.path = ""
+        self._addrs: set[str] = set()
+        self._addrs_at = -LOCAL_ADDRS_TTL_NS
 
     @staticmethod
     def preview_source(cfg: NetConfig) -> str:
@@ -101,12 +104,17 @@ class NetRun:
             log.warning("%s", self.tcp_reason)
 
     def _local_addrs(self) -> set[str]:
-        """This namespace's own addresses (to tell which side of a dropped packet is remote)."""
+        """This namespace's own addresses (to tell which side of a dropped packet is remote), re-read every
+        LOCAL_ADDRS_TTL_NS: a netlink dump per poll would lengthen every poll for addresses that rarely change."""
+        now = time.monotonic_ns()
+        if now - self._addrs_at < LOCAL_ADDRS_TTL_NS:
+            return self._addrs
         try:
-            return {m.get_attr("IFA_ADDRESS") for m in self.ipr.get_addr()} - {None}
+            self._addrs = {m.get_attr("IFA_ADDRESS") for m in self.ipr.get_addr()} - {None}
+            self._addrs_at = now
         except Exception as exc:  # pyroute2 NetlinkError; orientation then falls back to "outgoing"
             log.debug("listing addresses: %s", exc)
-            return set()
+        return self._addrs
 
     def stop(self) -> None:
         steps = [("tcp tracer", lambda: self.tcp and self.tcp.stop()),

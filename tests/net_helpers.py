@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import socket
 import struct
 import subprocess
@@ -307,6 +308,7 @@ def role_bursts(args: argparse.Namespace) -> None:
         print(json.dumps({"warm": True}), flush=True)
         sys.stdin.readline()
     data = b"x" * args.size
+    rng = random.Random(args.seed)
     bursts = []
     t_next = time.monotonic_ns() + int(args.gap_ms * 1e6)
     for _ in range(args.count):
@@ -319,7 +321,7 @@ def role_bursts(args: argparse.Namespace) -> None:
         wait()
         t2 = time.monotonic_ns()
         bursts.append({"start_ns": t0, "sent_ns": t1, "acked_ns": t2, "if_bytes": _tx_bytes(args.ifname) - b0})
-        t_next = t0 + int(args.gap_ms * 1e6)
+        t_next = t0 + int((args.gap_ms + rng.uniform(0, args.jitter_ms)) * 1e6)
     sock.close()
     print(json.dumps({"bursts": bursts, "pid": os.getpid()}), flush=True)
 
@@ -364,6 +366,8 @@ def main() -> None:
     p.add_argument("--ifname", required=True)
     p.add_argument("--wait-go", action="store_true")
     p.add_argument("--proto", choices=("udp", "tcp"), default="udp")
+    p.add_argument("--jitter-ms", type=float, default=0.0, help="add a uniform random 0..jitter to each gap")
+    p.add_argument("--seed", type=int, default=1)
     p = sub.add_parser("bulk")
     p.add_argument("--seconds", type=float, default=2.0)
     p = sub.add_parser("hold_probe")
