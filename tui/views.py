@@ -1,6 +1,7 @@
 """What each panel shows, derived from a Frame: plain functions, no widgets, so they are tested directly."""
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from gpusleuth.probes.gpu_fields import NOT_THROTTLING, decode_reasons
@@ -45,7 +46,7 @@ def percentile(values: list[float], q: float) -> float | None:
     vals = sorted(v for v in values if v is not None)
     if not vals:
         return None
-    return vals[min(len(vals) - 1, max(0, int(round(q * len(vals) + 0.5)) - 1))]
+    return vals[min(len(vals) - 1, max(0, math.ceil(q * len(vals)) - 1))]
 
 
 def gpu_rows(snap: dict[str, Any] | None) -> list[dict[str, Any]]:

@@ -38,18 +38,28 @@ class TitleBar(_Line):
     """
 
     def render_title(self, screens: list[tuple[str, str]], current: str, clock: str, flag: str = "") -> None:
-        text = Text.assemble(("gpusleuth ", "bold"))
-        for i, (key, label) in enumerate(screens, 1):
-            style = "reverse bold" if key == current else "dim"
-            text.append(f"{i}", style="bold" if key != current else style)
-            text.append(f" {label} ", style=style)
-        width = max(0, self.size.width or 80)
+        width = self.size.width or 80
         tail = Text.assemble((f" {flag} " if flag else "", "bold yellow"), (clock, ""))
+        text = self._tabs(screens, current, is_compact=False)
+        if text.cell_len + tail.cell_len + 1 > width:  # narrow terminal: only the current screen is spelled out
+            text = self._tabs(screens, current, is_compact=True)
         pad = width - text.cell_len - tail.cell_len
         if pad > 0:
             text.append(" " * pad)
         text.append_text(tail)
         self.set_text(text)
+
+    @staticmethod
+    def _tabs(screens: list[tuple[str, str]], current: str, is_compact: bool) -> Text:
+        text = Text.assemble(("gpusleuth ", "bold"))
+        for i, (key, label) in enumerate(screens, 1):
+            if key == current:
+                text.append(f"{i} {label}", style="reverse bold")
+                text.append(" ")
+            else:
+                text.append(f"{i}", style="bold")
+                text.append(" " if is_compact else f" {label} ", style="dim")
+        return text
 
 
 class StatusLine(_Line):

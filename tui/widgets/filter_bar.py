@@ -9,8 +9,6 @@ from textual.widgets import Input
 class FilterBar(Input):
     DEFAULT_CSS = """
     FilterBar {
-        height: 1;
-        border: none;
         padding: 0 1;
         background: $boost;
     }
@@ -29,7 +27,7 @@ class FilterBar(Input):
             self.value = value
 
     def __init__(self, placeholder: str = "filter…", *, is_sticky: bool = False, id: str | None = None) -> None:
-        super().__init__(placeholder=placeholder, id=id, classes="" if is_sticky else "-hidden")
+        super().__init__(placeholder=placeholder, id=id, classes="" if is_sticky else "-hidden", compact=True)
         self.is_sticky = is_sticky  # a sticky bar stays visible when cleared (the Events screen's)
         self.can_focus = is_sticky  # a hidden bar must not take keys meant for the table
 
