@@ -6,6 +6,8 @@ the kernel's own counters (interface stats, /proc/net/snmp, tc -s) are the refer
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -18,7 +20,7 @@ from gpusleuth.agent.store import Store
 from gpusleuth.exporters.net import NetCollector
 from gpusleuth.probes.net import NetConfig, NetProbe
 from gpusleuth.probes.net_attach import OUR_PRIO
-from tests.net_helpers import (ADDR_A, ADDR_B, HELPER, PYTHON, TCP_PORT, UDP_BURST_PORT, ForeignFilter, qdisc_kinds, sh,
+from tests.net_helpers import (ADDR_A, ADDR_B, PYTHON, TCP_PORT, UDP_BURST_PORT, ForeignFilter, qdisc_kinds, sh,
                                tc_available, tc_filters, veth_pair, wait_line)
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(bool(tc_available()), reason=tc_available() or "ok")]
@@ -266,24 +268,30 @@ def test_foreign_clsact_and_filters_survive_start_and_stop(pair, state_dir):
         late.close()
 
 
-def test_kill9_then_start_leaves_one_set_and_stop_removes_our_clsact(pair, state_dir):
+def test_agent_kill9_then_start_leaves_one_set_and_stop_removes_our_clsact(pair, tmp_path):
+    from tests.agent_helpers import agent_pid, run_agent, write_config
     assert "clsact" not in qdisc_kinds(pair.ns_a, pair.if_a)
-    holder = subprocess.Popen([PYTHON, str(HELPER), "hold_probe", "--netns", pair.ns_a, "--ifname", pair.if_a,
-                               "--state-dir", state_dir], stdout=subprocess.PIPE, text=True)
+    cfg = write_config(tmp_path, ["net"], extra=f'\n[probes.net]\nnetns = "{pair.ns_a}"\n'
+                                               f'interfaces = ["{pair.if_a}"]\nstate_dir = "{tmp_path}/state"\n')
+    first = run_agent("--config", str(cfg), "start")
+    assert first.returncode == 0, first.stderr
+    os.kill(agent_pid(tmp_path), signal.SIGKILL)  # no cleanup runs
+    for _ in range(100):
+        if subprocess.run(["kill", "-0", str(agent_pid(tmp_path))], capture_output=True).returncode != 0:
+            break
+        time.sleep(0.05)
+    assert _ours(pair.ns_a, pair.if_a) == {"ingress": 1, "egress": 1}  # left behind by the dead agent
     try:
-        assert '"started": true' in holder.stdout.readline()
+        second = run_agent("--config", str(cfg), "start")
+        assert second.returncode == 0, second.stderr
+        assert _ours(pair.ns_a, pair.if_a) == {"ingress": 1, "egress": 1}
+        assert len(tc_filters(pair.ns_a, pair.if_a, "egress")) == 1 == len(tc_filters(pair.ns_a, pair.if_a,
+                                                                                       "ingress"))
     finally:
-        holder.kill()  # SIGKILL: no cleanup runs
-        holder.wait()
-    assert _ours(pair.ns_a, pair.if_a) == {"ingress": 1, "egress": 1}  # left behind by the dead process
-    probe = start_probe(pair, state_dir, is_tcp_enabled=False)
-    assert _ours(pair.ns_a, pair.if_a) == {"ingress": 1, "egress": 1}
-    assert len(tc_filters(pair.ns_a, pair.if_a, "egress")) == 1 == len(tc_filters(pair.ns_a, pair.if_a, "ingress"))
-    sh(f"ip netns exec {pair.ns_a} ping -c 3 -i 0.05 -q {ADDR_B}")
-    assert probe.poll(time.monotonic_ns()).snapshot["interfaces"][pair.if_a]["directions"]["egress"]["packets"] >= 3
-    probe.stop()
+        stop = run_agent("--config", str(cfg), "stop")
+    assert stop.returncode == 0, stop.stderr
     assert _ours(pair.ns_a, pair.if_a) == {"ingress": 0, "egress": 0}
-    # The killed run created clsact; the state file told the new run, which removed it on stop.
+    # The killed agent created clsact; the state file told the new one, which removed it on stop.
     assert "clsact" not in qdisc_kinds(pair.ns_a, pair.if_a)
 
 
