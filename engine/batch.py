@@ -52,9 +52,10 @@ class StepInput:
 
 
 def _tables(seqs: list[Sequence]) -> torch.Tensor:
-    width = max((len(s.block_table) for s in seqs), default=1)
-    return torch.tensor([s.block_table + [0] * (width - len(s.block_table)) for s in seqs] or [[0]],
-                        dtype=torch.int32)[: len(seqs)]
+    if not seqs:
+        return torch.zeros((0, 1), dtype=torch.int32)
+    width = max(len(s.block_table) for s in seqs)
+    return torch.tensor([s.block_table + [0] * (width - len(s.block_table)) for s in seqs], dtype=torch.int32)
 
 
 def _slots(seq: Sequence, start: int, stop: int, block_size: int) -> list[int]:
@@ -84,9 +85,10 @@ def build_step_input(plan: StepPlan, block_size: int, step_id: int = 0) -> StepI
         cu.append(cu[-1] + n)
         if c + n == seq.num_tokens:  # the chunk completes the prompt: its last row predicts the next token
             logits_rows.append(len(ids) - 1)
+    # ids, positions and slots in one tensor creation (a batch-1 decode step is dominated by such fixed costs)
+    tokens = torch.tensor([ids, positions, slots], dtype=torch.int64)
     return StepInput(
-        input_ids=torch.tensor(ids, dtype=torch.int64), positions=torch.tensor(positions, dtype=torch.int64),
-        slot_mapping=torch.tensor(slots, dtype=torch.int64), num_decode=len(plan.decode),
+        input_ids=tokens[0], positions=tokens[1], slot_mapping=tokens[2], num_decode=len(plan.decode),
         decode_block_tables=_tables(plan.decode),
         decode_context_lens=torch.tensor([s.num_computed + 1 for s in plan.decode], dtype=torch.int32),
         prefill_block_tables=_tables(prefill_seqs), prefill_cu_seqlens=torch.tensor(cu, dtype=torch.int32),
