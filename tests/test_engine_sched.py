@@ -127,3 +127,21 @@ def test_incremental_detokenizer_holds_back_partial_utf8():
     detok = IncrementalDetokenizer(tok)
     deltas = [detok.delta(ids[: i + 1], is_final=False) for i in range(len(ids))]
     assert deltas == ["", "", "✓", "o", "k"]
+
+
+def test_profile_step_runs_and_kv_sizing_arithmetic():
+    from gpusleuth.engine.config import preset
+    from gpusleuth.engine.kv_cache import allocate_caches, bytes_per_block, num_blocks_for_memory
+    from gpusleuth.engine.runner import profile_input
+
+    runner = make_engine().runner
+    cfg = runner.cfg
+    # the GPU sizing pass runs this step (2 fresh sequences x 64 tokens) on a temporary cache of 2 x 4 blocks + 1
+    runner._attach(allocate_caches(cfg.num_layers, 9, 16, runner.num_local_kv_heads, cfg.head_dim, torch.float32,
+                                   torch.device("cpu")))
+    logits = runner.execute(profile_input(2, 64, 4, 16, 8))
+    assert logits.shape == (8, cfg.vocab_size) and torch.isfinite(logits).all()
+    big = preset("llama3-8b")
+    assert bytes_per_block(big, 1, 16, torch.bfloat16) == 16 * 128 * 1024  # 128 KiB of K+V per token
+    assert bytes_per_block(big, 4, 16, torch.bfloat16) == 16 * 32 * 1024
+    assert num_blocks_for_memory(10 << 30, 0.5, big, 1, 16, torch.bfloat16) == 2560
