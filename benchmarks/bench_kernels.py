@@ -106,11 +106,11 @@ def bench_rms(ctx: Ctx, fused: bool) -> list[dict]:
             check = lambda: rel_err(tri(), ref())  # noqa: E731
         rows.append(_measure(ctx, name, f"[{T},{hidden}] bf16 ({tag})", nbytes, tri, ref, ref, check))
         if tag in ("large", "smoke") and not ctx.args.no_sweep and not ctx.over_budget():
-            for warps in (4, 8, 16):
+            for per_program, warps in ((1, 4), (1, 8), (1, 16), (2, 4), (2, 8), (2, 16), (4, 8), (4, 16)):
                 res = r if fused else None
-                t = time_fn(lambda: rms_mod._launch(x, w, 1e-5, res, num_warps=warps), ctx.device, nbytes)
-                rows.append(row(name + "/sweep", f"[{T},{hidden}] num_warps={warps}", nbytes, ctx.copy_gbs,
-                                {"triton": t}))
+                t = time_fn(lambda: rms_mod._launch(x, w, 1e-5, res, per_program, warps), ctx.device, nbytes)
+                rows.append(row(name + "/sweep", f"[{T},{hidden}] rows={per_program} warps={warps}", nbytes,
+                                ctx.copy_gbs, {"triton": t}))
                 log(fmt_row(rows[-1]))
     return rows
 

@@ -135,6 +135,8 @@ def llama_launches() -> list[tuple[str, tuple]]:
     calls = {
         "rms_norm": lambda: K.rms_norm(x, w, 1e-5),
         "add_rms_norm": lambda: K.add_rms_norm(x, x, w, 1e-5),
+        "rms_norm_many_rows": lambda: K.rms_norm(torch.empty(2048, 4096, **bf), w, 1e-5),
+        "add_rms_norm_many_rows": lambda: K.add_rms_norm(*(torch.empty(2048, 4096, **bf),) * 2, w, 1e-5),
         "swiglu": lambda: K.swiglu(torch.empty(32, 2 * 14336, **bf)),
         "rope": lambda: K.rope_(q, k, pos, cache),
         "causal_softmax": lambda: K.scaled_causal_softmax(torch.empty(1, 32, 4, 4096, **bf), 0.088),

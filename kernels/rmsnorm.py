@@ -2,14 +2,14 @@
 
 Rounding follows Hugging Face ``LlamaRMSNorm``: statistics in float32, the normalised row rounded to the input dtype,
 then multiplied by the weight in that dtype; the residual sum is rounded to the input dtype before it is normed.
-One program handles one row; the row is loaded once, so each kernel moves the minimum: read x (and residual),
-write the output (and the new residual).
+A program handles one or a few whole rows, each loaded once, so each kernel moves the minimum: read x (and
+residual), write the output (and the new residual).
 """
 
 import torch
 
 from ._checks import check_eps, check_same_device, check_same_dtype, check_shape, check_tensor
-from ._runtime import is_triton_available, lazy_jit, next_pow2, tl
+from ._runtime import cdiv, is_triton_available, lazy_jit, next_pow2, tl
 
 MAX_HIDDEN = 65536  # one row lives in registers of one program
 
@@ -33,28 +33,32 @@ def add_rms_norm_ref(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tens
 
 
 @lazy_jit
-def _rms_norm_kernel(x_ptr, r_ptr, w_ptr, y_ptr, s_ptr, H, stride_x, stride_r, stride_y, stride_s, eps,
-                     HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
+def _rms_norm_kernel(x_ptr, r_ptr, w_ptr, y_ptr, s_ptr, n_rows, H, stride_x, stride_r, stride_y, stride_s, eps,
+                     HAS_RESIDUAL: tl.constexpr, BLOCK: tl.constexpr, ROWS: tl.constexpr):
+    # a [ROWS, BLOCK] tile: several rows per program put more independent loads in flight per thread
+    rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
     cols = tl.arange(0, BLOCK)
-    mask = cols < H
+    mask = (rows[:, None] < n_rows) & (cols[None, :] < H)
     # streamed once: do not let rows push the weight (read by every program) out of L2
-    x = tl.load(x_ptr + row * stride_x + cols, mask=mask, other=0.0, eviction_policy="evict_first").to(tl.float32)
+    x = tl.load(x_ptr + rows[:, None] * stride_x + cols[None, :], mask=mask, other=0.0,
+                eviction_policy="evict_first").to(tl.float32)
     if HAS_RESIDUAL:
-        r = tl.load(r_ptr + row * stride_r + cols, mask=mask, other=0.0, eviction_policy="evict_first")
-        r = r.to(tl.float32)
+        r = tl.load(r_ptr + rows[:, None] * stride_r + cols[None, :], mask=mask, other=0.0,
+                    eviction_policy="evict_first").to(tl.float32)
         s = (x + r).to(s_ptr.dtype.element_ty)  # rounded like a torch add in the input dtype
-        tl.store(s_ptr + row * stride_s + cols, s, mask=mask)
+        tl.store(s_ptr + rows[:, None] * stride_s + cols[None, :], s, mask=mask)
         x = s.to(tl.float32)
-    rstd = tl.rsqrt(tl.sum(x * x, axis=0) / H + eps)
-    w = tl.load(w_ptr + cols, mask=mask, other=0.0, eviction_policy="evict_last").to(tl.float32)
-    y = (x * rstd).to(y_ptr.dtype.element_ty).to(tl.float32) * w
-    tl.store(y_ptr + row * stride_y + cols, y.to(y_ptr.dtype.element_ty), mask=mask)
+    rstd = tl.rsqrt(tl.sum(x * x, axis=1) / H + eps)  # [ROWS]
+    w = tl.load(w_ptr + cols, mask=cols < H, other=0.0, eviction_policy="evict_last").to(tl.float32)
+    y = (x * rstd[:, None]).to(y_ptr.dtype.element_ty).to(tl.float32) * w[None, :]
+    tl.store(y_ptr + rows[:, None] * stride_y + cols[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
-def _num_warps(block: int, elem_size: int) -> int:
-    # about two 16-byte vectors per thread: enough loads in flight without spilling
-    return max(1, min(16, block * elem_size // 1024))
+def _launch_params(n_rows: int, block: int, elem_size: int) -> tuple[int, int]:
+    """(rows per program, num_warps): ~16 KB of input per program once there are rows enough to fill the GPU."""
+    rows = 1 if n_rows < 1024 else max(1, min(8, 16384 // (block * elem_size)))
+    warps = max(1, min(8, rows * block * elem_size // 2048))  # ~4 x 16-byte vectors per thread and input
+    return rows, warps
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None = None) -> None:
@@ -74,21 +78,24 @@ def _check(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Te
 
 
 def _launch(x: torch.Tensor, weight: torch.Tensor, eps: float, residual: torch.Tensor | None,
-            num_warps: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Launch without checks; ``num_warps`` overrides the heuristic (benchmarks sweep it)."""
+            rows_per_program: int | None = None, num_warps: int | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Launch without checks; the two tuning arguments override the heuristic (benchmarks sweep them)."""
     H = x.shape[-1]
     x2 = x.reshape(-1, H)  # a view whenever the leading dimensions allow it
     y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     s = torch.empty_like(y) if residual is not None else None
-    rows = x2.shape[0]
-    if rows == 0:
+    n_rows = x2.shape[0]
+    if n_rows == 0:
         return y, s
     r2 = residual.reshape(-1, H) if residual is not None else x2
     s2 = s.view(-1, H) if s is not None else y.view(-1, H)
     block = next_pow2(H)
-    _rms_norm_kernel[(rows,)](
-        x2, r2, weight, y.view(-1, H), s2, H, x2.stride(0), r2.stride(0), H, H, float(eps),
-        HAS_RESIDUAL=residual is not None, BLOCK=block, num_warps=num_warps or _num_warps(block, x.element_size()))
+    rows, warps = _launch_params(n_rows, block, x.element_size())
+    rows, warps = rows_per_program or rows, num_warps or warps
+    _rms_norm_kernel[(cdiv(n_rows, rows),)](
+        x2, r2, weight, y.view(-1, H), s2, n_rows, H, x2.stride(0), r2.stride(0), H, H, float(eps),
+        HAS_RESIDUAL=residual is not None, BLOCK=block, ROWS=rows, num_warps=warps)
     return y, s
 
 

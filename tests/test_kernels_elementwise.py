@@ -60,15 +60,26 @@ def test_rms_norm_strided_rows_and_large_eps():
     assert_elementwise_close(rms_norm(x, w, 0.5), reference("rms_norm_ref")(x, w, 0.5))
 
 
+def test_rms_norm_many_rows_takes_several_rows_per_program():
+    """From 1024 rows on, programs handle a tile of rows; a row count not divisible by it leaves a tail."""
+    import gpusleuth.kernels.rmsnorm as rms
+
+    assert rms._launch_params(1027, 64, 2)[0] > 1
+    x, w = _rand(1027, 64, dtype=torch.bfloat16, seed=12), _rand(64, dtype=torch.bfloat16, seed=13)
+    assert_elementwise_close(rms.rms_norm(x, w, 1e-5), reference("rms_norm_ref")(x, w, 1e-5))
+
+
 @SETTINGS
-@given(rows=st.integers(1, 6), hidden=st.integers(1, 300), dtype=dtype_st, seed=st.integers(0, 2**16),
-       eps=st.sampled_from([1e-6, 1e-5, 1e-2]))
-def test_rms_norm_property(rows, hidden, dtype, seed, eps):
-    from gpusleuth.kernels import add_rms_norm, rms_norm
+@given(rows=st.integers(1, 9), hidden=st.integers(1, 300), dtype=dtype_st, seed=st.integers(0, 2**16),
+       eps=st.sampled_from([1e-6, 1e-5, 1e-2]), per_program=st.sampled_from([None, 1, 2, 4]))
+def test_rms_norm_property(rows, hidden, dtype, seed, eps, per_program):
+    import gpusleuth.kernels.rmsnorm as rms
+    from gpusleuth.kernels import add_rms_norm
 
     x, r = _rand(rows, hidden, dtype=dtype, seed=seed), _rand(rows, hidden, dtype=dtype, seed=seed + 1)
     w = _rand(hidden, dtype=dtype, seed=seed + 2)
-    assert_elementwise_close(rms_norm(x, w, eps), reference("rms_norm_ref")(x, w, eps))
+    out = rms._launch(x, w, eps, None, rows_per_program=per_program)[0]  # the tuning path the benchmark sweeps
+    assert_elementwise_close(out, reference("rms_norm_ref")(x, w, eps))
     out, res = add_rms_norm(x, r, w, eps)
     ref_out, ref_res = reference("add_rms_norm_ref")(x, r, w, eps)
     assert_elementwise_close(res, ref_res, ulps=1)

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import bench_kernels_sass as sass  # noqa: E402
 
 HOPPER_MAX_SMEM = 227 * 1024
-STREAMING = {"rms_norm", "add_rms_norm", "swiglu", "rope", "causal_softmax", "causal_softmax_loop"}
+STREAMING = {"rms_norm", "add_rms_norm", "rms_norm_many_rows", "add_rms_norm_many_rows", "swiglu", "rope", "causal_softmax", "causal_softmax_loop"}
 ATTENTION = {"paged_decode_split", "paged_decode_single", "paged_decode_fp32", "prefill", "paged_prefill"}
 TRUE_FP32 = {"paged_decode_fp32"}  # float32 inputs use IEEE fp32 FMA on purpose (tf32 would miss 1e-5)
 
@@ -46,7 +46,8 @@ def test_streaming_kernels_use_16_byte_accesses(reports):
     for label in STREAMING:
         r = reports[label]
         assert 128 in r["ldg_bits"] and r["stg_bits"] == [128], f"{label}: LDG {r['ldg_bits']} STG {r['stg_bits']}"
-    for label in ("rms_norm", "add_rms_norm", "swiglu", "causal_softmax"):
+    for label in ("rms_norm", "add_rms_norm", "rms_norm_many_rows", "add_rms_norm_many_rows", "swiglu",
+                  "causal_softmax"):
         assert reports[label]["ldg_bits"] == [128], f"{label} has narrow loads: {reports[label]['ldg_bits']}"
 
 
