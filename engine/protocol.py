@@ -83,7 +83,7 @@ def parse_completion(body: Any, tokenizer: Tokenizer, served_model: str) -> Comp
             stop_token_ids=_get(body, "stop_token_ids", (list,), []),
             is_ignore_eos=_get(body, "ignore_eos", (bool,), False))
     except SamplingError as exc:
-        raise ApiError(400, exc.message, exc.param) from None
+        raise ApiError(400, str(exc), exc.param) from None
     return CompletionRequest(_prompt_ids(body, tokenizer), params, _get(body, "stream", (bool,), False),
                              bool(_get(options, "include_usage", (bool,), False)))
 

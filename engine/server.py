@@ -58,7 +58,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
         return _error(exc)
     except SamplingError as exc:
         metrics.rejected.labels("bad_request").inc()
-        return _error(ApiError(400, exc.message, exc.param))
+        return _error(ApiError(400, str(exc), exc.param))
     except QueueFull as exc:
         metrics.rejected.labels("queue_full").inc()
         return _error(ApiError(429, str(exc), None, "rate_limit_error"), cfg.retry_after_s)
