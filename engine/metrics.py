@@ -5,8 +5,12 @@ span counters are read from the SpanEmitter at scrape time by a custom collector
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+try:
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+except ImportError:  # hosts without prometheus-client (the GPU hosts): same API, plain text exposition
+    from gpusleuth.engine.prom_lite import (CollectorRegistry, Counter, CounterMetricFamily, Gauge,  # noqa: I001
+                                            GaugeMetricFamily, Histogram, generate_latest)
 
 from gpusleuth.engine.sequence import Sequence
 from gpusleuth.engine.spans import SpanEmitter
