@@ -7,6 +7,7 @@ A client that goes away mid-request (handler cancelled or the write fails) abort
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import time
 import uuid
@@ -21,9 +22,16 @@ from gpusleuth.engine.outputs import RequestOutput
 from gpusleuth.engine.protocol import ApiError, chunk, completion, parse_completion, usage_chunk
 from gpusleuth.engine.sequence import SamplingError
 
-LOOP_KEY = web.AppKey("engine_loop", EngineLoop)
-CFG_KEY = web.AppKey("server_config", ServerConfig)
-NAME_KEY = web.AppKey("model_name", str)
+
+
+def _app_key(name: str, typ: type):
+    # aiohttp >= 3.9 has typed keys (string keys warn there); older aiohttp on GPU hosts takes strings
+    return web.AppKey(name, typ) if hasattr(web, "AppKey") else name
+
+
+LOOP_KEY = _app_key("engine_loop", EngineLoop)
+CFG_KEY = _app_key("server_config", ServerConfig)
+NAME_KEY = _app_key("model_name", str)
 
 
 def _error(exc: ApiError, retry_after: int | None = None) -> web.Response:
@@ -154,7 +162,10 @@ async def serve(loop: EngineLoop, cfg: ServerConfig, model_name: str, stop: asyn
                 ready: asyncio.Future | None = None) -> None:
     """Run the server until `stop` is set; `ready` gets the bound port (useful with port 0)."""
     loop.start(asyncio.get_running_loop())
-    runner = web.AppRunner(make_app(loop, cfg, model_name), handler_cancellation=True, access_log=None)
+    # handler_cancellation (aiohttp >= 3.9): a client that disconnects cancels its handler, which aborts the request
+    kwargs = {"handler_cancellation": True} if "handler_cancellation" in inspect.signature(
+        web.Server.__init__).parameters else {}
+    runner = web.AppRunner(make_app(loop, cfg, model_name), access_log=None, **kwargs)
     await runner.setup()
     site = web.TCPSite(runner, cfg.host, cfg.port)
     await site.start()

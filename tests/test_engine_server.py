@@ -9,11 +9,12 @@ import json
 import socket
 import time
 
-import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from engine_helpers import ServerThread, make_engine
+
+openai = pytest.importorskip("openai", reason="the openai client is a test extra (absent on the GPU hosts)")
+text_string_to_metric_families = pytest.importorskip("prometheus_client.parser").text_string_to_metric_families
 
 NUM_CONCURRENT = 50
 
