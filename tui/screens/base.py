@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 # Panels catch these when a probe's snapshot is not shaped as expected, and say which source was at fault.
 DATA_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+FILTER_DELAY_S = 0.15
 
 
 class DataScreen(Screen):
@@ -35,6 +36,7 @@ class DataScreen(Screen):
         super().__init__()
         self.frame: Frame | None = None
         self.filter_text = ""
+        self._filter_timer = None
 
     def compose(self) -> ComposeResult:
         yield TitleBar()
@@ -87,5 +89,11 @@ class DataScreen(Screen):
 
     def on_filter_bar_updated(self, message: FilterBar.Updated) -> None:
         self.filter_text = message.value
+        if self._filter_timer is not None:
+            self._filter_timer.stop()
+        # redraw once typing pauses: rebuilding a long table on every keystroke makes typing lag
+        self._filter_timer = self.set_timer(FILTER_DELAY_S, self._redraw)
+
+    def _redraw(self) -> None:
         if self.frame is not None:
             self.show_frame(self.frame)
