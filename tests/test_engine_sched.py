@@ -145,3 +145,22 @@ def test_profile_step_runs_and_kv_sizing_arithmetic():
     assert bytes_per_block(big, 1, 16, torch.bfloat16) == 16 * 128 * 1024  # 128 KiB of K+V per token
     assert bytes_per_block(big, 4, 16, torch.bfloat16) == 16 * 32 * 1024
     assert num_blocks_for_memory(10 << 30, 0.5, big, 1, 16, torch.bfloat16) == 2560
+
+
+def test_model_dir_tokenizer_json_is_used(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from engine_helpers import save_hf_checkpoint
+    from gpusleuth.engine.config import preset
+    from gpusleuth.engine.tokenizer import HFTokenizer
+
+    vocab = {"[UNK]": 0, "hello": 1, "world": 2, "engine": 3}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    save_hf_checkpoint(preset("tiny"), tmp_path, max_shard_size=None)
+    tok.save(str(tmp_path / "tokenizer.json"))
+    engine = make_engine(str(tmp_path))
+    assert isinstance(engine.tokenizer, HFTokenizer)
+    assert engine.tokenizer.encode("hello engine world") == [1, 3, 2]
+    res = engine.generate([[1, 3, 2]], SamplingParams(max_tokens=4, temperature=0.0, is_ignore_eos=True))[0]
+    assert res["text"] == engine.tokenizer.decode(res["token_ids"])
