@@ -23,21 +23,20 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from gpusleuth.engine.batch import build_step_input
-from gpusleuth.engine.config import EngineConfig, preset
-from gpusleuth.engine.engine import LLMEngine
-from gpusleuth.engine.runner import ModelRunner
-from gpusleuth.engine.scheduler import StepPlan
-from gpusleuth.engine.sequence import SamplingParams, Sequence
-from gpusleuth.engine.spans import SpanEmitter
-from gpusleuth.engine.tokenizer import load_tokenizer
+from bench_engine_common import ensure_gpusleuth_importable, log
+
+ensure_gpusleuth_importable()
+from gpusleuth.engine.batch import build_step_input  # noqa: E402
+from gpusleuth.engine.config import EngineConfig, preset  # noqa: E402
+from gpusleuth.engine.engine import LLMEngine  # noqa: E402
+from gpusleuth.engine.runner import ModelRunner  # noqa: E402
+from gpusleuth.engine.scheduler import StepPlan  # noqa: E402
+from gpusleuth.engine.sequence import SamplingParams, Sequence  # noqa: E402
+from gpusleuth.engine.spans import SpanEmitter  # noqa: E402
+from gpusleuth.engine.tokenizer import load_tokenizer  # noqa: E402
 
 CEILING_H100 = 178.0
 TARGET = 160.0
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
 
 
 def device_name(device: torch.device) -> str:

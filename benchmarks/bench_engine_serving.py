@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench_engine_common import ensure_gpusleuth_importable, log
 
-def log(msg: str) -> None:
-    print(msg, flush=True)
+ensure_gpusleuth_importable()  # before the server subprocess starts: it inherits PYTHONPATH
 
 
 def make_requests(args) -> list[tuple[list[int], int]]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from bench_engine_decode import engine_decode, log
+from bench_engine_decode import engine_decode, log  # makes gpusleuth importable without an install
 from gpusleuth.engine.config import EngineConfig, ModelSource, preset
 from gpusleuth.engine.engine import LLMEngine
 from gpusleuth.engine.spans import SpanEmitter

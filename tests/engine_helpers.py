@@ -3,17 +3,45 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib
+import os
+import sys
+import tempfile
 import threading
 from pathlib import Path
 
 import torch
 
-from gpusleuth.engine.config import EngineConfig, ModelConfig, preset
-from gpusleuth.engine.engine import LLMEngine
-from gpusleuth.engine.loop import EngineLoop
-from gpusleuth.engine.runner import ModelRunner
-from gpusleuth.engine.spans import SpanEmitter
-from gpusleuth.engine.tokenizer import load_tokenizer
+REPO = Path(__file__).resolve().parents[1]
+
+
+def ensure_gpusleuth_importable() -> None:
+    """On a GPU host where the checkout is not pip-installed, map gpusleuth.<folder> to the folders by symlinks
+    (what pyproject's package-dir does); spawned TP ranks inherit sys.path, subprocesses get PYTHONPATH."""
+    try:
+        import gpusleuth.engine.config  # noqa: F401
+        import gpusleuth.kernels  # noqa: F401 (the engine needs both folders)
+        return
+    except ImportError:
+        pass
+    pkg = Path(tempfile.gettempdir()) / f"gpusleuth-shim-{os.getuid()}" / "gpusleuth"
+    pkg.mkdir(parents=True, exist_ok=True)
+    for name in ("agent", "probes", "exporters", "engine", "kernels"):
+        if not (pkg / name).exists():
+            (pkg / name).symlink_to(REPO / name)
+    if str(pkg.parent) not in sys.path:
+        sys.path.insert(0, str(pkg.parent))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pkg.parent), os.environ.get("PYTHONPATH")]))
+    importlib.invalidate_caches()
+
+
+ensure_gpusleuth_importable()
+from gpusleuth.engine.config import EngineConfig, ModelConfig, preset  # noqa: E402
+from gpusleuth.engine.engine import LLMEngine  # noqa: E402
+from gpusleuth.engine.loop import EngineLoop  # noqa: E402
+from gpusleuth.engine.runner import ModelRunner  # noqa: E402
+from gpusleuth.engine.spans import SpanEmitter  # noqa: E402
+from gpusleuth.engine.tokenizer import load_tokenizer  # noqa: E402
 
 PROMPTS = ["The quick brown fox", "GPU inference engines batch requests continuously, so a long prompt",
            "Ünïcödé bytes ✓ and a third prompt that is longer than the others by a fair margin of text."]
