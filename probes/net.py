@@ -15,7 +15,8 @@ Snapshot schema (`store.snapshot("net")`), counters cumulative since start:
        "qdisc": {"kind", "handle", "backlog_bytes", "qlen", "drops", "requeues", "overlimits", "bytes", "packets",
                  "qdiscs": [...]}|null}},
    "tcp": tcp_trace.TcpTracer.snapshot() | null, "kernel": {"overrun_writes": n, "hot_flows_lost": n}}
-Events: kind "net.microburst" (attrs interface, direction, bytes, packets, peak_bps, top_flows[...]),
+Events: kind "net.microburst" (attrs interface, direction, bytes, packets, peak_bps, mean_bps, bins, hot_bins,
+threshold_bps, is_truncated, top_flows[{proto, src, dst, bytes (sampled estimate), samples, pid, comm}]),
 "net.tcp_retransmit" and "net.skb_drop" (see tcp_trace.py).
 """
 from __future__ import annotations

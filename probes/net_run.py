@@ -18,6 +18,7 @@ from gpusleuth.probes.records import Sample
 log = logging.getLogger(__name__)
 OWNER_PATH = "procfs socket-inode scan when hot flows appear, cached by 5-tuple"
 LOCAL_ADDRS_TTL_NS = 5_000_000_000
+MAX_RING_BYTES = 512 << 20
 
 
 class NetRun:
@@ -55,7 +56,13 @@ class NetRun:
         if not self.links:
             raise ProbeUnavailable("no interface selected: none is up (besides loopback) or matches "
                                    f"probes.net.interfaces {cfg.interfaces}")
-        self.tc = TcPrograms(RingLayout.for_config(cfg.bin_us, cfg.ring_s, len(self.links)), cfg.max_hot_flows)
+        layout = RingLayout.for_config(cfg.bin_us, cfg.ring_s, len(self.links))
+        if layout.nbytes > MAX_RING_BYTES:
+            raise ProbeUnavailable(
+                f"the bin rings would take {layout.nbytes >> 20} MiB of kernel memory ({len(self.links)} interfaces "
+                f"x 2 directions x {layout.nlanes} CPU lanes x {layout.nbins} bins); raise probes.net.bin_us, lower "
+                f"probes.net.ring_s or select fewer interfaces (probes.net.interfaces)")
+        self.tc = TcPrograms(layout, cfg.max_hot_flows)
         self.tc.load()
         self.attacher = TcAttacher(self.ipr, cfg.netns, cfg.state_dir)
         self.attacher.recover({ln.name: ln for ln in links})

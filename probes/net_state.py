@@ -103,8 +103,9 @@ def flow_dicts(top: list[tuple[tuple, int, int]], direction: str, owners: OwnerR
     """Top flows as Event attributes, each with its owning process where /proc can tell."""
     out = []
     for (proto, src, sport, dst, dport), b, p in top:
+        # bytes: estimated from byte-based samples (net_tc.c record_flow); samples: how many packets were sampled
         d = {"proto": PROTO_NAMES.get(proto, str(proto)), "src": f"{src}:{sport}" if src else "",
-             "dst": f"{dst}:{dport}" if dst else "", "bytes": b, "packets": p, "pid": 0, "comm": ""}
+             "dst": f"{dst}:{dport}" if dst else "", "bytes": b, "samples": p, "pid": 0, "comm": ""}
         if owners is not None and src:
             # Egress packets leave from a local socket (src); ingress packets arrive at one (dst).
             local, lport, remote, rport = (src, sport, dst, dport) if direction == "egress" else (dst, dport, src,
