@@ -46,22 +46,23 @@ def start_probe(pair, state_dir, **kw) -> NetProbe:
     return probe
 
 
-def poll_until_done(probe, proc, store: Store | None = None, interval: float = 0.25) -> list:
-    """Poll like the agent does while `proc` runs, then once more after the guard; returns all Events."""
+def poll_until_done(probe, proc, store: Store | None = None, interval: float = 0.25,
+                    also: tuple[NetProbe, list] | None = None) -> list:
+    """Poll like the agent does while `proc` runs, then once more after the guard; returns all Events.
+    `also` = (another probe, list for its Events) is polled alongside."""
     events = []
-    while proc.poll() is None:
-        time.sleep(interval)
+    done = False
+    while not done:
+        done = proc.poll() is not None
+        time.sleep(0.05 if done else interval)
         result = probe.poll(time.monotonic_ns())
         events += result.events
+        if also is not None:
+            also[1].extend(also[0].poll(time.monotonic_ns()).events)
         if store is not None:
             store.add(result.samples, result.events)
             store.set_snapshot("net", result.snapshot)
-    time.sleep(0.05)
-    result = probe.poll(time.monotonic_ns())
-    if store is not None:
-        store.add(result.samples, result.events)
-        store.set_snapshot("net", result.snapshot)
-    return events + result.events
+    return events
 
 
 def scrape(store: Store) -> CollectorRegistry:
@@ -77,18 +78,30 @@ def test_twenty_bursts_over_background_are_twenty_events(pair, state_dir):
                         "--gap-ms", "200", "--wait-go")
     assert sender.stdout.readline()  # warmed up: the probe sees only the bursts and the background
     probe = start_probe(pair, state_dir)
+    # The receiving side too, from its own namespace: the same bursts arrive on <tag>1's ingress.
+    receiver = NetProbe(NetConfig(netns=pair.ns_b, interfaces=[pair.if_b], burst_threshold_mbps=1000,
+                                  state_dir=state_dir, is_tcp_enabled=False))
+    receiver.start()
     store = Store(64 << 20)
     try:
         background = pair.spawn(pair.ns_a, "background", "--mbps", "10", "--seconds", "5.5")
         time.sleep(0.3)
         sender.stdin.write("go\n")
         sender.stdin.flush()
-        events = poll_until_done(probe, sender, store)
+        rx_events: list = []
+        events = poll_until_done(probe, sender, store, also=(receiver, rx_events))
         wait_line(background)
     finally:
         probe.stop()
+        receiver.stop()
         sink.kill()
     sent = wait_line(sender)
+    rx_bursts = [e for e in rx_events if e.kind == "net.microburst" and e.attrs["direction"] == "ingress"]
+    assert len(rx_bursts) == 20, str([(e.start_ns // 100000 % 100000, e.attrs["bins"], e.attrs["bytes"]) for e in rx_bursts])
+    for ev, ref in zip(sorted(rx_bursts, key=lambda e: e.start_ns), sent["bursts"]):
+        assert abs(ev.start_ns - ref["start_ns"]) <= 2 * BIN_NS
+        assert abs(ev.attrs["bytes"] - ref["if_bytes"]) <= 0.02 * ref["if_bytes"]
+        assert ev.attrs["top_flows"][0]["pid"] == sink.pid  # owner of the receiving (unconnected) UDP socket
     bursts = [e for e in events if e.kind == "net.microburst" and e.attrs["direction"] == "egress"]
     assert len(bursts) == 20, [(e.start_ns, e.attrs["bytes"]) for e in bursts]
     for ev, ref in zip(sorted(bursts, key=lambda e: e.start_ns), sent["bursts"]):
