@@ -58,13 +58,13 @@ class DecodeConfig:
 @lazy_jit
 def _decode_kernel(q_ptr, k_ptr, v_ptr, bt_ptr, ctx_ptr, o_ptr, lse_ptr, scale_log2,
                    stride_qb, stride_qh, stride_bt, stride_blk, stride_slot, stride_ob, stride_oh, stride_os,
-                   tokens_per_split, G: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
+                   tokens_per_split, max_ctx, G: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr,
                    BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
                    SPLIT: tl.constexpr, PREC: tl.constexpr, UPCAST: tl.constexpr):
     b = tl.program_id(0).to(tl.int64)
     kvh = tl.program_id(1)
     sp = tl.program_id(2)
-    ctx = tl.load(ctx_ptr + b)
+    ctx = tl.minimum(tl.load(ctx_ptr + b), max_ctx)  # never read past the block table's row
     start = sp * tokens_per_split
     end = tl.minimum(start + tokens_per_split, ctx)
     g = tl.arange(0, BLOCK_G)
@@ -166,7 +166,9 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
                            config: DecodeConfig | None = None) -> torch.Tensor:
     """Attention of ``q[B, Hq, D]`` (one token per sequence) over its paged KV cache; returns ``[B, Hq, D]``.
 
-    ``context_lens`` must be >= 1 (a sequence with 0 tokens gets zeros). ``config`` overrides launch parameters.
+    ``context_lens`` must be >= 1 (a sequence with 0 tokens gets zeros) and fit its block-table row (longer values
+    are clamped to ``block_tables.shape[1] * block_size``, not checked: that would need a sync). ``config``
+    overrides launch parameters.
     """
     _check(q, k_cache, v_cache, block_tables, context_lens, scale)
     if not is_triton_available(q.device):
@@ -179,7 +181,7 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         return out
     max_ctx = block_tables.shape[1] * page
     splits = _num_splits(cfg, B, Hk, max_ctx, q.device)
-    tokens = cdiv(cdiv(max_ctx, splits), cfg.block_n) * cfg.block_n  # whole tiles per split
+    tokens = max(1, cdiv(cdiv(max_ctx, splits), cfg.block_n)) * cfg.block_n  # whole tiles per split
     splits = max(1, cdiv(max_ctx, tokens))
     block_d = max(16, next_pow2(D))
     common = dict(G=Hq // Hk, D=D, PAGE=page, BLOCK_G=max(16, next_pow2(Hq // Hk)), BLOCK_D=block_d,
@@ -190,13 +192,14 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     if splits == 1:
         _decode_kernel[(B, Hk, 1)](q, k_cache, v_cache, block_tables, context_lens, out, out, scale_log2,
                                    q.stride(0), q.stride(1), block_tables.stride(0), *kv_strides,
-                                   out.stride(0), out.stride(1), 0, tokens, SPLIT=False, **common)
+                                   out.stride(0), out.stride(1), 0, tokens, max_ctx, SPLIT=False, **common)
         return out
     part = torch.empty((B, Hq, splits, D), dtype=torch.float32, device=q.device)
     lse = torch.empty((B, Hq, splits), dtype=torch.float32, device=q.device)
     _decode_kernel[(B, Hk, splits)](q, k_cache, v_cache, block_tables, context_lens, part, lse, scale_log2,
                                     q.stride(0), q.stride(1), block_tables.stride(0), *kv_strides,
-                                    part.stride(0), part.stride(1), part.stride(2), tokens, SPLIT=True, **common)
+                                    part.stride(0), part.stride(1), part.stride(2), tokens, max_ctx,
+                                    SPLIT=True, **common)
     _combine_kernel[(B, Hq)](part, lse, out, splits, out.stride(0), out.stride(1), D=D,
                              BLOCK_S=next_pow2(splits), BLOCK_D=block_d, num_warps=4)
     return out

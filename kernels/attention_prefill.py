@@ -60,7 +60,7 @@ def paged_prefill_attention_ref(q: torch.Tensor, k_cache: torch.Tensor, v_cache:
 
 @lazy_jit
 def _prefill_kernel(q_ptr, k_ptr, v_ptr, o_ptr, cu_ptr, ctx_ptr, bt_ptr, scale_log2,
-                    sq_t, sq_h, sk_a, sk_b, sv_a, sv_b, so_t, so_h, stride_bt,
+                    sq_t, sq_h, sk_a, sk_b, sv_a, sv_b, so_t, so_h, stride_bt, max_kv,
                     G: tl.constexpr, D: tl.constexpr, PAGE: tl.constexpr, PAGED: tl.constexpr,
                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, PREC: tl.constexpr,
                     UPCAST: tl.constexpr):
@@ -72,7 +72,7 @@ def _prefill_kernel(q_ptr, k_ptr, v_ptr, o_ptr, cu_ptr, ctx_ptr, bt_ptr, scale_l
     if mb * BLOCK_M >= q_len:
         return
     if PAGED:
-        kv_len = tl.load(ctx_ptr + b)
+        kv_len = tl.minimum(tl.load(ctx_ptr + b), max_kv)  # never read past the block table's row
     else:
         kv_len = q_len
     first_pos = kv_len - q_len  # position of query 0
@@ -129,8 +129,9 @@ def _launch(q, k, v, out, cu, ctx, bt, kv_strides, max_q_len: int, page: int, pa
         return
     block_m, block_n = 64, 64
     grid = (cdiv(max_q_len, block_m), B, Hq)
+    max_kv = bt.shape[1] * page if paged else 0  # paged: tokens a block-table row can address
     _prefill_kernel[grid](q, k, v, out, cu, ctx, bt, float(scale) * LOG2E, q.stride(0), q.stride(1), *kv_strides,
-                          out.stride(0), out.stride(1), bt.stride(0), G=Hq // k.shape[-2], D=D, PAGE=page,
+                          out.stride(0), out.stride(1), bt.stride(0), max_kv, G=Hq // k.shape[-2], D=D, PAGE=page,
                           PAGED=paged, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=max(16, next_pow2(D)),
                           PREC=dot_precision(q.dtype), UPCAST=upcast_dot(q.dtype), num_warps=4, num_stages=2)
 

@@ -69,12 +69,44 @@ def triton_interpret(monkeypatch, poisoned_outputs):
     """Run this test's Triton launches in the CPU interpreter; also forbid silent fallback to the references."""
     pytest.importorskip("triton", reason="triton is not installed (needs the gpusleuth[engine] extra, x86_64)")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
+    snapshot = _snapshot_triton_language()
     _interpret_triton_library(monkeypatch)
     from gpusleuth.kernels import interpret_enabled, is_triton_available
 
     if not (interpret_enabled() and is_triton_available("cpu")):
         pytest.skip("this triton build does not honour TRITON_INTERPRET=1 set at run time")
     forbid_references(monkeypatch)
+    yield
+    _restore_triton_language(snapshot)
+
+
+def _triton_language_holders() -> list:
+    import sys
+
+    import triton.language as tl
+
+    mods = [m for n, m in list(sys.modules.items()) if n.startswith("triton.language") and m is not None]
+    return mods + [tl.core.tensor, tl.core.tensor_descriptor_base]
+
+
+def _snapshot_triton_language() -> dict:
+    return {id(h): (h, dict(vars(h))) for h in _triton_language_holders()}
+
+
+def _restore_triton_language(snapshot: dict) -> None:
+    """Undo what interpreter runs patched into triton.language and did not restore.
+
+    The interpreter swaps tl builtins for numpy versions around each launch, but a nested device-function call
+    (tl.sum calling tl.reduce ...) patches without restoring, leaving the language half-interpreted for anything
+    compiled later in the same process.
+    """
+    for holder, saved in snapshot.values():
+        current = dict(vars(holder))
+        # names the interpreter added (its helpers, injected into module globals once) stay: cached rewritten
+        # functions refer to them
+        for name, value in saved.items():
+            if current.get(name) is not value:
+                setattr(holder, name, value)
 
 
 def _interpret_triton_library(monkeypatch) -> None:

@@ -214,3 +214,16 @@ def test_attention_wrappers_name_the_bad_argument():
         prefill_attention(qp, kp, vp, cu.long(), 0.1)
     with pytest.raises(ValueError, match="scale"):
         prefill_attention(qp, kp, vp, cu, -1.0)
+
+
+def test_decode_and_paged_prefill_clamp_context_to_the_block_table():
+    """context_lens past what a block-table row addresses are clamped (memory safety), not read out of bounds."""
+    from gpusleuth.kernels import paged_decode_attention, paged_prefill_attention
+
+    q, k, v, table, lens = _decode_case([32, 20], 1, 4, 16, 16, torch.float32, seed=4)  # table rows: 2 blocks
+    within = paged_decode_attention(q, k, v, table, torch.tensor([32, 20], dtype=torch.int32), 0.25)
+    beyond = paged_decode_attention(q, k, v, table, torch.tensor([500, 20], dtype=torch.int32), 0.25)
+    assert torch.equal(within, beyond)
+    cu = torch.tensor([0, 1, 2], dtype=torch.int32)
+    chunk = paged_prefill_attention(q, k, v, table, cu, torch.tensor([500, 20], dtype=torch.int32), 0.25)
+    assert rel_err(chunk[1:], within[1:]) < 1e-6 and not torch.isnan(chunk).any()
