@@ -33,9 +33,11 @@ def poll_loop(probe: NetProbe, interval_s: float, stop: threading.Event, out: li
     due = time.monotonic_ns() + period
     while not stop.is_set():
         time.sleep(max(0.0, (due - time.monotonic_ns()) / 1e9))
-        result = probe.poll(time.monotonic_ns())
+        began = time.monotonic_ns()
+        result = probe.poll(began)
         done = time.monotonic_ns()
-        out += [(e, done) for e in result.events if e.kind == "net.microburst" and e.attrs["direction"] == "egress"]
+        out += [(e, done, began - due, done - began) for e in result.events
+                if e.kind == "net.microburst" and e.attrs["direction"] == "egress"]
         due += period
         if due < time.monotonic_ns():  # a poll overran: skip, as a fixed-rate timer would
             due = time.monotonic_ns() + period
@@ -76,14 +78,16 @@ def main() -> None:
             probe.stop()
             sink.kill()
     refs = sent["bursts"]
-    ours_ms, sender_ms, matched = [], [], 0
-    for ev, done in seen:
+    ours_ms, sender_ms, matched, late_ms, poll_ms = [], [], 0, [], []
+    for ev, done, late, took in seen:
         ref = min(refs, key=lambda r: abs(r["start_ns"] - ev.start_ns))
         if abs(ref["start_ns"] - ev.start_ns) > 1_000_000:
             continue
         matched += 1
         ours_ms.append((done - ev.end_ns) / 1e6)
         sender_ms.append((done - ref["sent_ns"]) / 1e6)
+        late_ms.append(late / 1e6)
+        poll_ms.append(took / 1e6)
     interval_ms = args.interval * 1e3
     summary = {"p50_ms": statistics.median(ours_ms), "p95_ms": pct(ours_ms, 0.95), "max_ms": max(ours_ms),
                "over_one_interval": sum(1 for v in ours_ms if v > interval_ms)}
@@ -91,10 +95,15 @@ def main() -> None:
               "interval_ms": interval_ms, "bursts_sent": len(refs), "events_matched": matched,
               "events_total": len(seen), "latency_from_last_bin_ms": summary,
               "latency_from_sender_end_ms": {"p50_ms": statistics.median(sender_ms), "max_ms": max(sender_ms)},
+              "poll_wakeup_late_ms": {"p50": statistics.median(late_ms), "max": max(late_ms)},
+              "poll_duration_ms": {"p50": statistics.median(poll_ms), "max": max(poll_ms)},
               "samples_ms": [round(v, 3) for v in ours_ms], "target": "<= one poll interval"}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps({k: v for k, v in result.items() if k != "samples_ms"}, indent=2))
+    worst = max(range(len(ours_ms)), key=ours_ms.__getitem__)
+    print(f"worst: {ours_ms[worst]:.1f} ms = poll woke {late_ms[worst]:.1f} ms late + poll took {poll_ms[worst]:.1f} ms "
+          f"+ the burst's position in the poll cycle", flush=True)
 
 
 if __name__ == "__main__":
