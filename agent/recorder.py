@@ -24,6 +24,9 @@ from gpusleuth.agent.store import Store
 from gpusleuth.probes.records import Event, Sample, wall_offset_ns
 
 log = logging.getLogger(__name__)
+# Arrow's default pool (jemalloc/mimalloc) keeps tens of MB cached after the first write; the agent writes a small
+# table every few seconds, so glibc's allocator (trimmed by the agent) keeps its resident memory flat instead.
+pa.set_memory_pool(pa.system_memory_pool())
 
 SAMPLE_SCHEMA = pa.schema([
     ("series", pa.string()), ("t_ns", pa.int64()), ("wall_ns", pa.int64()), ("value", pa.float64()),
@@ -35,6 +38,7 @@ EVENT_SCHEMA = pa.schema([
     ("comm", pa.string()), ("attrs", pa.string()), ("boot_id", pa.string()),
 ])
 KINDS = {"samples": SAMPLE_SCHEMA, "events": EVENT_SCHEMA}
+CHUNK = 20_000  # records per part file at most
 _PART_RE = re.compile(r"^part-(\d{12})\.parquet$")
 _SEG_RE = re.compile(r"^seg-(\d{12})-(\d{12})\.parquet$")
 
@@ -160,16 +164,15 @@ class Recorder:
         store.start_recording()
 
     def flush(self) -> int:
-        """Write one part per kind with anything new; returns records written. The store keeps them on failure."""
+        """Write parts with anything new; returns records written. The store keeps them on failure."""
         samples, events, cursor = self.store.unrecorded()
         offset = wall_offset_ns()
-        written = 0
-        if samples:
-            self.dirs["samples"].write_part(samples_table(samples, offset, self.boot))
-            written += len(samples)
-        if events:
-            self.dirs["events"].write_part(events_table(events, offset, self.boot))
-            written += len(events)
+        # Chunks bound the transient memory of building Arrow tables from Python objects during a flood.
+        for i in range(0, len(samples), CHUNK):
+            self.dirs["samples"].write_part(samples_table(samples[i:i + CHUNK], offset, self.boot))
+        for i in range(0, len(events), CHUNK):
+            self.dirs["events"].write_part(events_table(events[i:i + CHUNK], offset, self.boot))
+        written = len(samples) + len(events)
         self.store.mark_recorded(cursor)
         self.flushes += 1
         self._rotate()

@@ -8,6 +8,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from gpusleuth.agent import memory
 from gpusleuth.agent.config import Config
 from gpusleuth.agent.control import ControlError, ControlServer
 from gpusleuth.agent.correlate import rank_causes
@@ -56,6 +57,7 @@ class Agent:
 
     # --- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
+        memory.tune_allocator()
         if self.config.recorder.is_enabled:
             self.recorder = Recorder(self.store, self.config.recorder)
         if self.config.exporter.is_enabled:
@@ -106,6 +108,7 @@ class Agent:
                 next_flush = now + self.config.recorder.flush_interval_s
             if now >= next_health:
                 self._publish_health()
+                memory.trim()
                 next_health = now + 1.0
             self.stop_event.wait(max(0.0, min(next_watch, next_flush, next_health) - time.monotonic()))
 

@@ -12,9 +12,10 @@ from typing import Any, Iterable
 
 from gpusleuth.probes.records import Event, Sample
 
-# Rough resident sizes of one record with a few labels/attributes, measured with tracemalloc on CPython 3.11.
-SAMPLE_BYTES = 360
-EVENT_BYTES = 720
+# Resident sizes of one record with a few labels/attributes, measured with tracemalloc on CPython 3.11
+# (Sample with 3 labels: 288 B; Event with 2 attributes: 352 B), rounded up.
+SAMPLE_BYTES = 320
+EVENT_BYTES = 420
 
 
 @dataclass(slots=True)

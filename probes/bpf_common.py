@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import logging
 import os
 import platform
@@ -108,12 +109,42 @@ def compile_bpf(text: str) -> Any:
         raise ProbeUnavailable(f"BPF program failed to compile or load: {exc}{hint}") from None
 
 
-def drain(table: Any) -> list[tuple[Any, Any]]:
-    """Read and clear a BPF hash map: one batch syscall where the kernel has it, else lookup then delete."""
-    try:
-        return list(table.items_lookup_and_delete_batch())
-    except Exception as exc:  # older kernels: EINVAL/ENOTSUPP from the batch op
-        log.debug("batch lookup-and-delete unavailable (%s); falling back", exc)
+def drain(table: Any, chunk: int = 512) -> list[tuple[Any, Any]]:
+    """Read and clear a BPF hash map with the kernel's batch lookup-and-delete, `chunk` entries at a time.
+
+    bcc's own batch reader allocates buffers for the map's max_entries on every call (megabytes per poll for a
+    64k-entry map); fixed small buffers keep an idle poll cheap. Falls back to lookup-then-delete on old kernels.
+    """
+    from bcc.libbcc import lib  # noqa: PLC0415
+
+    keys, values = (table.Key * chunk)(), (table.Leaf * chunk)()
+    in_batch, out_batch, count = ctypes.c_uint32(0), ctypes.c_uint32(0), ctypes.c_uint32(0)
+    out: list[tuple[Any, Any]] = []
+    first = True
+    while True:
+        count.value = chunk
+        res = lib.bpf_lookup_and_delete_batch(table.map_fd, None if first else ctypes.byref(in_batch),
+                                              ctypes.byref(out_batch), ctypes.byref(keys), ctypes.byref(values),
+                                              ctypes.byref(count))
+        err = ctypes.get_errno()
+        for i in range(count.value):
+            out.append((_copy(keys[i]), _copy(values[i])))
+        if res == 0:
+            in_batch.value, first = out_batch.value, False
+            continue
+        if err == errno.ENOENT:  # the whole map has been walked
+            return out
+        if first and err in (errno.EINVAL, errno.ENOTSUPP if hasattr(errno, "ENOTSUPP") else 524):
+            return out + _drain_slow(table)
+        raise OSError(err, f"batch lookup-and-delete on BPF map {table.name!r} failed")
+
+
+def _copy(item: Any) -> Any:
+    """Detach an element from the reused buffer (scalar elements already arrive as plain ints)."""
+    return item if isinstance(item, (int, float)) else type(item).from_buffer_copy(item)
+
+
+def _drain_slow(table: Any) -> list[tuple[Any, Any]]:
     items = list(table.items())
     for key, _ in items:
         try:
@@ -155,34 +186,47 @@ def comm_str(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode(errors="replace")
 
 
-MADV_PAGEOUT = 21
+MADV_DONTNEED = 4
+_COMPILER_LIBS = ("libLLVM", "libclang")
+
+
+def _clean_file_mappings(names: tuple[str, ...]) -> list[tuple[int, int]]:
+    """(start, end) of read-only / executable mappings of the named libraries that hold no private (COW) pages."""
+    out, current = [], None
+    try:
+        lines = Path("/proc/self/smaps").read_text().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        fields = line.split()
+        if fields and "-" in fields[0] and len(fields) >= 5 and ":" not in fields[0]:
+            current = None
+            perms, path = fields[1], (fields[5] if len(fields) > 5 else "")
+            if "w" not in perms and perms.endswith("p") and any(n in path for n in names):
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                current = [start, end, 0]
+                out.append(current)
+        elif current is not None and fields[0] in ("Anonymous:", "Private_Dirty:"):
+            current[2] += int(fields[1])
+    return [(a, b) for a, b, private in out if private == 0]
 
 
 def release_compiler_memory() -> int:
-    """Hand LLVM/clang's pages back to the kernel once every BPF program is compiled; returns bytes advised.
+    """Drop LLVM/clang's pages from this process once every BPF program is compiled; returns bytes released.
 
-    bcc compiles in-process, which pulls ~100 MB of LLVM code and heap into the agent for a job done only at
-    start. Those file-backed pages are clean (re-read from disk if a later compile needs them), so paging them
-    out is safe; malloc_trim returns the compiler's freed heap.
+    bcc compiles in-process, which maps ~100 MB of LLVM code into the agent for a job done only at start. Only
+    clean file-backed mappings are dropped (text and read-only data with no private copies, so never relocated
+    RELRO pages): a later compile simply faults them back in from the page cache. malloc_trim returns the
+    compiler's freed heap.
     """
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    advised = 0
-    try:
-        maps = Path("/proc/self/maps").read_text().splitlines()
-    except OSError:
-        return 0
-    for line in maps:
-        fields = line.split()
-        if len(fields) < 6 or not any(lib in fields[5] for lib in ("libLLVM", "libclang", "libbcc")):
-            continue
-        if "w" in fields[1]:  # only read-only / executable mappings: never touch writable data
-            continue
-        start, end = (int(x, 16) for x in fields[0].split("-"))
-        if libc.madvise(start, end - start, MADV_PAGEOUT) == 0:
-            advised += end - start
+    released = 0
+    for start, end in _clean_file_mappings(_COMPILER_LIBS):
+        if libc.madvise(start, end - start, MADV_DONTNEED) == 0:
+            released += end - start
     try:
         libc.malloc_trim(0)
     except AttributeError:  # not glibc
         pass
-    return advised
+    return released

@@ -36,12 +36,14 @@ class SchedConfig:
     slow_runq_ms: float = 5.0  # run-queue waits at least this long become Events
     max_threads: int = 65536
     idle_expiry_s: float = 600.0
+    max_events_per_poll: int = 10000  # beyond this, events wait in the kernel buffer or are dropped and counted
 
     def __post_init__(self) -> None:
         check_range("interval_s", self.interval_s, 0.05, 3600)
         check_range("slow_runq_ms", self.slow_runq_ms, 0.01, 60_000)
         check_range("max_threads", self.max_threads, 1024, 4_194_304)
         check_range("idle_expiry_s", self.idle_expiry_s, 1, 86400 * 7)
+        check_range("max_events_per_poll", self.max_events_per_poll, 100, 10_000_000)
 
 
 @dataclass(slots=True)
@@ -67,6 +69,7 @@ class SchedProbe(Probe):
         self._comms = CommCache()
         self._pending: list[Event] = []
         self._delays_total = 0
+        self._dropped_user = 0
         self._use_ringbuf = True
 
     @classmethod
@@ -93,12 +96,16 @@ class SchedProbe(Probe):
         self._push_watch()
         self.set_status(ProbeState.OK, path="sched tracepoints, kernel histograms")
 
-    def _on_delay(self, *args) -> None:
+    def _on_delay(self, *args) -> int:
+        if len(self._pending) >= self.config.max_events_per_poll:
+            self._dropped_user += 1
+            return -1  # stop draining this poll; the kernel counts what no longer fits
         d = ctypes.cast(args[1], ctypes.POINTER(_DelayT)).contents
         self._pending.append(Event(
             kind="runq_delay", source=self.name, start_ns=d.start_ns, end_ns=d.start_ns + d.dur_ns,
             pid=d.tgid, tid=d.tid, comm=bpf_common.comm_str(bytes(d.comm)),
             attrs={"prev_pid": d.prev_pid, "prev_comm": bpf_common.comm_str(bytes(d.prev_comm))}))
+        return 0
 
     def update_watch(self, watch: WatchSet) -> None:
         with self._lock:
@@ -129,8 +136,10 @@ class SchedProbe(Probe):
         self._delays_total += len(events)
         samples = self._accumulate(hist_items, thread_items, now_ns)
         self._expire(now_ns)
+        lost[1] += self._dropped_user
         if lost[0] or lost[1]:
-            self.set_status(ProbeState.DEGRADED, f"map full: {lost[0]} keys and {lost[1]} delay events lost")
+            self.set_status(ProbeState.DEGRADED, f"overloaded: {lost[0]} keys and {lost[1]} run-queue delay events "
+                            "lost; raise probes.sched.slow_runq_ms or narrow [watch]")
         return PollResult(samples=samples, events=events, snapshot=self._snapshot(now_ns, lost))
 
     def _accumulate(self, hist_items, thread_items, now_ns: int) -> list[Sample]:

@@ -38,16 +38,18 @@ class SyscallConfig:
     slow_threshold_ms: float = 10.0
     max_threads: int = 65536  # in-flight syscalls tracked at once (LRU)
     max_keys: int = 65536  # distinct (process, syscall, bucket) keys per interval
-    idle_expiry_s: float = 600.0  # forget a gone process's histograms after this long without activity
+    idle_expiry_s: float = 600.0
+    max_events_per_poll: int = 10000  # beyond this, events wait in the kernel buffer or are dropped and counted  # forget a gone process's histograms after this long without activity
     thread_state: str = "auto"  # where a thread's syscall start lives: "task" (task storage), "hash", "auto"
     is_percpu: bool = True  # per-CPU histogram maps: no atomics on the hot path
 
     def __post_init__(self) -> None:
         check_range("interval_s", self.interval_s, 0.05, 3600)
-        check_range("slow_threshold_ms", self.slow_threshold_ms, 0.001, 3_600_000)
+        check_range("slow_threshold_ms", self.slow_threshold_ms, 0, 3_600_000)  # 0: every syscall (debug)
         check_range("max_threads", self.max_threads, 1024, 4_194_304)
         check_range("max_keys", self.max_keys, 1024, 4_194_304)
         check_range("idle_expiry_s", self.idle_expiry_s, 1, 86400 * 7)
+        check_range("max_events_per_poll", self.max_events_per_poll, 100, 10_000_000)
         check_choice("thread_state", self.thread_state, ["auto", "task", "hash"])
 
 
@@ -64,6 +66,7 @@ class SyscallProbe(Probe):
         self._comms = CommCache()
         self._pending: list[Event] = []
         self._slow_total = 0
+        self._dropped_user = 0
         self._use_ringbuf = True
         self._use_task_storage = config.thread_state != "hash"
 
@@ -106,7 +109,10 @@ class SyscallProbe(Probe):
         state = "task storage" if self._use_task_storage else "thread hash"
         self.set_status(ProbeState.OK, path=f"raw_syscalls tracepoints, kernel histograms, {state}, {buffer}")
 
-    def _on_slow(self, *args) -> None:
+    def _on_slow(self, *args) -> int:
+        if len(self._pending) >= self.config.max_events_per_poll:
+            self._dropped_user += 1
+            return -1  # stop draining: the rest waits in the ring (or the kernel drops and counts it)
         # ring buffer callbacks get (ctx, data, size); perf buffer callbacks get (cpu, data, size)
         e = ctypes.cast(args[1], ctypes.POINTER(_SlowT)).contents
         comm = bpf_common.comm_str(bytes(e.comm))
@@ -138,9 +144,10 @@ class SyscallProbe(Probe):
         self._slow_total += len(events)
         samples = self._accumulate(items, now_ns)
         self._expire(now_ns)
+        lost[1] += self._dropped_user
         if lost[0] or lost[1]:
-            self.set_status(ProbeState.DEGRADED, f"map full: {lost[0]} histogram keys and {lost[1]} slow events "
-                            "lost; raise probes.syscalls.max_keys or narrow [watch]")
+            self.set_status(ProbeState.DEGRADED, f"overloaded: {lost[0]} histogram keys and {lost[1]} slow events "
+                            "lost; raise probes.syscalls.slow_threshold_ms or max_keys, or narrow [watch]")
         return PollResult(samples=samples, events=events, snapshot=self._snapshot(now_ns, lost))
 
     def _accumulate(self, items, now_ns: int) -> list[Sample]:
