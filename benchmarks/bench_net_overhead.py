@@ -172,6 +172,10 @@ def main() -> None:
         "small_udp_pps": pps,
         "small_loss_pct": 100 * (1 - statistics.median(pps["tc"]) / statistics.median(pps["off"])),
         "bpf_ns_per_packet": ns_per_pkt, "bpf_packets": {d: after[d][1] - before[d][1] for d in after},
+        # CPU our tc programs used while attached (bulk rounds in tc and tc+tcp modes, plus small-packet rounds),
+        # as a share of one core: the direct cost, immune to the throughput noise of a shared machine.
+        "tc_program_cpu_pct_of_one_core": 100 * sum(after[d][0] - before[d][0] for d in after) / 1e9 / max(
+            1e-9, args.rounds * (2 * args.seconds + 1.0)),
         "isolated_ns_per_run": isolated,
         "added_ns_per_packet_isolated": {k: v - isolated["empty_program"] for k, v in isolated.items()
                                          if k != "empty_program"},
@@ -180,7 +184,7 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
     print(json.dumps({k: result[k] for k in ("median_gbps", "loss_pct_vs_off", "paired_loss_pct_median",
-                                             "small_loss_pct",
+                                             "small_loss_pct", "tc_program_cpu_pct_of_one_core",
                                              "bpf_ns_per_packet", "added_ns_per_packet_isolated")}, indent=2))
 
 
