@@ -38,8 +38,11 @@ if ARGS.smoke:  # before triton is imported: its library @jit functions pick the
 
 import torch  # noqa: E402
 
+from bench_kernels_common import (Compiler, copy_bandwidth_gbs, ensure_gpusleuth_importable, fmt_row,  # noqa: E402
+                                  log, rel_err, row, safe_check, time_fn)
+
+ensure_gpusleuth_importable()
 import gpusleuth.kernels as K  # noqa: E402
-from bench_kernels_common import Compiler, copy_bandwidth_gbs, fmt_row, log, rel_err, row, time_fn  # noqa: E402
 # the modules themselves (gpusleuth.kernels.swiglu the attribute is the function of that name)
 rms_mod, rope_mod, swiglu_mod = (sys.modules[f"gpusleuth.kernels.{m}"] for m in ("rmsnorm", "rope", "swiglu"))
 
@@ -70,7 +73,7 @@ def _measure(ctx: Ctx, kernel: str, shape: str, nbytes: int, triton_fn, eager_fn
     compiled = None if ctx.over_budget() else ctx.compiler.compile(f"{kernel} {shape}", compile_src)
     if compiled is not None:
         timings["compile"] = time_fn(compiled, ctx.device, nbytes)
-    r = row(kernel, shape, nbytes, ctx.copy_gbs, timings, check(), **extra)
+    r = row(kernel, shape, nbytes, ctx.copy_gbs, timings, safe_check(check), **extra)
     if "compile" not in timings:
         r["compile"] = {"ms": None, "gbs": None, "pct_of_copy": None, "method": "skipped",
                         "error": ctx.compiler.failures.get(f"{kernel} {shape}") or _compile_skip_reason(ctx)}

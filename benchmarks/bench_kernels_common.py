@@ -1,18 +1,41 @@
 """Timing, bandwidth and torch.compile helpers shared by the kernel benchmarks (benchmarks/bench_kernels*.py).
 
-Timing on CUDA uses triton.testing: ``do_bench`` (CUDA events, L2 flushed before every run, median) for inputs
-larger than L2, ``do_bench_cudagraph`` (a graph of many replays, so launch overhead does not dominate) for small,
-decode-sized inputs. On the CPU (``--smoke``) a perf_counter median: it only proves the script runs.
+Timing on CUDA uses triton.testing: ``do_bench`` (CUDA events, L2 flushed before every run, median) for large
+inputs and for decode attention, ``do_bench_cudagraph`` (a graph of many replays, so launch overhead does not
+dominate; L2 stays warm, as activations would in a model) for small elementwise inputs. On the CPU (``--smoke``) a perf_counter median: it only proves the script runs.
 """
 
+import importlib
+import os
 import statistics
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
+
+def ensure_gpusleuth_importable() -> None:
+    """Where the checkout is not pip-installed (an offline GPU host), map gpusleuth.kernels to kernels/ by a
+    symlink in a temporary shim folder (what pyproject's package-dir does for an install)."""
+    try:
+        import gpusleuth.kernels  # noqa: F401
+        return
+    except ImportError:
+        pass
+    pkg = Path(tempfile.gettempdir()) / f"gpusleuth-shim-{os.getuid()}" / "gpusleuth"
+    pkg.mkdir(parents=True, exist_ok=True)
+    link, target = pkg / "kernels", Path(__file__).resolve().parents[1] / "kernels"
+    if link.is_symlink() and link.resolve() != target.resolve():
+        link.unlink()  # left by another checkout
+    if not link.exists():
+        link.symlink_to(target)
+    sys.path.insert(0, str(pkg.parent))
+    importlib.invalidate_caches()
+
 
 SMALL_BYTES = 64 << 20  # below this, time a CUDA graph of replays (launch overhead would dominate)
 
@@ -33,8 +56,12 @@ def _short(e: BaseException) -> str:
     return f"{type(e).__name__}: {line[:300]}"
 
 
-def time_fn(fn: Callable[[], object], device: torch.device, nbytes: int) -> Timing:
-    """Median milliseconds of ``fn()``; errors (OOM, compile failures) are returned, never raised."""
+def time_fn(fn: Callable[[], object], device: torch.device, nbytes: int, l2_flush: bool = False) -> Timing:
+    """Median milliseconds of ``fn()``; errors (OOM, compile failures) are returned, never raised.
+
+    ``l2_flush`` forces flushed event timing even for small inputs (decode attention: in a real model the KV
+    cache of a layer is not in L2 when its step comes).
+    """
     try:
         if device.type != "cuda":
             fn()
@@ -48,7 +75,7 @@ def time_fn(fn: Callable[[], object], device: torch.device, nbytes: int) -> Timi
 
         fn()  # warm up: compile, autotune, allocator
         torch.cuda.synchronize()
-        if nbytes < SMALL_BYTES:
+        if nbytes < SMALL_BYTES and not l2_flush:
             try:
                 return Timing(tt.do_bench_cudagraph(fn, rep=50, return_mode="median"), "cudagraph-median")
             except Exception:  # capture can fail (a sync inside fn): fall back to event timing
@@ -104,6 +131,15 @@ class Compiler:
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
     o, r = out.double(), ref.double()
     return ((o - r).norm() / r.norm().clamp_min(1e-30)).item()
+
+
+def safe_check(check: Callable[[], float]) -> float | None:
+    """Run a correctness check; a failure (OOM) gives None instead of ending the run."""
+    try:
+        return check()
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return None
 
 
 def gbs(nbytes: int, ms: float | None) -> float | None:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import gpusleuth.kernels as K
-from bench_kernels_common import fmt_row, log, rel_err, row, time_fn
+from bench_kernels_common import fmt_row, log, rel_err, row, safe_check, time_fn
 from gpusleuth.kernels.attention_decode import DecodeConfig, _num_splits
 
 MAX_KV_BYTES = 5 << 30  # K + V of one layer; keeps the largest case inside an 80 GB GPU with the baselines
@@ -62,18 +62,16 @@ def bench_decode(ctx) -> list[dict]:
         splits = _num_splits(DecodeConfig(), B, hk, table.shape[1] * block, ctx.device)
         tri = lambda: K.paged_decode_attention(q, k, v, table, lens, scale)  # noqa: E731
         ref = lambda: K.paged_decode_attention_ref(q, k, v, table, lens, scale)  # noqa: E731
-        timings = {"triton": time_fn(tri, ctx.device, nbytes), "eager": time_fn(ref, ctx.device, nbytes)}
-        try:
-            check = rel_err(tri(), ref())
-        except torch.cuda.OutOfMemoryError:
-            check = None
+        timings = {"triton": time_fn(tri, ctx.device, nbytes, True), "eager": time_fn(ref, ctx.device, nbytes, True)}
+        check = safe_check(lambda: rel_err(tri(), ref()))
         if ctx.device.type == "cuda":
-            timings["sdpa"] = time_fn(_sdpa(q, k, v, table, L, scale), ctx.device, nbytes)
+            timings["sdpa"] = time_fn(_sdpa(q, k, v, table, L, scale), ctx.device, nbytes, True)
             if L <= 8192 and not ctx.over_budget():
                 compiled = ctx.compiler.compile(f"decode B={B} L={L}", ref)
                 if compiled is not None:
-                    timings["compile"] = time_fn(compiled, ctx.device, nbytes)
-        torch.cuda.empty_cache() if ctx.device.type == "cuda" else None
+                    timings["compile"] = time_fn(compiled, ctx.device, nbytes, True)
+        if ctx.device.type == "cuda":
+            torch.cuda.empty_cache()
         rows.append(row("paged_decode", f"B={B} ctx={L} q{hq}/kv{hk}x{d} bf16", nbytes, ctx.copy_gbs, timings,
                         check, batch=B, context=L, num_splits=splits))
         log(fmt_row(rows[-1]))
@@ -88,7 +86,7 @@ def _sweep(ctx, q, k, v, table, lens, scale, nbytes, B, L, splits) -> list[dict]
     configs = [DecodeConfig(block_n=n, num_warps=w, num_stages=s) for n, w, s in SWEEP]
     configs += [DecodeConfig(num_splits=max(1, splits // 2)), DecodeConfig(num_splits=splits * 2)]
     for cfg in configs:
-        t = time_fn(lambda: K.paged_decode_attention(q, k, v, table, lens, scale, cfg), ctx.device, nbytes)
+        t = time_fn(lambda: K.paged_decode_attention(q, k, v, table, lens, scale, cfg), ctx.device, nbytes, True)
         label = f"B={B} ctx={L} n={cfg.block_n} w={cfg.num_warps} st={cfg.num_stages} splits={cfg.num_splits}"
         rows.append(row("paged_decode/sweep", label, nbytes, ctx.copy_gbs, {"triton": t}, batch=B, context=L))
         log(fmt_row(rows[-1]))

@@ -12,11 +12,41 @@ Poisoning: ``poisoned_outputs`` makes every ``torch.empty``/``torch.empty_like``
 NaN-filled (or -1-filled) memory, so an element a kernel forgets to write fails the comparison.
 """
 
+import importlib
 import math
+import os
+import sys
+import tempfile
 import types
+from pathlib import Path
 
 import pytest
 import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def ensure_kernels_importable() -> None:
+    """On a GPU host where the checkout is not pip-installed, map gpusleuth.kernels to kernels/ with a symlink
+    (what pyproject's package-dir does for an install), in the same shim folder tests/gpu/conftest.py uses."""
+    try:
+        import gpusleuth.kernels  # noqa: F401
+        return
+    except ImportError:
+        pass
+    pkg = Path(tempfile.gettempdir()) / f"gpusleuth-shim-{os.getuid()}" / "gpusleuth"
+    pkg.mkdir(parents=True, exist_ok=True)
+    link, target = pkg / "kernels", REPO / "kernels"
+    if link.is_symlink() and link.resolve() != target.resolve():
+        link.unlink()  # left by another checkout
+    if not link.exists():
+        link.symlink_to(target)
+    if str(pkg.parent) not in sys.path:
+        sys.path.insert(0, str(pkg.parent))
+    importlib.invalidate_caches()
+
+
+ensure_kernels_importable()
 
 KERNEL_MODULES = ("rmsnorm", "rope", "swiglu", "softmax", "attention_decode", "attention_prefill")
 
@@ -56,8 +86,6 @@ def _poisoning_torch() -> types.SimpleNamespace:
 @pytest.fixture
 def poisoned_outputs(monkeypatch):
     """Kernel outputs start as NaN: unwritten elements make comparisons fail."""
-    import importlib
-
     fake = _poisoning_torch()
     for name in KERNEL_MODULES:
         module = importlib.import_module(f"gpusleuth.kernels.{name}")
@@ -129,8 +157,6 @@ def _interpret_triton_library(monkeypatch) -> None:
 
 def forbid_references(monkeypatch) -> None:
     """Make every wrapper's torch fallback raise, so a passing test proves the Triton kernel ran."""
-    import importlib
-
     for name in KERNEL_MODULES:
         module = importlib.import_module(f"gpusleuth.kernels.{name}")
         for attr in dir(module):

@@ -4,6 +4,7 @@ Tolerances: elementwise kernels within 64 ulps (float32) or 2 eps of the value (
 like torch; differences come only from reduction order); attention vs a float64 reference of the same inputs,
 ||out - ref|| / ||ref|| <= 1e-5 (float32, proves tl.dot runs in true fp32, not tf32) or 1.5e-2 (bf16).
 Outputs start as NaN (poisoned) and the torch fallbacks are disabled, so a pass means the Triton kernel ran.
+Property-based (hypothesis) cases are in test_kernels_gpu_property.py (the GPU hosts may lack hypothesis).
 """
 
 import sys
@@ -11,8 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for kernels_helpers
 
@@ -152,38 +151,4 @@ def test_paged_prefill_gpu(ratio, dtype):
     cu = torch.tensor([0] + q_lens, device=DEV).cumsum(0).to(torch.int32)
     out = paged_prefill_attention(q, k, v, table, cu, lens, 128 ** -0.5)
     ref = reference("paged_prefill_attention_ref")(*_f64(q, k, v), table, cu, lens, 128 ** -0.5)
-    assert rel_err(out, ref) <= ATTN_REL_TOL[dtype]
-
-
-SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-@SETTINGS
-@given(rows=st.integers(1, 300), hidden=st.integers(1, 9000), inter=st.integers(1, 5000),
-       dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**31))
-def test_elementwise_property_gpu(rows, hidden, inter, dtype, seed):
-    from gpusleuth.kernels import rms_norm, swiglu
-
-    torch.manual_seed(seed)  # a failing example replays with the same tensors
-
-    x, w = _rand(rows, hidden, dtype=dtype), _rand(hidden, dtype=dtype)
-    assert_elementwise_close(rms_norm(x, w, 1e-6), reference("rms_norm_ref")(x, w, 1e-6), ulps=GPU_ULPS[dtype])
-    g = _rand(rows, 2 * inter, dtype=dtype, scale=3.0)
-    assert_elementwise_close(swiglu(g), reference("swiglu_ref")(g), ulps=GPU_ULPS[dtype])
-
-
-@SETTINGS
-@given(ctx=st.lists(st.integers(1, 5000), min_size=1, max_size=6), hk=st.sampled_from([1, 2, 8]),
-       ratio=st.sampled_from([1, 4, 8]), D=st.sampled_from([64, 80, 128]), block_size=st.sampled_from([16, 32]),
-       dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**31))
-def test_paged_decode_property_gpu(ctx, hk, ratio, D, block_size, dtype, seed):
-    from gpusleuth.kernels import paged_decode_attention
-
-    torch.manual_seed(seed)
-
-    k, v, table, lens = make_paged_kv(ctx, hk, D, block_size, dtype, device=DEV)
-    q = _rand(len(ctx), hk * ratio, D, dtype=dtype)
-    out = paged_decode_attention(q, k, v, table, lens, D ** -0.5)
-    ref = reference("paged_decode_attention_ref")(*_f64(q, k, v), table, lens, D ** -0.5)
     assert rel_err(out, ref) <= ATTN_REL_TOL[dtype]
