@@ -284,6 +284,21 @@ def test_foreign_clsact_and_filters_survive_start_and_stop(pair, state_dir):
         late.close()
 
 
+def test_conflict_at_our_priority_fails_cleanly_and_touches_nothing(pair, state_dir):
+    from gpusleuth.probes.base import ProbeUnavailable
+    sh(f"tc -n {pair.ns_a} qdisc add dev {pair.if_a} clsact")
+    sh(f"tc -n {pair.ns_a} filter add dev {pair.if_a} egress prio {OUR_PRIO} protocol ip u32 match ip dst "
+       "192.0.2.1/32 classid 1:1")
+    before = tc_filters(pair.ns_a, pair.if_a, "egress")
+    probe = NetProbe(NetConfig(netns=pair.ns_a, interfaces=[pair.if_a], state_dir=state_dir, is_tcp_enabled=False))
+    with pytest.raises(ProbeUnavailable, match=f"pref {OUR_PRIO}"):
+        probe.start()
+    probe.stop()
+    assert _ours(pair.ns_a, pair.if_a) == {"ingress": 0, "egress": 0}  # the ingress filter added first is gone
+    assert tc_filters(pair.ns_a, pair.if_a, "egress") == before
+    assert "clsact" in qdisc_kinds(pair.ns_a, pair.if_a)
+
+
 def test_agent_kill9_then_start_leaves_one_set_and_stop_removes_our_clsact(pair, tmp_path):
     from tests.agent_helpers import agent_pid, run_agent, write_config
     assert "clsact" not in qdisc_kinds(pair.ns_a, pair.if_a)
