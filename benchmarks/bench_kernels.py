@@ -215,7 +215,8 @@ def main() -> int:
     from bench_kernels_decode import summarize  # noqa: E402
 
     result = {**env, "copy_gbs": ctx.copy_gbs, "elapsed_s": time.monotonic() - ctx.start,
-              "compile_failures": ctx.compiler.failures, "targets": summarize(rows, judged=ctx.device.type == "cuda"), "results": rows}
+              "compile_failures": ctx.compiler.failures,
+              "targets": summarize(rows, judged=ctx.device.type == "cuda"), "results": rows}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))

@@ -2,7 +2,8 @@
 
 Timing on CUDA uses triton.testing: ``do_bench`` (CUDA events, L2 flushed before every run, median) for large
 inputs and for decode attention, ``do_bench_cudagraph`` (a graph of many replays, so launch overhead does not
-dominate; L2 stays warm, as activations would in a model) for small elementwise inputs. On the CPU (``--smoke``) a perf_counter median: it only proves the script runs.
+dominate; L2 stays warm, as activations would in a model) for small elementwise inputs. On the CPU (``--smoke``)
+a perf_counter median: it only proves the script runs.
 """
 
 import importlib

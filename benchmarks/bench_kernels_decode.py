@@ -75,7 +75,8 @@ def bench_decode(ctx) -> list[dict]:
         rows.append(row("paged_decode", f"B={B} ctx={L} q{hq}/kv{hk}x{d} bf16", nbytes, ctx.copy_gbs, timings,
                         check, batch=B, context=L, num_splits=splits))
         log(fmt_row(rows[-1]))
-        if not ctx.args.no_sweep and not ctx.over_budget() and (ctx.args.smoke or (B in (1, 32) and L in (8192, 32768))):
+        swept = ctx.args.smoke or (B in (1, 32) and L in (8192, 32768))
+        if swept and not ctx.args.no_sweep and not ctx.over_budget():
             rows.extend(_sweep(ctx, q, k, v, table, lens, scale, nbytes, B, L, splits))
         del k, v
     return rows

@@ -106,7 +106,8 @@ def _check(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cache: tor
     if positions.shape[0] != T:
         raise ValueError(f"positions must have T={T} entries, got {positions.shape[0]}")
     if D % 2 or cache.shape[1] != D:
-        raise ValueError(f"head_dim must be even and match cos_sin_cache[:, D]; got q D={D}, cache {tuple(cache.shape)}")
+        raise ValueError(f"head_dim must be even and match cos_sin_cache[:, D]; got q D={D}, "
+                         f"cache {tuple(cache.shape)}")
     if q.dtype != k.dtype:
         raise ValueError(f"q and k must share one dtype, got {q.dtype} and {k.dtype}")
     check_same_device(q=q, k=k, positions=positions, cos_sin_cache=cache)

@@ -16,7 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for kernels_helpers
 
 from kernels_helpers import (ATTN_REL_TOL, assert_elementwise_close, forbid_references,  # noqa: E402
-                             make_paged_kv, poisoned_outputs, reference, rel_err)
+                             make_paged_kv, poisoned_outputs, reference, rel_err)  # noqa: F401
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs an NVIDIA GPU with CUDA"),
