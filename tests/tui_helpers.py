@@ -98,7 +98,8 @@ def _events() -> list[dict[str, Any]]:
         ("gpu_throttle", "gpu", base + 1_500_000_000, 12 * S, 0, "", {"gpu": 1, "reasons": ["sw_power_cap"]}),
         ("gpu_xid", "gpu", base + 2_000_000_000, 0, 4242, "python3",
          {"gpu": 1, "xid": 79, "name": "GPU has fallen off the bus", "severity": "fatal"}),
-        ("net.tcp_retransmit", "net", base + 2_100_000_000, 0, 4242, "python3", {"daddr": "10.0.0.7", "dport": 8000}),
+        ("net.tcp_retransmit", "net", base + 2_100_000_000, 0, 4242, "python3",
+         {"local": "10.0.0.5:8000", "remote": "10.0.0.7:51234", "segments": 3, "skbs": 1, "bytes": 4344}),
     ]
     return [{"kind": k, "source": src, "start_ns": s, "end_ns": s + d, "pid": pid, "tid": pid, "comm": comm,
              "attrs": attrs, "seq": i + 1} for i, (k, src, s, d, pid, comm, attrs) in enumerate(raw)]
@@ -115,7 +116,9 @@ def fixed_frame(*, has_gpu: bool = True, num_gpus: int = 2) -> Frame:
                     "start_ns": T0 - 45_800_000_000, "end_ns": T0 - 45_799_200_000, "bytes": 1_250_000,
                     "peak_bps": 9.6e9}}, "egress": {"bytes": 2.2e10, "bursts": 0, "last_burst": None}},
                 "qdisc": {"kind": "fq_codel", "backlog_bytes": 0, "drops": 12}}},
-                "tcp": {"retransmits": 4, "drops": 1}},
+                "tcp": {"retransmits": {"segments": 4, "skbs": 2, "by_remote": {"10.0.0.7:51234": 4},
+                                        "by_process": {"4242/python3": 4}},
+                        "drops": {"count": 1, "by_reason": {"TCP_OLD_DATA": 1}}, "missed_events": 0}},
         "spans": {"t_ns": T0, "in_flight": 15, "senders": {"4242": {"comm": "python3", "ranks": [0], "spans": 9000,
                                                     "queue_depth": 3, "num_running": 12, "kv_usage": 0.63}}},
     }
@@ -186,9 +189,8 @@ def panel_text(app, panel_id: str) -> str:
 
 
 def table_rows(app, table_id: str) -> list[list[str]]:
-    """Every row of a DataTable as plain strings."""
-    table = app.screen.query_one(f"#{table_id}")
-    return [[str(getattr(c, "plain", c)) for c in table.get_row_at(i)] for i in range(table.row_count)]
+    """Every row of a RowTable as plain strings."""
+    return app.screen.query_one(f"#{table_id}").plain_rows()
 
 
 def send_spans(path: str, spans: list) -> None:

@@ -31,6 +31,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--refresh", type=float, default=0.5, help="seconds between refreshes (default 0.5: 2 Hz)")
     p.add_argument("--screen", choices=SCREEN_KEYS, default="overview", help="screen to open on")
     p.add_argument("--speed", type=float, default=1.0, help="replay speed while playing (default 1)")
+    p.add_argument("--frames-out", default=None, help=argparse.SUPPRESS)  # benchmarks: frames drawn, at exit
     return p
 
 

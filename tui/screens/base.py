@@ -29,7 +29,7 @@ class DataScreen(Screen):
     LABEL = ""
     WANT = Want()
     HAS_FILTER = False
-    AUTO_FOCUS = "DataTable"
+    AUTO_FOCUS = "RowTable"
     app: "SleuthApp"
 
     def __init__(self) -> None:

@@ -7,12 +7,12 @@ from typing import Iterable
 from rich.text import Text
 from textual.containers import Vertical
 from textual.widget import Widget
-from textual.widgets import DataTable
 
 from gpusleuth.tui import fmt, views
 from gpusleuth.tui.screens.base import DataScreen
 from gpusleuth.tui.source import Frame, Want
 from gpusleuth.tui.widgets.panel import Panel
+from gpusleuth.tui.widgets.row_table import RowTable
 
 ROWS_SHOWN = 500
 KIND_STYLE = {"syscalls": "red", "sched": "yellow", "net": "magenta", "gpu": "bold red", "spans": "cyan"}
@@ -25,14 +25,12 @@ class EventsScreen(DataScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self._shown_key: tuple = ()
+        self._cells: dict[str, tuple] = {}  # events never change: format each once
 
     def compose_body(self) -> Iterable[Widget]:
         with Vertical(id="events-body"):
             yield Panel("Events", id="events-title")
-            table = DataTable(id="events-table", cursor_type="row", zebra_stripes=True)
-            table.add_columns("time", "kind", "process", "duration", "detail")
-            yield table
+            yield RowTable("time", "kind", "process", "duration", "detail", id="events-table")
 
     def on_mount(self) -> None:
         self.query_one("#filter").placeholder = "filter: kind:slow_syscall pid:1234 source:net or any text (esc clears)"
@@ -47,15 +45,13 @@ class EventsScreen(DataScreen):
         note = f" matching '{self.filter_text}'" if self.filter_text else ""
         title.show(Text(f"{len(matching)} of {len(frame.events)} recent events{note}, newest first"
                         + ("" if len(shown) == len(matching) else f" (showing {len(shown)})"), style="dim"))
-        key = (self.filter_text, len(shown), shown[-1].get("seq") if shown else None)
-        if key == self._shown_key:
-            return
-        self._shown_key = key
-        table = self.query_one("#events-table", DataTable)
-        table.clear()
-        for e in reversed(shown):
-            table.add_row(fmt.clock(e.get("start_ns", 0), frame.wall_offset_ns, is_ms=True),
-                          Text(e.get("kind", ""), style=KIND_STYLE.get(e.get("source", ""), "")),
-                          fmt.trunc(views.who(e), 22),
-                          fmt.dur_ns(e.get("end_ns", 0) - e.get("start_ns", 0)),
-                          fmt.trunc(views.event_detail(e), 120))
+        rows = [(key, self._cells.get(key) or self._format(key, e, frame.wall_offset_ns))
+                for e in reversed(shown) for key in (str(e.get("seq")),)]
+        self._cells = dict(rows)
+        self.query_one("#events-table", RowTable).show_rows(rows)
+
+    @staticmethod
+    def _format(key: str, e: dict, wall_offset_ns: int) -> tuple:
+        return (fmt.clock(e.get("start_ns", 0), wall_offset_ns, is_ms=True),
+                Text(e.get("kind", ""), style=KIND_STYLE.get(e.get("source", ""), "")), fmt.trunc(views.who(e), 22),
+                fmt.dur_ns(e.get("end_ns", 0) - e.get("start_ns", 0)), fmt.trunc(views.event_detail(e), 120))

@@ -6,12 +6,12 @@ from typing import Any, Iterable
 from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widget import Widget
-from textual.widgets import DataTable
 
 from gpusleuth.tui import fmt, views
 from gpusleuth.tui.screens.base import DATA_ERRORS, DataScreen
 from gpusleuth.tui.source import HISTORY_S, Frame, Want
 from gpusleuth.tui.widgets.panel import Panel
+from gpusleuth.tui.widgets.row_table import RowTable
 
 SPAN_NS = int(HISTORY_S * 1e9)
 SPARKS = (("util_gpu_pct", "util", 0, 100), ("sm_active", "SM", 0, 1), ("power_w", "power", 0, None),
@@ -71,9 +71,8 @@ class GpuScreen(DataScreen):
         with VerticalScroll(id="gpu-body"):
             yield Panel("GPUs (last 5 min in sparklines)", id="gpu-cards")
             yield Panel("Processes on GPUs", id="gpu-proc-title")
-            table = DataTable(id="gpu-procs", cursor_type="row")
-            table.add_columns("GPU", "pid", "process", "type", "memory", "SM %", "mem %")
-            yield table
+            yield RowTable("GPU", "pid", "process", "type", "memory", "SM %", "mem %", id="gpu-procs",
+                            zebra_stripes=False)
 
     def show_frame(self, frame: Frame) -> None:
         cards = self.query_one("#gpu-cards", Panel)
@@ -94,12 +93,7 @@ class GpuScreen(DataScreen):
     def _fill_processes(self, rows: list[dict[str, Any]]) -> None:
         procs = [(r["index"], p) for r in rows for p in r["raw"].get("processes") or []]
         self.query_one("#gpu-proc-title", Panel).show(Text(f"{len(procs)} processes", style="dim"))
-        table = self.query_one("#gpu-procs", DataTable)
-        key = tuple((i, p.get("pid"), p.get("used_mib"), p.get("sm_util_pct")) for i, p in procs)
-        if key == getattr(self, "_procs_key", None):
-            return
-        self._procs_key = key
-        table.clear()
-        for index, p in procs:
-            table.add_row(str(index), str(p.get("pid")), fmt.trunc(p.get("comm") or "", 20), p.get("type", ""),
-                          fmt.mib(p.get("used_mib")), fmt.pct(p.get("sm_util_pct")), fmt.pct(p.get("mem_util_pct")))
+        self.query_one("#gpu-procs", RowTable).show_rows([(f"{index}/{p.get('pid')}", (
+            str(index), str(p.get("pid")), fmt.trunc(p.get("comm") or "", 20), p.get("type", ""),
+            fmt.mib(p.get("used_mib")), fmt.pct(p.get("sm_util_pct")), fmt.pct(p.get("mem_util_pct"))))
+            for index, p in procs])

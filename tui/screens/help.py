@@ -40,7 +40,7 @@ def help_text(app_bindings: list[Binding], screen: Screen) -> Text:
             text.append(f"  {keys:<14}", style="bold cyan")
             text.append(f"{desc}\n")
         text.append("\n")
-    text.append("Tables: ↑/↓ move, enter selects, click a column title to sort.\n", style="dim")
+    text.append("Tables: ↑/↓ pgup/pgdn home/end move, enter or a click selects.\n", style="dim")
     return text
 
 

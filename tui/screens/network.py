@@ -6,12 +6,12 @@ from typing import Any, Iterable
 from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widget import Widget
-from textual.widgets import DataTable
 
 from gpusleuth.tui import fmt, views
 from gpusleuth.tui.screens.base import DATA_ERRORS, DataScreen
 from gpusleuth.tui.source import HISTORY_S, Frame, Want
 from gpusleuth.tui.widgets.panel import Panel
+from gpusleuth.tui.widgets.row_table import RowTable
 
 SPAN_NS = int(HISTORY_S * 1e9)
 NET_EVENTS_SHOWN = 50
@@ -62,14 +62,11 @@ class NetworkScreen(DataScreen):
     def compose_body(self) -> Iterable[Widget]:
         with VerticalScroll(id="net-body"):
             yield Panel("Interfaces (bits/s, 5 min)", id="net-title")
-            table = DataTable(id="net-ifaces", cursor_type="row")
-            table.add_columns("interface", "dir", "rate", "last 5 min", "bursts", "last burst", "qdisc")
-            yield table
+            yield RowTable("interface", "dir", "rate", "last 5 min", "bursts", "last burst", "qdisc",
+                            id="net-ifaces", zebra_stripes=False)
             yield Panel("TCP", id="net-tcp")
             yield Panel("Recent network events", id="net-events-title")
-            events = DataTable(id="net-events", cursor_type="row")
-            events.add_columns("time", "kind", "process", "duration", "detail")
-            yield events
+            yield RowTable("time", "kind", "process", "duration", "detail", id="net-events", zebra_stripes=False)
 
     def show_frame(self, frame: Frame) -> None:
         title = self.query_one("#net-title", Panel)
@@ -87,39 +84,23 @@ class NetworkScreen(DataScreen):
             title.show_missing(f"unexpected net data ({type(exc).__name__}: {exc})")
         self._fill_events(frame)
 
-    def _fill_ifaces(self, rows: list[dict[str, Any]], frame: Frame) -> None:
-        table = self.query_one("#net-ifaces", DataTable)
-        cells = []
-        for r in rows:
+    def _fill_ifaces(self, rows_in: list[dict[str, Any]], frame: Frame) -> None:
+        rows = []
+        for r in rows_in:
             burst = r["last_burst"]
             last = (f"{fmt.bps(burst.get('peak_bps'))} {fmt.size(burst.get('bytes'))} "
                     f"{fmt.ago(burst.get('end_ns'), frame.t_ns)}") if burst else "—"
             peak = max((v for _, v in r["series"]), default=0.0)
-            cells.append((r["iface"], r["direction"], fmt.bps(r["bps"]),
-                          fmt.spark(r["series"], frame.t_ns, SPAN_NS, 24, 0, max(peak, 1e6)), str(r["bursts"]), last,
-                          qdisc_text(r["qdisc"])))
-        if cells == getattr(self, "_iface_cells", None):
-            return
-        self._iface_cells = cells
-        cursor = table.cursor_row
-        table.clear()
-        for c in cells:
-            table.add_row(*c[:3], Text(c[3], style="cyan"), *c[4:])
-        if cells:
-            table.move_cursor(row=min(cursor, len(cells) - 1), animate=False)
+            spark = fmt.spark(r["series"], frame.t_ns, SPAN_NS, 24, 0, max(peak, 1e6))
+            rows.append((f"{r['iface']}/{r['direction']}", (r["iface"], r["direction"], fmt.bps(r["bps"]),
+                         Text(spark, style="cyan"), str(r["bursts"]), last, qdisc_text(r["qdisc"]))))
+        self.query_one("#net-ifaces", RowTable).show_rows(rows)
 
     def _fill_events(self, frame: Frame) -> None:
-        table = self.query_one("#net-events", DataTable)
         events = [e for e in frame.events if e.get("source") == "net" or str(e.get("kind", "")).startswith("net.")]
         events = events[-NET_EVENTS_SHOWN:]
-        key = events[-1].get("seq") if events else None
-        if key == getattr(self, "_events_key", object()):
-            return
-        self._events_key = key
-        table.clear()
-        for e in reversed(events):
-            table.add_row(fmt.clock(e["start_ns"], frame.wall_offset_ns, is_ms=True), e.get("kind", ""),
-                          views.who(e), fmt.dur_ns(e["end_ns"] - e["start_ns"]),
-                          fmt.trunc(views.event_detail(e), 100))
+        self.query_one("#net-events", RowTable).show_rows([(str(e.get("seq")), (
+            fmt.clock(e["start_ns"], frame.wall_offset_ns, is_ms=True), e.get("kind", ""), views.who(e),
+            fmt.dur_ns(e["end_ns"] - e["start_ns"]), fmt.trunc(views.event_detail(e), 100))) for e in reversed(events)])
         self.query_one("#net-events-title", Panel).show(
             Text(f"{len(events)} recent network events" if events else "no network events yet", style="dim"))

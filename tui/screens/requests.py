@@ -8,13 +8,13 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widget import Widget
-from textual.widgets import DataTable
 
 from gpusleuth.tui import fmt, views
 from gpusleuth.tui.messages import DetailReady
 from gpusleuth.tui.screens.base import DataScreen
 from gpusleuth.tui.source import Frame, Want
 from gpusleuth.tui.widgets.panel import Panel
+from gpusleuth.tui.widgets.row_table import RowTable
 from gpusleuth.tui.widgets.timeline import RequestTimeline
 
 SORTS = {"newest": ("end_ns", "newest first"), "ttft": ("ttft_s", "TTFT"), "tpot": ("tpot_s", "TPOT"),
@@ -43,7 +43,6 @@ class RequestsScreen(DataScreen):
     def __init__(self) -> None:
         super().__init__()
         self.sort = "newest"
-        self._shown: tuple = ()
         self._rows: dict[str, dict[str, Any]] = {}
         self._detail_id = ""
         self._detail_timer = None
@@ -51,23 +50,18 @@ class RequestsScreen(DataScreen):
     def compose_body(self) -> Iterable[Widget]:
         with Vertical(id="requests-body"):
             yield Panel("Requests", id="req-title")
-            table = DataTable(id="req-table", cursor_type="row", zebra_stripes=True)
-            table.add_columns("request", "rank", "status", "queue", "TTFT", "TPOT", "e2e", "in→out")
-            yield table
+            yield RowTable("request", "rank", "status", "queue", "TTFT", "TPOT", "e2e", "in→out", id="req-table")
             yield Panel("Phases and overlapping host events", id="req-detail-title")
             yield RequestTimeline(id="req-timeline")
-            events = DataTable(id="req-events", cursor_type="row")
-            events.add_columns("at", "kind", "process", "duration", "detail")
-            yield events
+            yield RowTable("at", "kind", "process", "duration", "detail", id="req-events", zebra_stripes=False)
 
     def action_sort(self, sort: str) -> None:
         self.sort = sort
-        self._shown = ()
         if self.frame is not None:
             self.show_frame(self.frame)
-        table = self.query_one("#req-table", DataTable)
+        table = self.query_one("#req-table", RowTable)
         if table.row_count:
-            table.move_cursor(row=0, animate=False)  # a new order starts at its top: the slowest
+            table.move_cursor(0)  # a new order starts at its top: the slowest
 
     def show_frame(self, frame: Frame) -> None:
         title = self.query_one("#req-title", Panel)
@@ -78,49 +72,32 @@ class RequestsScreen(DataScreen):
         title.show(Text(f"{len(reqs)} requests by {SORTS[self.sort][1]}"
                         + (f", filter '{self.filter_text}'" if self.filter_text else "")
                         + " · sort: t TTFT o TPOT e e2e n newest", style="dim"))
-        shown = tuple((r.get("request_id"), r.get("end_ns"), r.get("status")) for r in reqs)
-        if shown == self._shown:
-            return
-        self._shown = shown
-        self._fill(reqs)
-
-    def _fill(self, reqs: list[dict[str, Any]]) -> None:
-        table = self.query_one("#req-table", DataTable)
-        keep = self._row_id_at_cursor(table)
-        table.clear()
         self._rows = {}
+        rows = []
         for r in reqs:
-            rid = str(r.get("request_id"))
+            rid = f"{r.get('pid')}/{r.get('request_id')}"  # ids are unique per engine process
             if rid in self._rows:
                 continue
             self._rows[rid] = r
-            table.add_row(fmt.trunc(rid, 24), str(r.get("rank", "—")), str(r.get("status") or "—"),
-                          fmt.dur_s(r.get("queue_s")), fmt.dur_s(r.get("ttft_s")), fmt.dur_s(r.get("tpot_s")),
-                          fmt.dur_s(r.get("e2e_s")), f"{r.get('prompt_tokens') or '—'}→{r.get('output_tokens') or '—'}",
-                          key=rid)
-        if keep in self._rows:
-            table.move_cursor(row=table.get_row_index(keep), animate=False)
+            rows.append((rid, (fmt.trunc(str(r.get("request_id")), 24), str(r.get("rank", "—")),
+                               str(r.get("status") or "—"), fmt.dur_s(r.get("queue_s")), fmt.dur_s(r.get("ttft_s")),
+                               fmt.dur_s(r.get("tpot_s")), fmt.dur_s(r.get("e2e_s")),
+                               f"{r.get('prompt_tokens') or '—'}→{r.get('output_tokens') or '—'}")))
+        self.query_one("#req-table", RowTable).show_rows(rows)
 
-    @staticmethod
-    def _row_id_at_cursor(table: DataTable) -> str | None:
-        if not table.row_count:
-            return None
-        try:
-            return table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
-        except Exception:  # noqa: BLE001 - Textual raises CellDoesNotExist for an empty/moved cursor
-            return None
-
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.data_table.id != "req-table" or event.row_key is None:
+    def on_row_table_highlighted(self, event: RowTable.Highlighted) -> None:
+        if event.table.id != "req-table":
             return
-        rid = event.row_key.value
+        rid = event.key
+        if rid == self._detail_id:
+            return  # the same request moved in the list: its detail is already shown
         if self._detail_timer is not None:
             self._detail_timer.stop()
         self._detail_timer = self.set_timer(DETAIL_DELAY_S, lambda: self._ask_detail(rid))
 
-    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
-        if event.data_table.id == "req-table" and event.row_key is not None:
-            self._ask_detail(event.row_key.value)
+    def on_row_table_selected(self, event: RowTable.Selected) -> None:
+        if event.table.id == "req-table":
+            self._ask_detail(event.key)
 
     def _ask_detail(self, rid: str) -> None:
         req = self._rows.get(rid)
@@ -129,7 +106,7 @@ class RequestsScreen(DataScreen):
             self.app.fetch_detail(req, self)
 
     def on_detail_ready(self, message: DetailReady) -> None:
-        if message.request_id != self._detail_id:
+        if message.request_id != self._detail_id.split("/", 1)[-1]:
             return  # an older answer; the cursor has moved on
         timeline = self.query_one(RequestTimeline)
         if message.detail is None:
@@ -139,16 +116,16 @@ class RequestsScreen(DataScreen):
         self._fill_events(message.detail)
 
     def _fill_events(self, detail: dict[str, Any]) -> None:
-        table = self.query_one("#req-events", DataTable)
-        table.clear()
+        rows = []
         start = (detail.get("request") or {}).get("start_ns") or 0
-        for v in detail.get("verdicts") or []:
-            table.add_row("verdict", str(v.get("cause", "?")), f"score {v.get('score', 0):.2f}", "",
-                          fmt.trunc(f"{v.get('evidence', '')}  → {v.get('runbook', '')}", 120))
-        for e in sorted(detail.get("overlapping") or [], key=lambda e: e.get("start_ns", 0)):
-            table.add_row(f"+{fmt.dur_ns(max(0, e.get('start_ns', 0) - start))}", e.get("kind", ""),
-                          views.who(e), fmt.dur_ns(e.get("end_ns", 0) - e.get("start_ns", 0)),
-                          fmt.trunc(views.event_detail(e), 120))
+        for i, v in enumerate(detail.get("verdicts") or []):
+            rows.append((f"v{i}", ("verdict", str(v.get("cause", "?")), f"score {v.get('score', 0):.2f}", "",
+                                   fmt.trunc(f"{v.get('evidence', '')}  → {v.get('runbook', '')}", 120))))
+        for i, e in enumerate(sorted(detail.get("overlapping") or [], key=lambda e: e.get("start_ns", 0))):
+            rows.append((f"e{i}", (f"+{fmt.dur_ns(max(0, e.get('start_ns', 0) - start))}", e.get("kind", ""),
+                                   views.who(e), fmt.dur_ns(e.get("end_ns", 0) - e.get("start_ns", 0)),
+                                   fmt.trunc(views.event_detail(e), 120))))
         notes = detail.get("notes") or {}
-        if notes and not table.row_count:
-            table.add_row("", "note", "", "", "; ".join(notes.values()))
+        if notes and not rows:
+            rows.append(("note", ("", "note", "", "", "; ".join(notes.values()))))
+        self.query_one("#req-events", RowTable).show_rows(rows)

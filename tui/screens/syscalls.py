@@ -7,12 +7,12 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widget import Widget
-from textual.widgets import DataTable
 
 from gpusleuth.tui import fmt, views
 from gpusleuth.tui.screens.base import DATA_ERRORS, DataScreen
 from gpusleuth.tui.source import Frame, Want
 from gpusleuth.tui.widgets.panel import Panel
+from gpusleuth.tui.widgets.row_table import RowTable
 
 SORT_CYCLE = ("p99", "count", "total")
 SORT_LABEL = {"p99": "p99 latency", "count": "calls", "total": "total time"}
@@ -35,18 +35,14 @@ class SyscallsScreen(DataScreen):
     def __init__(self) -> None:
         super().__init__()
         self.sort = "p99"
-        self._cells: dict[str, list] = {}
 
     def compose_body(self) -> Iterable[Widget]:
         with Vertical(id="sys-body"):
             yield Panel("Syscalls", id="sys-title")
-            table = DataTable(id="sys-table", cursor_type="row", zebra_stripes=True)
-            table.add_columns("pid", "process", "syscall", "calls", "/s", "avg", "p50", "p99", "≤max", "total")
-            yield table
+            yield RowTable("pid", "process", "syscall", "calls", "/s", "avg", "p50", "p99", "≤max", "total",
+                            id="sys-table")
             yield Panel("Run queue (time runnable before running)", id="runq-title")
-            runq = DataTable(id="runq-table", cursor_type="row", zebra_stripes=True)
-            runq.add_columns("pid", "process", "waits", "/s", "avg", "p50", "p99", "≤max", "total")
-            yield runq
+            yield RowTable("pid", "process", "waits", "/s", "avg", "p50", "p99", "≤max", "total", id="runq-table")
 
     def action_cycle_sort(self) -> None:
         self.sort = SORT_CYCLE[(SORT_CYCLE.index(self.sort) + 1) % len(SORT_CYCLE)]
@@ -66,7 +62,9 @@ class SyscallsScreen(DataScreen):
                 else:
                     rows = views.top_latency(rows, ROWS_SHOWN, self.filter_text, self.sort)
                     title.show(self._title(frame, key, len(rows), noun))
-                self._fill(table_id, [latency_cells(r, frame.window_s, key == "syscalls") for r in rows])
+                self.query_one(table_id, RowTable).show_rows(
+                    [(f"{r['pid']}/{r.get('syscall', '')}", latency_cells(r, frame.window_s, key == "syscalls"))
+                     for r in rows])
             except DATA_ERRORS as exc:
                 title.show_missing(f"unexpected {probe} data ({type(exc).__name__}: {exc})")
 
@@ -76,15 +74,3 @@ class SyscallsScreen(DataScreen):
         if self.filter_text:
             text += f", filter '{self.filter_text}'"
         return Text(text + (f" — {note}" if note else ""), style="dim")
-
-    def _fill(self, table_id: str, cells: list[tuple]) -> None:
-        if cells == self._cells.get(table_id):
-            return
-        self._cells[table_id] = cells
-        table = self.query_one(table_id, DataTable)
-        cursor = table.cursor_row
-        table.clear()
-        for c in cells:
-            table.add_row(*c)
-        if cells:
-            table.move_cursor(row=min(cursor, len(cells) - 1), animate=False)
