@@ -31,6 +31,10 @@ EXAMPLES = {
     "status": """
         sudo agent status
         sudo agent status --json | jq .probes""",
+    "demo": """
+        sudo agent demo                        # agent + engine (tiny) + load + TUI
+        sudo agent demo --no-tui --duration 60 # no terminal: a report of the slowest request
+        sudo agent demo --preset llama3-8b -- --tp 2""",
     "probes": """
         agent probes                           # what each probe needs and whether this host has it
         agent probes --ebpf syscalls           # print the generated BPF C of a probe""",
@@ -68,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     p = add("probes", "what each probe needs and whether this host has it")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--ebpf", metavar="PROBE", help="print the generated BPF C text of PROBE and exit")
+    p = add("demo", "the main job: agent + bundled engine under generated load + the TUI")
+    from gpusleuth.agent import demo  # noqa: PLC0415
+    demo.add_arguments(p)
     for name, help_text in (("engine", "the bundled inference engine (agent engine --help)"),
                             ("tui", "the live triage screen (agent tui --help)")):
         p = sub.add_parser(name, help=help_text, add_help=False)
@@ -241,7 +248,12 @@ def cmd_probes(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"start": cmd_start, "stop": cmd_stop, "status": cmd_status, "probes": cmd_probes}
+def cmd_demo(args) -> int:
+    from gpusleuth.agent import demo  # noqa: PLC0415
+    return demo.run(args, _load_config(args))
+
+
+COMMANDS = {"demo": cmd_demo, "start": cmd_start, "stop": cmd_stop, "status": cmd_status, "probes": cmd_probes}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,6 +21,14 @@ RUNBOOKS = {
     "tp_straggler": "runbooks/tp-straggler.md",
 }
 
+# Syscalls a thread makes to wait for work (event loops, condition variables, sleeps): long by design, so they
+# are shown in timelines but never blamed. A stall is an fsync, a page-cache miss, an mmap under memory pressure...
+WAIT_SYSCALLS = frozenset({
+    "epoll_wait", "epoll_pwait", "epoll_pwait2", "poll", "ppoll", "select", "pselect6", "futex", "futex_waitv",
+    "nanosleep", "clock_nanosleep", "wait4", "waitid", "pause", "rt_sigtimedwait", "rt_sigsuspend", "accept",
+    "accept4", "recvfrom", "recvmsg", "recvmmsg", "io_getevents", "io_uring_enter", "sched_yield",
+})
+
 
 @dataclass(slots=True)
 class Verdict:
@@ -76,7 +84,8 @@ def rank_causes(request: dict[str, Any], phases: dict[str, tuple[int, int]], eve
     add("runqueue", runq, lambda m, c: f"{len(m)} run-queue waits of engine threads covered {c / 1e6:.1f} ms of "
         f"the {phase} phase ({span / 1e6:.1f} ms); longest {max(e.duration_ns for e in m) / 1e6:.1f} ms behind "
         f"{m[0].attrs.get('prev_comm', '?')}")
-    sysc = [e for e in events if e.kind == "slow_syscall" and e.pid == pid]
+    sysc = [e for e in events if e.kind == "slow_syscall" and e.pid == pid
+            and e.attrs.get("syscall") not in WAIT_SYSCALLS]
     add("syscall", sysc, lambda m, c: f"{len(m)} slow syscalls on engine threads "
         f"({', '.join(sorted({str(e.attrs.get('syscall')) for e in m})[:3])}) covered {c / 1e6:.1f} ms")
     net = [e for e in events if e.kind.startswith("net.")]

@@ -13,8 +13,8 @@ from tests.agent_helpers import run_agent, spawn_python, wait_for, write_config
 
 pytestmark = pytest.mark.root
 
-# A fake engine that speaks the real span protocol: one request whose prefill phase contains a 60 ms nanosleep
-# syscall on the "scheduler" thread, as a stalled syscall would.
+# A fake engine that speaks the real span protocol: one request whose prefill phase contains a stalled syscall on
+# the "scheduler" thread (fsync of freshly written data), plus an ordinary wait (a sleep) that must not be blamed.
 ENGINE = """
 import os, sys, time
 from gpusleuth.probes.span_protocol import Span, encode
@@ -28,11 +28,18 @@ t = now()
 send(Span("step", "step", "step-0", 0, t, t, 0, 0))
 print("hello", flush=True)
 sys.stdin.readline()             # the test waits until the agent watches us
+fd = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+for _ in range(64):              # dirty page cache for the fsync to flush, before the request arrives
+    os.write(fd, os.urandom(1 << 20))
 arrival = now()
 time.sleep(0.005)
 sched = now()
 send(Span("request", "queued", "req-1", 0, arrival, sched, 12, 1))
-time.sleep(0.06)                 # the stall, inside prefill
+time.sleep(0.03)                 # an idle wait: never the verdict
+t_sync = now()
+os.fsync(fd)                     # the stall, inside prefill
+fsync_ms = (now() - t_sync) / 1e6
+os.close(fd)
 first = now()
 send(Span("request", "prefill", "req-1", 0, sched, first, 12, 1))
 time.sleep(0.002)
@@ -41,7 +48,7 @@ send(Span("request", "decode", "req-1", 0, first, end, 3, 1),
      Span("request", "finished", "req-1", 0, end, end, 4, 0,
           {"ttft_s": (first - arrival) / 1e9, "tpot_s": (end - first) / 3e9, "e2e_s": (end - arrival) / 1e9,
            "status": "stop"}))
-print("sent", flush=True)
+print("sent", fsync_ms, flush=True)
 sys.stdin.readline()
 """
 
@@ -62,32 +69,38 @@ def agent():
 
 def test_span_sender_is_watched_and_explain_names_the_syscall(agent):
     tmp, client = agent
-    engine = spawn_python(ENGINE.replace("sys.argv[1]", repr(str(tmp / "spans.sock"))))
+    engine = spawn_python(ENGINE.replace("sys.argv[1]", repr(str(tmp / "spans.sock")))
+                          .replace("sys.argv[2]", repr(str(tmp / "stall.bin"))))
     try:
         assert engine.stdout.readline().strip() == "hello"
         wait_for(lambda: engine.pid in client.call("status")["watched_pids"], timeout=10)
         engine.stdin.write("go\n")
         engine.stdin.flush()
-        assert engine.stdout.readline().strip() == "sent"
+        word, fsync_ms = engine.stdout.readline().split()
+        assert word == "sent"
+        if float(fsync_ms) < 25:
+            pytest.skip(f"fsync of 64 MiB took only {float(fsync_ms):.1f} ms here: below the 20 ms slow threshold")
         rows = wait_for(lambda: [r for r in client.call("requests") if r["request_id"] == "req-1"], timeout=10)
         # the syscall probe polls every second: wait until the slow syscall is in the store too
-        wait_for(lambda: client.call("events", kinds=["slow_syscall"], pid=engine.pid), timeout=10)
+        wait_for(lambda: [e for e in client.call("events", kinds=["slow_syscall"], pid=engine.pid)
+                          if e["attrs"]["syscall"] == "fsync"], timeout=10)
         report = client.call("explain", request_id="req-1")
     finally:
         engine.kill()
         engine.wait()
     row = rows[0]
     assert row["pid"] == engine.pid and row["prompt_tokens"] == 12 and row["output_tokens"] == 4
-    assert 0.06 <= row["ttft_s"] < 0.2
+    assert row["ttft_s"] >= 0.03 + float(fsync_ms) / 1e3
     assert {p["phase"] for p in report["phases"]} == {"queued", "prefill", "decode"}
     top = report["verdicts"][0]
     assert top["cause"] == "syscall", report["verdicts"]
-    assert "clock_nanosleep" in top["evidence"] and top["score"] > 0.7
+    assert "fsync" in top["evidence"] and "nanosleep" not in top["evidence"]
+    assert top["score"] > 0.3
     assert top["runbook"].startswith("runbooks/")
 
     snap = client.call("snapshot", sources=["spans"])["spans"]
     ttft = snap["histograms"][str(engine.pid)]["ttft"]
-    assert ttft["count"] == 1 and 0.06 <= ttft["sum"] < 0.2
+    assert ttft["count"] == 1 and abs(ttft["sum"] - row["ttft_s"]) < 1e-9
 
 
 def test_malformed_datagrams_are_counted_not_fatal(agent):
