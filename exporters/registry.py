@@ -8,5 +8,6 @@ COLLECTORS: tuple[str, ...] = (
     "gpusleuth.exporters.sched:SchedCollector",
     "gpusleuth.exporters.net:NetCollector",
     "gpusleuth.exporters.dcgm:DcgmCollector",
+    "gpusleuth.exporters.gpu:GpuCollector",
     "gpusleuth.exporters.requests:RequestCollector",
 )
