@@ -155,3 +155,25 @@ def test_kill9_then_start_recovers_and_keeps_segments(config):
     # flush interval is 1 s: nothing that ended more than ~1 s (+ one poll) before the kill is missing
     assert before_kill.end_ns.max() >= killed_at - 2_000_000_000
     assert not [p for p in (tmp / "rec").rglob(".*.tmp")], "a half-written file was left visible"
+
+
+def test_probes_lists_needs_and_prints_bpf_source(config):
+    listing = run_agent("--config", str(config), "probes", "--json")
+    assert listing.returncode == 0, listing.stderr
+    probes = json.loads(listing.stdout)
+    assert probes["syscalls"]["ready"] is True
+    assert {r["name"] for r in probes["syscalls"]["requirements"]} >= {"privileges", "bcc", "kernel headers"}
+    text = run_agent("--config", str(config), "probes").stdout
+    assert "syscalls (enabled): ready" in text
+    source = run_agent("--config", str(config), "probes", "--ebpf", "syscalls")
+    assert source.returncode == 0 and "TRACEPOINT_PROBE(raw_syscalls, sys_enter)" in source.stdout
+    assert "#define SLOW_NS 10000000" in source.stdout
+    bad = run_agent("--config", str(config), "probes", "--ebpf", "nosuch")
+    assert bad.returncode == 2 and "unknown probe" in bad.stderr
+
+
+def test_help_has_examples():
+    for cmd in ("start", "stop", "status", "probes", "demo"):
+        out = run_agent(cmd, "--help")
+        assert out.returncode == 0
+        assert "examples:" in out.stdout and "agent " + cmd in out.stdout

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -135,3 +136,40 @@ def test_status_names_the_path_taken():
     finally:
         probe.stop()
     assert probe.status().state.value == "stopped"
+
+
+def _cgroup2_root() -> str | None:
+    for line in open("/proc/mounts"):
+        dev, path, fstype = line.split()[:3]
+        if fstype == "cgroup2":
+            return path
+    return None
+
+
+@pytest.mark.skipif(_cgroup2_root() is None, reason="no cgroup v2 hierarchy mounted")
+def test_cgroup_filter_watches_processes_in_the_cgroup(tmp_path):
+    from gpusleuth.probes.proc_info import cgroup_id
+    cg = os.path.join(_cgroup2_root(), f"gpusleuth-test-{os.getpid()}")
+    os.mkdir(cg)
+    inside = spawn_python(GETPPID_CHILD)
+    outside = spawn_python(GETPPID_CHILD)
+    try:
+        with open(os.path.join(cg, "cgroup.procs"), "w") as fh:
+            fh.write(str(inside.pid))
+        probe = SyscallProbe(SyscallConfig())
+        probe.update_watch(WatchSet(cgroup_ids=frozenset({cgroup_id(cg)})))
+        probe.start()
+        try:
+            for child in (inside, outside):
+                child.stdin.write("go\n")
+                child.stdin.flush()
+                assert child.stdout.readline().strip() == "done"
+            snap = probe.poll(monotonic_ns()).snapshot
+        finally:
+            probe.stop()
+    finally:
+        for child in (inside, outside):
+            child.communicate("exit\n", timeout=10)
+        os.rmdir(cg)
+    assert snap["processes"][str(inside.pid)]["syscalls"]["getppid"]["count"] == 10_000
+    assert str(outside.pid) not in snap["processes"]
