@@ -1,7 +1,9 @@
 """Attaching the network probe's tc programs with pyroute2, touching nothing that is not ours.
 
-Our filters are recognisable: kind bpf, priority OUR_PRIO, handle OUR_HANDLE, name starting with FILTER_PREFIX, on
-the clsact hooks (parent ffff:fff2 ingress, ffff:fff3 egress). The clsact qdisc is deleted on stop only if we
+Our filters are recognisable: kind bpf, priority OUR_PRIO, a handle 0x6773xxxx fixed per state directory
+(handle_for(); two agents with different state directories never touch each other's filters), name starting with
+FILTER_PREFIX, on the clsact hooks (parent ffff:fff2 ingress, ffff:fff3 egress). A state file still held by a live
+process (same pid and start time) means another agent owns these filters: start refuses and touches nothing. The clsact qdisc is deleted on stop only if we
 created it and no other filter is left on it. Whether we created it is written to a state file *before* creating
 it, so an agent restarted after `kill -9` still knows: start first undoes whatever the state file says a previous
 run left (our filters, and a clsact we created that nobody else uses), then removes any stray filter of ours, then
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ from gpusleuth.probes.base import ProbeUnavailable
 log = logging.getLogger(__name__)
 
 OUR_PRIO = 0xC0DE  # 49374: `tc filter show` prints "pref 49374"
-OUR_HANDLE = 0x6773  # "gs"
+HANDLE_BASE = 0x67730000  # "gs" in the upper half; the lower half comes from the state directory
 FILTER_PREFIX = "gpusleuth_net"
 HOOKS = {"ingress": 0xFFFFFFF2, "egress": 0xFFFFFFF3}
 ETH_P_ALL = 0x0003
@@ -42,6 +45,19 @@ class Link:
     l2_len: int  # header bytes before the IP header at the tc hook
 
 
+def handle_for(state_dir: str) -> int:
+    """Our filter handle: fixed for a state directory, different between directories."""
+    return HANDLE_BASE | (zlib.crc32(os.path.abspath(state_dir).encode()) & 0xFFFF) or HANDLE_BASE | 1
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot), to tell a live owner from a reused pid."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 @dataclass(slots=True, frozen=True)
 class TcFilter:
     hook: str
@@ -50,9 +66,8 @@ class TcFilter:
     kind: str
     name: str
 
-    @property
-    def is_ours(self) -> bool:
-        return (self.prio == OUR_PRIO and self.handle == OUR_HANDLE and self.kind == "bpf"
+    def is_ours(self, handle: int) -> bool:
+        return (self.prio == OUR_PRIO and self.handle == handle and self.kind == "bpf"
                 and self.name.startswith(FILTER_PREFIX))
 
     def describe(self) -> str:
@@ -81,6 +96,7 @@ class TcAttacher:
 
     def __init__(self, ipr: Any, netns: str, state_dir: str) -> None:
         self.ipr = ipr
+        self.handle = handle_for(state_dir)
         self.state_path = Path(state_dir) / f"net-tc-{netns or 'host'}.json"
         self.state: dict[str, dict[str, Any]] = self._load_state()
 
@@ -88,12 +104,18 @@ class TcAttacher:
     def _load_state(self) -> dict[str, dict[str, Any]]:
         try:
             data = json.loads(self.state_path.read_text())
-            return {str(k): dict(v) for k, v in data.get("ifaces", {}).items()}
+            ifaces = {str(k): dict(v) for k, v in data.get("ifaces", {}).items()}
         except FileNotFoundError:
             return {}
         except (OSError, ValueError, AttributeError) as exc:
             log.warning("ignoring unreadable tc state file %s: %s", self.state_path, exc)
             return {}
+        pid = data.get("pid")
+        if ifaces and pid not in (None, os.getpid()) and _start_time(pid) == data.get("start_time"):
+            raise ProbeUnavailable(f"the net probe's tc filters on {', '.join(ifaces)} belong to live process {pid} "
+                                   f"(another gpusleuth agent, per {self.state_path}); stop it, or give this agent "
+                                   "its own probes.net.state_dir")
+        return ifaces
 
     def _save_state(self) -> None:
         if not self.state:
@@ -101,7 +123,8 @@ class TcAttacher:
             return
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "ifaces": self.state}, indent=1))
+        record = {"pid": os.getpid(), "start_time": _start_time(os.getpid()), "ifaces": self.state}
+        tmp.write_text(json.dumps(record, indent=1))
         os.replace(tmp, self.state_path)  # atomic: a crash leaves the old or the new file, never half of one
 
     # ------------------------------------------------------------------ reading tc
@@ -130,8 +153,8 @@ class TcAttacher:
     def _del_ours(self, index: int) -> int:
         removed = 0
         for f in self.filters(index):
-            if f.is_ours:
-                self.ipr.tc("del-filter", "bpf", index, OUR_HANDLE, parent=HOOKS[f.hook], prio=OUR_PRIO,
+            if f.is_ours(self.handle):
+                self.ipr.tc("del-filter", "bpf", index, self.handle, parent=HOOKS[f.hook], prio=OUR_PRIO,
                             protocol=ETH_P_ALL)
                 removed += 1
         return removed
@@ -140,7 +163,7 @@ class TcAttacher:
         """Delete the clsact we created, unless somebody else's filter now lives on it."""
         if self.clsact_state(index) != "clsact":
             return False
-        others = [f for f in self.filters(index) if not f.is_ours]
+        others = [f for f in self.filters(index) if not f.is_ours(self.handle)]
         if others:
             log.info("leaving clsact on ifindex %d: it now carries %s", index, [f.describe() for f in others])
             return False
@@ -174,8 +197,9 @@ class TcAttacher:
         self._del_ours(link.index)  # a stray filter of ours that no state file recorded
         for hook, parent in HOOKS.items():
             try:
-                self.ipr.tc("add-filter", "bpf", link.index, OUR_HANDLE, fd=fds[hook], name=f"{FILTER_PREFIX}_{hook}",
-                            parent=parent, classid=1, direct_action=True, prio=OUR_PRIO, protocol=ETH_P_ALL)
+                self.ipr.tc("add-filter", "bpf", link.index, self.handle, fd=fds[hook],
+                            name=f"{FILTER_PREFIX}_{hook}", parent=parent, classid=1, direct_action=True,
+                            prio=OUR_PRIO, protocol=ETH_P_ALL)
             except Exception as exc:  # pyroute2 NetlinkError; e.g. a foreign filter of another kind at our prio
                 raise ProbeUnavailable(f"cannot add tc filter on {link.name} {hook} at pref {OUR_PRIO}: {exc}; "
                                        "is another tool using that priority?") from None

@@ -62,17 +62,17 @@ class NetRun:
                 f"the bin rings would take {layout.nbytes >> 20} MiB of kernel memory ({len(self.links)} interfaces "
                 f"x 2 directions x {layout.nlanes} CPU lanes x {layout.nbins} bins); raise probes.net.bin_us, lower "
                 f"probes.net.ring_s or select fewer interfaces (probes.net.interfaces)")
+        self.attacher = TcAttacher(self.ipr, cfg.netns, cfg.state_dir)  # refuses if a live agent owns the filters
         self.tc = TcPrograms(layout, cfg.max_hot_flows)
         self.tc.load()
-        self.attacher = TcAttacher(self.ipr, cfg.netns, cfg.state_dir)
         self.attacher.recover({ln.name: ln for ln in links})
         for slot, link in enumerate(self.links):
             self._register(slot, link)
         self.tc.rings.start(time.monotonic_ns())  # before attaching: no packet can land before the cursor
         for link in self.links:
             self.attacher.attach(link, self.tc.fds)
-        self.foreign = {ln.name: [f.describe() for f in self.attacher.filters(ln.index) if not f.is_ours]
-                        for ln in self.links}
+        self.foreign = {ln.name: [f.describe() for f in self.attacher.filters(ln.index)
+                                  if not f.is_ours(self.attacher.handle)] for ln in self.links}
         self.flows = FlowBook(self.tc.group_bins)
         try:
             self.owners = OwnerResolver(cfg.netns)
@@ -81,8 +81,8 @@ class NetRun:
         if cfg.is_tcp_enabled:
             self._start_tcp()
         lay = self.tc.layout
-        self.path = (f"tc clsact bpf (pref {OUR_PRIO}), {lay.bin_ns // 1000} us bins x {lay.nbins} x {lay.nlanes} "
-                     f"lanes, mmap drain; owners: {OWNER_PATH}; tcp: {self.tcp.path if self.tcp else 'off'}")
+        self.path = (f"tc clsact bpf (pref {OUR_PRIO}, handle {self.attacher.handle:#x}), {lay.bin_ns // 1000} us "
+                     f"bins x {lay.nbins} x {lay.nlanes} lanes, mmap drain; owners: {OWNER_PATH}; tcp: {self.tcp.path if self.tcp else 'off'}")
 
     def _register(self, slot: int, link: Any) -> None:
         cfg = self.cfg

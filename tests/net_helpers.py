@@ -340,6 +340,17 @@ def role_bulk(args: argparse.Namespace) -> None:
     print(json.dumps({"bytes": sent, "seconds": elapsed, "gbps": sent * 8 / elapsed / 1e9}), flush=True)
 
 
+def role_hold_probe(args: argparse.Namespace) -> None:
+    """Start the net probe on one interface of a namespace and sit there (another agent, or one to kill -9)."""
+    from gpusleuth.probes.net import NetConfig, NetProbe
+    probe = NetProbe(NetConfig(netns=args.netns, interfaces=[args.ifname], state_dir=args.state_dir,
+                               is_tcp_enabled=False))
+    probe.start()
+    print(json.dumps({"started": True, "pid": os.getpid()}), flush=True)
+    sys.stdin.readline()
+    probe.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="role", required=True)
@@ -360,8 +371,13 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1)
     p = sub.add_parser("bulk")
     p.add_argument("--seconds", type=float, default=2.0)
+    p = sub.add_parser("hold_probe")
+    p.add_argument("--netns", required=True)
+    p.add_argument("--ifname", required=True)
+    p.add_argument("--state-dir", required=True)
     args = parser.parse_args()
-    roles = {"sink": role_sink, "background": role_background, "bursts": role_bursts, "bulk": role_bulk}
+    roles = {"sink": role_sink, "background": role_background, "bursts": role_bursts, "bulk": role_bulk,
+             "hold_probe": role_hold_probe}
     roles[args.role](args)
 
 

@@ -20,7 +20,7 @@ from gpusleuth.agent.store import Store
 from gpusleuth.exporters.net import NetCollector
 from gpusleuth.probes.net import NetConfig, NetProbe
 from gpusleuth.probes.net_attach import OUR_PRIO
-from tests.net_helpers import (ADDR_A, ADDR_B, PYTHON, TCP_PORT, UDP_BURST_PORT, ForeignFilter, qdisc_kinds, sh,
+from tests.net_helpers import (ADDR_A, ADDR_B, HELPER, PYTHON, TCP_PORT, UDP_BURST_PORT, ForeignFilter, qdisc_kinds, sh,
                                tc_available, tc_filters, veth_pair, wait_line)
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(bool(tc_available()), reason=tc_available() or "ok")]
@@ -297,6 +297,31 @@ def test_conflict_at_our_priority_fails_cleanly_and_touches_nothing(pair, state_
     assert _ours(pair.ns_a, pair.if_a) == {"ingress": 0, "egress": 0}  # the ingress filter added first is gone
     assert tc_filters(pair.ns_a, pair.if_a, "egress") == before
     assert "clsact" in qdisc_kinds(pair.ns_a, pair.if_a)
+
+
+def test_live_owner_is_refused_other_state_dirs_coexist_and_kill9_frees(pair, state_dir, tmp_path):
+    from gpusleuth.probes.base import ProbeUnavailable
+    holder = subprocess.Popen([PYTHON, str(HELPER), "hold_probe", "--netns", pair.ns_a, "--ifname", pair.if_a,
+                               "--state-dir", state_dir], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert '"started": true' in holder.stdout.readline()
+        same_dir = NetProbe(NetConfig(netns=pair.ns_a, interfaces=[pair.if_a], state_dir=state_dir,
+                                      is_tcp_enabled=False))
+        with pytest.raises(ProbeUnavailable, match=f"live process {holder.pid}"):
+            same_dir.start()
+        assert _ours(pair.ns_a, pair.if_a) == {"ingress": 1, "egress": 1}  # the live agent's set is untouched
+        other_dir = start_probe(pair, str(tmp_path / "other"), is_tcp_enabled=False)
+        assert _ours(pair.ns_a, pair.if_a) == {"ingress": 2, "egress": 2}  # two agents, two handles
+        other_dir.stop()
+        assert _ours(pair.ns_a, pair.if_a) == {"ingress": 1, "egress": 1}
+    finally:
+        holder.kill()  # SIGKILL: the holder's filters stay behind, its state file names a dead process
+        holder.wait()
+    again = start_probe(pair, state_dir, is_tcp_enabled=False)
+    assert _ours(pair.ns_a, pair.if_a) == {"ingress": 1, "egress": 1}
+    again.stop()
+    assert _ours(pair.ns_a, pair.if_a) == {"ingress": 0, "egress": 0}
+    assert "clsact" not in qdisc_kinds(pair.ns_a, pair.if_a)
 
 
 def test_agent_kill9_then_start_leaves_one_set_and_stop_removes_our_clsact(pair, tmp_path):
