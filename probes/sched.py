@@ -14,20 +14,17 @@ Counts and times are cumulative since start; slot s holds [2^(s-1), 2^s) ns.
 from __future__ import annotations
 
 import ctypes
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from gpusleuth.agent.config import check_range
 from gpusleuth.probes import bpf_common
-from gpusleuth.probes.base import PollResult, Probe, ProbeState, ProbeUnavailable, Requirement, WatchSet
+from gpusleuth.probes.base import PollResult, ProbeState
+from gpusleuth.probes.bcc_probe import BccProbe
 from gpusleuth.probes.log2_hist import Log2Hist
-from gpusleuth.probes.proc_info import CommCache, is_alive, threads_of
+from gpusleuth.probes.proc_info import is_alive, threads_of
 from gpusleuth.probes.records import Event, Sample
 
-C_SOURCE = Path(__file__).with_name("sched.c")
-TRACEPOINTS = [("sched", "sched_wakeup"), ("sched", "sched_wakeup_new"), ("sched", "sched_switch"),
-               ("sched", "sched_process_exit"), ("task", "task_newtask")]
 
 
 @dataclass(slots=True)
@@ -55,88 +52,53 @@ class _ThreadTotals:
     last_change_ns: int = 0
 
 
-class SchedProbe(Probe):
+class _DelayT(ctypes.Structure):
+    """Mirror of struct delay_t in sched.c."""
+
+    _fields_ = [("tgid", ctypes.c_uint32), ("tid", ctypes.c_uint32), ("start_ns", ctypes.c_uint64),
+                ("dur_ns", ctypes.c_uint64), ("prev_pid", ctypes.c_uint32), ("comm", ctypes.c_char * 16),
+                ("prev_comm", ctypes.c_char * 16)]
+
+
+class SchedProbe(BccProbe):
     name = "sched"
     config_class = SchedConfig
+    C_SOURCE = Path(__file__).with_name("sched.c")
+    TRACEPOINTS = [("sched", "sched_wakeup"), ("sched", "sched_wakeup_new"), ("sched", "sched_switch"),
+                   ("sched", "sched_process_exit"), ("task", "task_newtask")]
+    EVENT_TABLE = "delays"
+    EVENT_STRUCT = _DelayT
 
     def __init__(self, config: SchedConfig) -> None:
         super().__init__(config)
-        self._bpf = None
-        self._lock = threading.Lock()
-        self._watch = WatchSet()
         self._hists: dict[int, Log2Hist] = {}
         self._threads: dict[int, _ThreadTotals] = {}
-        self._comms = CommCache()
-        self._pending: list[Event] = []
         self._delays_total = 0
-        self._dropped_user = 0
-        self._use_ringbuf = True
 
-    @classmethod
-    def requirements(cls) -> list[Requirement]:
-        return bpf_common.bpf_requirements(TRACEPOINTS)
+    def defines(self) -> dict[str, int]:
+        return {"SLOW_RUNQ_NS": int(self.config.slow_runq_ms * 1e6), "MAX_THREADS": self.config.max_threads}
 
-    def source(self) -> str:
-        return bpf_common.render_source(C_SOURCE, {
-            "FILTER": 0 if self._watch.is_all else 1,
-            "SLOW_RUNQ_NS": int(self.config.slow_runq_ms * 1e6),
-            "MAX_THREADS": self.config.max_threads,
-            "USE_RINGBUF": int(self._use_ringbuf),
-        })
+    def describe_path(self) -> str:
+        return "sched tracepoints, kernel histograms"
 
-    def start(self) -> None:
-        bpf_common.check_requirements(self.requirements())
-        bcc = bpf_common.import_bcc()
-        self._use_ringbuf = bool(getattr(bcc.BPF, "support_ringbuf", lambda: True)())
-        self._bpf = bpf_common.compile_bpf(self.source())
-        if self._use_ringbuf:
-            self._bpf["delays"].open_ring_buffer(self._on_delay)
-        else:
-            self._bpf["delays"].open_perf_buffer(self._on_delay, page_cnt=16)
-        self._push_watch()
-        self.set_status(ProbeState.OK, path="sched tracepoints, kernel histograms")
+    def make_event(self, d: _DelayT) -> Event:
+        return Event(kind="runq_delay", source=self.name, start_ns=d.start_ns, end_ns=d.start_ns + d.dur_ns,
+                     pid=d.tgid, tid=d.tid, comm=bpf_common.comm_str(bytes(d.comm)),
+                     attrs={"prev_pid": d.prev_pid, "prev_comm": bpf_common.comm_str(bytes(d.prev_comm))})
 
-    def _on_delay(self, *args) -> int:
-        if len(self._pending) >= self.config.max_events_per_poll:
-            self._dropped_user += 1
-            return -1  # stop draining this poll; the kernel counts what no longer fits
-        d = ctypes.cast(args[1], ctypes.POINTER(_DelayT)).contents
-        self._pending.append(Event(
-            kind="runq_delay", source=self.name, start_ns=d.start_ns, end_ns=d.start_ns + d.dur_ns,
-            pid=d.tgid, tid=d.tid, comm=bpf_common.comm_str(bytes(d.comm)),
-            attrs={"prev_pid": d.prev_pid, "prev_comm": bpf_common.comm_str(bytes(d.prev_comm))}))
-        return 0
-
-    def update_watch(self, watch: WatchSet) -> None:
-        with self._lock:
-            self._watch = watch
-            if self._bpf is not None:
-                self._push_watch()
-
-    def _push_watch(self) -> None:
+    def push_watch(self) -> None:
         """Watched tgids into the kernel, and their existing threads (new ones are caught by task_newtask)."""
-        bpf_common.set_members(self._bpf["watched"], self._watch.tgids)
+        super().push_watch()
         threads = self._bpf["threads"]
         for tgid in self._watch.tgids:
             for tid in threads_of(tgid):
                 threads[ctypes.c_uint32(tid)] = ctypes.c_uint32(tgid)
 
     def poll(self, now_ns: int) -> PollResult:
-        with self._lock:
-            if self._bpf is None:
-                raise ProbeUnavailable("not started")
-            if self._use_ringbuf:
-                self._bpf.ring_buffer_poll(timeout=0)
-            else:
-                self._bpf.perf_buffer_poll(timeout=0)
-            hist_items = bpf_common.drain(self._bpf["hist"])
-            thread_items = bpf_common.drain(self._bpf["thread_stats"])
-            lost = [v.value for _, v in self._bpf["lost"].items()]
-        events, self._pending = self._pending, []
+        events, drained, lost = self.read_kernel(["hist", "thread_stats"])
         self._delays_total += len(events)
-        samples = self._accumulate(hist_items, thread_items, now_ns)
+        samples = self._accumulate(drained["hist"], drained["thread_stats"], now_ns)
         self._expire(now_ns)
-        lost[1] += self._dropped_user
         if lost[0] or lost[1]:
             self.set_status(ProbeState.DEGRADED, f"overloaded: {lost[0]} keys and {lost[1]} run-queue delay events "
                             "lost; raise probes.sched.slow_runq_ms or narrow [watch]")
@@ -180,21 +142,6 @@ class SchedProbe(Probe):
                               "offcpu_ns": t.offcpu_ns, "switches": t.switches}
                    for tid, t in self._threads.items()}
         return {"t_ns": now_ns, "interval_s": self.config.interval_s,
-                "filter": "all" if self._watch.is_all else "watched", "processes": processes,
+                "filter": self.filter_name, "processes": processes,
                 "threads": threads, "runq_delays_total": self._delays_total,
                 "lost_keys": lost[0], "lost_events": lost[1]}
-
-    def stop(self) -> None:
-        with self._lock:
-            if self._bpf is not None:
-                self._bpf.cleanup()
-                self._bpf = None
-        self.set_status(ProbeState.STOPPED, "stopped")
-
-
-class _DelayT(ctypes.Structure):
-    """Mirror of struct delay_t in sched.c."""
-
-    _fields_ = [("tgid", ctypes.c_uint32), ("tid", ctypes.c_uint32), ("start_ns", ctypes.c_uint64),
-                ("dur_ns", ctypes.c_uint64), ("prev_pid", ctypes.c_uint32), ("comm", ctypes.c_char * 16),
-                ("prev_comm", ctypes.c_char * 16)]

@@ -14,22 +14,18 @@ Bucket slot s holds latencies in [2^(s-1), 2^s) ns; counts are cumulative since 
 from __future__ import annotations
 
 import ctypes
-import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from gpusleuth.agent.config import check_choice, check_range
 from gpusleuth.probes import bpf_common
-from gpusleuth.probes.base import PollResult, Probe, ProbeState, ProbeUnavailable, Requirement, WatchSet
+from gpusleuth.probes.base import PollResult, ProbeState, ProbeUnavailable
+from gpusleuth.probes.bcc_probe import BccProbe
 from gpusleuth.probes.log2_hist import Log2Hist
-from gpusleuth.probes.proc_info import CommCache, is_alive
+from gpusleuth.probes.proc_info import is_alive
 from gpusleuth.probes.records import Event, Sample
 from gpusleuth.probes.syscall_table import syscall_name
 
-log = logging.getLogger(__name__)
-C_SOURCE = Path(__file__).with_name("syscalls.c")
-TRACEPOINTS = [("raw_syscalls", "sys_enter"), ("raw_syscalls", "sys_exit")]
 
 
 @dataclass(slots=True)
@@ -53,98 +49,62 @@ class SyscallConfig:
         check_choice("thread_state", self.thread_state, ["auto", "task", "hash"])
 
 
-class SyscallProbe(Probe):
+class _SlowT(ctypes.Structure):
+    """Mirror of struct slow_t in syscalls.c."""
+
+    _fields_ = [("tgid", ctypes.c_uint32), ("tid", ctypes.c_uint32), ("start_ns", ctypes.c_uint64),
+                ("dur_ns", ctypes.c_uint64), ("nr", ctypes.c_uint32), ("comm", ctypes.c_char * 16)]
+
+
+class SyscallProbe(BccProbe):
     name = "syscalls"
     config_class = SyscallConfig
+    C_SOURCE = Path(__file__).with_name("syscalls.c")
+    TRACEPOINTS = [("raw_syscalls", "sys_enter"), ("raw_syscalls", "sys_exit")]
+    EVENT_TABLE = "slow_events"
+    EVENT_STRUCT = _SlowT
+    EVENT_PAGES = 64
 
     def __init__(self, config: SyscallConfig) -> None:
         super().__init__(config)
-        self._bpf = None
-        self._lock = threading.Lock()
-        self._watch = WatchSet()
         self._hists: dict[tuple[int, int], Log2Hist] = {}
-        self._comms = CommCache()
-        self._pending: list[Event] = []
         self._slow_total = 0
-        self._dropped_user = 0
-        self._use_ringbuf = True
         self._use_task_storage = config.thread_state != "hash"
 
-    @classmethod
-    def requirements(cls) -> list[Requirement]:
-        return bpf_common.bpf_requirements(TRACEPOINTS)
+    def defines(self) -> dict[str, int]:
+        return {"SLOW_NS": int(self.config.slow_threshold_ms * 1e6), "MAX_THREADS": self.config.max_threads,
+                "MAX_KEYS": self.config.max_keys, "USE_TASK_STORAGE": int(self._use_task_storage),
+                "PERCPU_HIST": int(self.config.is_percpu)}
 
-    def source(self) -> str:
-        """The generated C text (for `agent probes --ebpf syscalls`)."""
-        return bpf_common.render_source(C_SOURCE, {
-            "FILTER": 0 if self._watch.is_all else 1,
-            "SLOW_NS": int(self.config.slow_threshold_ms * 1e6),
-            "MAX_THREADS": self.config.max_threads,
-            "MAX_KEYS": self.config.max_keys,
-            "USE_RINGBUF": int(self._use_ringbuf),
-            "USE_TASK_STORAGE": int(self._use_task_storage),
-            "PERCPU_HIST": int(self.config.is_percpu),
-        })
-
-    def start(self) -> None:
-        bpf_common.check_requirements(self.requirements())
-        bcc = bpf_common.import_bcc()
-        self._use_ringbuf = bool(getattr(bcc.BPF, "support_ringbuf", lambda: True)())
+    def compile(self) -> None:
         self._use_task_storage = self.config.thread_state == "task" or (
             self.config.thread_state == "auto" and bpf_common.has_kernel_btf())
         try:
-            self._bpf = bpf_common.compile_bpf(self.source())
+            super().compile()
         except ProbeUnavailable:
             if self.config.thread_state != "auto" or not self._use_task_storage:
                 raise
             self._use_task_storage = False  # task storage refused (old kernel): per-thread hash instead
-            self._bpf = bpf_common.compile_bpf(self.source())
-        events = self._bpf["slow_events"]
-        if self._use_ringbuf:
-            events.open_ring_buffer(self._on_slow)
-        else:
-            events.open_perf_buffer(self._on_slow, page_cnt=64)
-        self._push_watch()
-        buffer = "ring buffer" if self._use_ringbuf else "perf buffer"
+            super().compile()
+
+    def describe_path(self) -> str:
         state = "task storage" if self._use_task_storage else "thread hash"
-        self.set_status(ProbeState.OK, path=f"raw_syscalls tracepoints, kernel histograms, {state}, {buffer}")
+        return f"raw_syscalls tracepoints, kernel histograms, {state}"
 
-    def _on_slow(self, *args) -> int:
-        if len(self._pending) >= self.config.max_events_per_poll:
-            self._dropped_user += 1
-            return -1  # stop draining: the rest waits in the ring (or the kernel drops and counts it)
-        # ring buffer callbacks get (ctx, data, size); perf buffer callbacks get (cpu, data, size)
-        e = ctypes.cast(args[1], ctypes.POINTER(_SlowT)).contents
-        comm = bpf_common.comm_str(bytes(e.comm))
-        self._pending.append(Event(
-            kind="slow_syscall", source=self.name, start_ns=e.start_ns, end_ns=e.start_ns + e.dur_ns,
-            pid=e.tgid, tid=e.tid, comm=comm, attrs={"syscall": syscall_name(e.nr), "nr": e.nr}))
-
-    def update_watch(self, watch: WatchSet) -> None:
-        with self._lock:
-            self._watch = watch
-            if self._bpf is not None:
-                self._push_watch()
-
-    def _push_watch(self) -> None:
-        bpf_common.set_members(self._bpf["watched"], self._watch.tgids)
+    def push_watch(self) -> None:
+        super().push_watch()
         bpf_common.set_members(self._bpf["watched_cgroups"], self._watch.cgroup_ids, ctypes.c_uint64)
 
+    def make_event(self, e: _SlowT) -> Event:
+        return Event(kind="slow_syscall", source=self.name, start_ns=e.start_ns, end_ns=e.start_ns + e.dur_ns,
+                     pid=e.tgid, tid=e.tid, comm=bpf_common.comm_str(bytes(e.comm)),
+                     attrs={"syscall": syscall_name(e.nr), "nr": e.nr})
+
     def poll(self, now_ns: int) -> PollResult:
-        with self._lock:
-            if self._bpf is None:
-                raise ProbeUnavailable("not started")
-            if self._use_ringbuf:
-                self._bpf.ring_buffer_poll(timeout=0)
-            else:
-                self._bpf.perf_buffer_poll(timeout=0)
-            items = bpf_common.drain(self._bpf["hist"])
-            lost = [v.value for _, v in self._bpf["lost"].items()]
-        events, self._pending = self._pending, []
+        events, drained, lost = self.read_kernel(["hist"])
         self._slow_total += len(events)
-        samples = self._accumulate(items, now_ns)
+        samples = self._accumulate(drained["hist"], now_ns)
         self._expire(now_ns)
-        lost[1] += self._dropped_user
         if lost[0] or lost[1]:
             self.set_status(ProbeState.DEGRADED, f"overloaded: {lost[0]} histogram keys and {lost[1]} slow events "
                             "lost; raise probes.syscalls.slow_threshold_ms or max_keys, or narrow [watch]")
@@ -181,20 +141,6 @@ class SyscallProbe(Probe):
             proc = processes.setdefault(str(tgid), {"comm": self._comms.get(tgid), "syscalls": {}})
             proc["syscalls"][syscall_name(nr)] = hist.to_dict()
         return {"t_ns": now_ns, "interval_s": self.config.interval_s,
-                "filter": "all" if self._watch.is_all else "watched", "watched_tgids": len(self._watch.tgids),
+                "filter": self.filter_name, "watched_tgids": len(self._watch.tgids),
                 "processes": processes, "slow_events_total": self._slow_total,
                 "lost_keys": lost[0], "lost_events": lost[1]}
-
-    def stop(self) -> None:
-        with self._lock:
-            if self._bpf is not None:
-                self._bpf.cleanup()
-                self._bpf = None
-        self.set_status(ProbeState.STOPPED, "stopped")
-
-
-class _SlowT(ctypes.Structure):
-    """Mirror of struct slow_t in syscalls.c."""
-
-    _fields_ = [("tgid", ctypes.c_uint32), ("tid", ctypes.c_uint32), ("start_ns", ctypes.c_uint64),
-                ("dur_ns", ctypes.c_uint64), ("nr", ctypes.c_uint32), ("comm", ctypes.c_char * 16)]

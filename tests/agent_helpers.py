@@ -36,7 +36,7 @@ comms = []
 rescan_interval_s = 0.5
 [probes]
 enabled = {probes!r}
-""".replace("'", '"') + extra
+""".replace("'", '"') + (f'\n[probes.net]\nstate_dir = "{tmp}/state"\n' if "net" in probes else "") + extra
     path = tmp / "agent.toml"
     path.write_text(text)
     return path
