@@ -13,6 +13,9 @@ from gpusleuth.tui.source import HISTORY_S, DataSource, Frame, SourceError, Want
 MAX_EVENTS = 2000  # kept client-side for the Events screen
 EVENT_OVERLAP_NS = 5_000_000_000  # re-ask for this much before the last fetch: probes hand events in late
 BACKFILL_LIMIT = 20000
+REQUESTS_SHOWN = 200
+# The agent scans its whole event ring per `events` call: once a second is plenty for a list people read.
+EVENTS_PERIOD_NS = 1_000_000_000
 
 
 class Unsupported(SourceError):
@@ -78,6 +81,8 @@ class LiveSource(DataSource):
         self._lock = threading.Lock()  # one connection, used by the refresh worker and the detail worker
         self._events_until: int | None = None
         self._is_backfilled = False
+        self._snaps: dict[str, dict] = {}
+        self._window_cache: dict[str, tuple] = {}
 
     def call(self, method: str, **params: Any) -> Any:
         """One control call; AgentNotRunning/ControlPermissionDenied pass through for the caller to report."""
@@ -99,31 +104,68 @@ class LiveSource(DataSource):
     def fetch(self, want: Want) -> Frame:
         status = self._call("status")
         now = int(status.get("monotonic_ns", 0))
-        sources = sorted(want.sources | {"gpu", "net"})  # small, and their sparklines should not have gaps
-        snaps = self._call("snapshot", sources=sources) or {}
+        snaps = self._snapshots(sorted(want.sources | {"gpu", "net"}), now)  # gpu, net: sparklines without gaps
         frame = Frame(t_ns=now, wall_offset_ns=int(status.get("wall_offset_ns", 0)), status=status,
                       snapshots=snaps)
         if not self._is_backfilled:
             self._backfill(now)
         self.history.update_gpu(snaps.get("gpu"))
         self.history.update_net(snaps.get("net"))
-        for source, key in (("syscalls", "syscalls"), ("sched", "runq")):
-            if source in want.sources:
-                rows, is_full = self.history.window(source, snaps.get(source))
-                frame.windows[key] = rows
-                if not is_full:
-                    frame.notes[f"window.{key}"] = "window still filling"
+        self._windows(want, snaps, frame)
         if want.is_events:
-            self._fetch_events(now)
+            if self._events_until is None or now - self._events_until >= EVENTS_PERIOD_NS:
+                self._fetch_events(now)
             frame.events = list(self.buffer.events)
         if want.is_requests:
-            try:
-                frame.requests = self._call("requests", limit=200)
-            except Unsupported as exc:
-                frame.notes["requests"] = str(exc)
+            frame.requests = self._requests(snaps, frame)
             self.history.update_requests(now, frame.requests)
         frame.series = self.history.snapshot_series()
         return frame
+
+    def _snapshots(self, sources: list[str], now_ns: int) -> dict[str, dict]:
+        """Latest snapshot per source. A probe that polls on an interval is asked again only once its next poll
+        is due: the syscall and sched snapshots can be large (every process when watching all), and decoding
+        an unchanged one twice a second is most of what the TUI would cost."""
+        due = [s for s in sources if self._is_due(s, now_ns)]
+        if due:
+            fresh = self._call("snapshot", sources=due) or {}
+            for source in due:
+                if source in fresh:
+                    self._snaps[source] = fresh[source]
+                else:
+                    self._snaps.pop(source, None)  # the probe is gone
+        return {s: self._snaps[s] for s in sources if s in self._snaps}
+
+    def _is_due(self, source: str, now_ns: int) -> bool:
+        snap = self._snaps.get(source)
+        interval = (snap or {}).get("interval_s")
+        return not snap or not interval or now_ns - int(snap.get("t_ns", 0)) >= interval * 1e9
+
+    def _windows(self, want: Want, snaps: dict[str, dict], frame: Frame) -> None:
+        """Windowed latency rows, recomputed only when the probe's snapshot is new (same list object otherwise,
+        so screens can skip re-ranking it)."""
+        for source, key in (("syscalls", "syscalls"), ("sched", "runq")):
+            if source not in want.sources:
+                continue
+            snap = snaps.get(source)
+            t = (snap or {}).get("t_ns")
+            cached = self._window_cache.get(key)
+            if cached is None or cached[0] != t:
+                cached = self._window_cache[key] = (t, *self.history.window(source, snap))
+            frame.windows[key] = cached[1]
+            if not cached[2]:
+                frame.notes[f"window.{key}"] = "window still filling"
+
+    def _requests(self, snaps: dict[str, dict], frame: Frame) -> list[dict[str, Any]] | None:
+        """The span intake's recent requests (the `requests` method's source) without a second call."""
+        spans = snaps.get("spans")
+        if spans is not None and isinstance(spans.get("recent"), list):
+            return spans["recent"][-REQUESTS_SHOWN:]
+        try:
+            return self._call("requests", limit=REQUESTS_SHOWN)
+        except Unsupported as exc:
+            frame.notes["requests"] = str(exc)
+            return None
 
     def _fetch_events(self, now_ns: int) -> None:
         start = now_ns - int(HISTORY_S * 1e9) if self._events_until is None else self._events_until - EVENT_OVERLAP_NS

@@ -85,6 +85,21 @@ def with_quantiles(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class Memo:
+    """Keeps one computed value until its inputs change: `rows` by identity (sources hand the same list object
+    while the probe has not polled again), the rest by equality."""
+
+    def __init__(self) -> None:
+        self._rows: object = None
+        self._extra: tuple = ()
+        self._value: Any = None
+
+    def get(self, rows: object, extra: tuple, compute) -> Any:
+        if self._rows is not rows or self._extra != extra:
+            self._value, self._rows, self._extra = compute(), rows, extra
+        return self._value
+
+
 def top_latency(rows: list[dict[str, Any]], n: int | None = None, text_filter: str = "",
                 sort: str = "p99") -> list[dict[str, Any]]:
     """Window rows ranked slowest first (p99 where buckets exist, else average)."""

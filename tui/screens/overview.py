@@ -92,6 +92,10 @@ class OverviewScreen(DataScreen):
     KEY, LABEL = "overview", "Overview"
     WANT = Want(is_requests=True)
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._memos: dict[str, views.Memo] = {}
+
     def compose_body(self) -> Iterable[Widget]:
         with VerticalScroll(id="overview-body"):
             yield Panel("GPUs", id="ov-gpu")
@@ -130,7 +134,10 @@ class OverviewScreen(DataScreen):
         if rows is None or (not rows and views.missing_reason(frame, probe)):
             panel.show_missing(views.missing_reason(frame, probe) or "no data")
             return
-        panel.show(latency_lines(views.top_latency(rows, top_n(self.size.height)), width, key == "syscalls"))
+        n = top_n(self.size.height)
+        memo = self._memos.setdefault(key, views.Memo())
+        panel.show(memo.get(rows, (n, width), lambda: latency_lines(views.top_latency(rows, n), width,
+                                                                     key == "syscalls")))
 
     def _syscalls(self, panel: Panel, frame: Frame, width: int) -> None:
         self._latency(panel, frame, "syscalls", "syscalls", width)

@@ -35,6 +35,7 @@ class SyscallsScreen(DataScreen):
     def __init__(self) -> None:
         super().__init__()
         self.sort = "p99"
+        self._memos: dict[str, views.Memo] = {}
 
     def compose_body(self) -> Iterable[Widget]:
         with Vertical(id="sys-body"):
@@ -60,13 +61,17 @@ class SyscallsScreen(DataScreen):
                     title.show_missing(reason or "no data")
                     rows = []
                 else:
-                    rows = views.top_latency(rows, ROWS_SHOWN, self.filter_text, self.sort)
+                    memo = self._memos.setdefault(key, views.Memo())
+                    rows = memo.get(rows, (self.filter_text, self.sort), lambda: self._ranked(rows, frame, key))
                     title.show(self._title(frame, key, len(rows), noun))
-                self.query_one(table_id, RowTable).show_rows(
-                    [(f"{r['pid']}/{r.get('syscall', '')}", latency_cells(r, frame.window_s, key == "syscalls"))
-                     for r in rows])
+                self.query_one(table_id, RowTable).show_rows(rows)
             except DATA_ERRORS as exc:
                 title.show_missing(f"unexpected {probe} data ({type(exc).__name__}: {exc})")
+
+    def _ranked(self, rows: list[dict[str, Any]], frame: Frame, key: str) -> list[tuple[str, tuple]]:
+        ranked = views.top_latency(rows, ROWS_SHOWN, self.filter_text, self.sort)
+        return [(f"{r['pid']}/{r.get('syscall', '')}", latency_cells(r, frame.window_s, key == "syscalls"))
+                for r in ranked]
 
     def _title(self, frame: Frame, key: str, n: int, noun: str) -> Text:
         note = frame.notes.get(f"window.{key}") or frame.notes.get("window.buckets") or ""
