@@ -21,7 +21,7 @@ CPU = 1
 # nice 10: a weight skew that makes the waker genuinely wait behind the hog, as behind a heavy neighbour.
 WAKER = f"""
 import os, sys, time
-os.nice(10)
+os.nice(NICE)
 os.sched_setaffinity(0, {{{CPU}}})
 sys.stdin.readline()
 for _ in range(100):
@@ -33,7 +33,9 @@ HOG = f"import os\nos.nice(-20)\nos.sched_setaffinity(0, {{{CPU}}})\nwhile True:
 
 
 def _runq_of_waker(probe: SchedProbe, with_hog: bool):
-    waker = spawn_python(WAKER)
+    # Without the hog the waker runs at nice -10, so incidental load on a shared box (other tests, a busy CI
+    # neighbour) cannot masquerade as run-queue delay in the control.
+    waker = spawn_python(WAKER.replace("NICE", "10" if with_hog else "-10"))
     hog = subprocess.Popen([sys.executable, "-c", HOG]) if with_hog else None
     try:
         probe.update_watch(WatchSet(tgids=frozenset({waker.pid})))
