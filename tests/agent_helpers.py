@@ -36,10 +36,20 @@ comms = []
 rescan_interval_s = 0.5
 [probes]
 enabled = {probes!r}
-""".replace("'", '"') + (f'\n[probes.net]\nstate_dir = "{tmp}/state"\n' if "net" in probes else "") + extra
+""".replace("'", '"') + _net_state(tmp, probes, extra)
     path = tmp / "agent.toml"
     path.write_text(text)
     return path
+
+
+def _net_state(tmp: Path, probes: list[str], extra: str) -> str:
+    """Give each test agent its own tc ownership record, so concurrent test agents never contend for filters."""
+    if "net" not in probes or "state_dir" in extra:
+        return extra
+    line = f'state_dir = "{tmp}/state"'
+    if "[probes.net]" in extra:
+        return extra.replace("[probes.net]", f"[probes.net]\n{line}", 1)
+    return f"\n[probes.net]\n{line}\n" + extra
 
 
 def exporter_port(config: Path) -> int:
