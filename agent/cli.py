@@ -75,7 +75,8 @@ def _parser() -> argparse.ArgumentParser:
     p = add("demo", "the main job: agent + bundled engine under generated load + the TUI")
     from gpusleuth.agent import demo  # noqa: PLC0415
     demo.add_arguments(p)
-    for name, help_text in (("engine", "the bundled inference engine (agent engine --help)"),
+    for name, help_text in (("bundle", "gather an offline install bundle for air-gapped hosts (agent bundle --help)"),
+                            ("engine", "the bundled inference engine (agent engine --help)"),
                             ("tui", "the live triage screen (agent tui --help)")):
         p = sub.add_parser(name, help=help_text, add_help=False)
         p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -86,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("engine", "tui"):
         return _forward(argv[0], argv[1:])
+    if argv and argv[0] == "bundle":
+        from gpusleuth.agent.bundle import main as bundle_main  # noqa: PLC0415
+        return bundle_main(argv[1:])
     parser = _parser()
     args = parser.parse_args(argv)
     if not args.command:
