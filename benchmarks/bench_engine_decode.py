@@ -3,7 +3,8 @@
 Rows, all in one run on one GPU:
 - gemv_ceiling: a CUDA graph of one GEMV per weight matrix of the same model (x[1, in] @ W^T), i.e. the weight
   bytes a decode step must read and nothing else: the ceiling (GPU_HOSTS.md measured 178 tok/s on H100).
-- model_step: the engine's decode step alone (CUDA-graph replay incl. LM head, no scheduling or sampling).
+- model_step: the engine's decode step alone (CUDA-graph replay incl. LM head, no scheduling or sampling), at
+  batch 1 and at each --step-batches size (issue 6: batch 32, fused vs torch, target >= 1.2x).
 - engine: the whole engine (schedule, broadcast, model, sampling, detokenize, spans, metrics) generating
   --num-tokens tokens for one request; decode tok/s = (tokens - 1) / (last token time - first token time).
   One engine row per --kernels choice (fused Triton kernels and the torch references).
@@ -45,7 +46,7 @@ def device_name(device: torch.device) -> str:
 
 def build_engine(args, kernels: str) -> LLMEngine:
     device = torch.device("cuda" if args.device == "cuda" else "cpu")
-    ecfg = EngineConfig(device=args.device, dtype=args.dtype, kernels=kernels, max_num_seqs=1,
+    ecfg = EngineConfig(device=args.device, dtype=args.dtype, kernels=kernels, max_num_seqs=max(args.step_batches),
                         max_num_batched_tokens=max(args.prompt_len, 256), max_model_len=2048,
                         num_gpu_blocks=256, num_cpu_blocks=256, is_cuda_graphs=not args.no_cuda_graphs)
     runner = ModelRunner(preset(args.preset), ecfg, device)
@@ -89,16 +90,20 @@ def _time(fn, device: torch.device, iters: int) -> float:
     return statistics.median(samples)
 
 
-def model_step_ms(engine: LLMEngine, prompt_len: int, iters: int) -> float:
-    """ms of runner.execute for one decode token at context prompt_len (graph replay on GPU)."""
-    seq = Sequence("bench", [1] * (prompt_len + 1), SamplingParams(max_tokens=1))
-    seq.num_computed = prompt_len
-    seq.block_table = engine.allocator.allocate(-(-(prompt_len + 1) // engine.allocator.block_size))
-    inp = build_step_input(StepPlan(decode=[seq]), engine.allocator.block_size)
+def model_step_ms(engine: LLMEngine, prompt_len: int, iters: int, batch: int = 1) -> float:
+    """ms of runner.execute for one decode step of `batch` sequences at context prompt_len (graph replay on GPU)."""
+    seqs = []
+    for i in range(batch):
+        seq = Sequence(f"bench-{i}", [1] * (prompt_len + 1), SamplingParams(max_tokens=1))
+        seq.num_computed = prompt_len
+        seq.block_table = engine.allocator.allocate(-(-(prompt_len + 1) // engine.allocator.block_size))
+        seqs.append(seq)
+    inp = build_step_input(StepPlan(decode=seqs), engine.allocator.block_size)
     try:
         return _time_eager(lambda: engine.runner.execute(inp), engine.runner.device, iters)
     finally:
-        engine.allocator.free(seq.block_table)
+        for seq in seqs:
+            engine.allocator.free(seq.block_table)
 
 
 def _time_eager(fn, device: torch.device, iters: int) -> float:
@@ -141,6 +146,15 @@ def run_kernels(args, kernels: str) -> list[dict]:
     rows.append({"name": "model_step", "kernels": runner.ops.name, "ms_per_token": ms, "tok_s": 1e3 / ms,
                  "cuda_graphs": runner.graphs is not None})
     log(f"  model step ({runner.ops.name}): {ms:.3f} ms = {1e3 / ms:.1f} tok/s")
+    per_seq = -(-(args.prompt_len + 1) // engine.allocator.block_size)
+    for batch in args.step_batches:
+        if batch > 1 and not engine.allocator.can_allocate(batch * per_seq):
+            log(f"  model step batch {batch}: skipped, the KV cache holds {engine.allocator.num_free} blocks")
+        elif batch > 1:
+            ms = model_step_ms(engine, args.prompt_len, args.iters, batch)
+            rows.append({"name": "model_step", "kernels": runner.ops.name, "batch": batch, "ms_per_step": ms,
+                         "tok_s": batch * 1e3 / ms, "cuda_graphs": runner.graphs is not None})
+            log(f"  model step batch {batch} ({runner.ops.name}): {ms:.3f} ms/step = {batch * 1e3 / ms:.0f} tok/s")
     engine_decode(engine, args.prompt_len, 8)  # warm-up
     runs = [engine_decode(engine, args.prompt_len, args.num_tokens) for _ in range(args.repeats)]
     best = max(runs, key=lambda r: r["decode_tok_s"])
@@ -156,6 +170,16 @@ def run_kernels(args, kernels: str) -> list[dict]:
     return rows
 
 
+def step_speedups(rows: list[dict]) -> dict[str, float]:
+    """torch ms / fused ms of the model_step rows, per batch size (issue 6 target at batch 32: >= 1.2)."""
+    ms = {(r["kernels"], r.get("batch", 1)): r.get("ms_per_step", r.get("ms_per_token"))
+          for r in rows if r["name"] == "model_step"}
+    out = {f"batch_{b}": ms[("torch", b)] / ms[(k, b)] for (k, b) in ms if k != "torch" and ("torch", b) in ms}
+    for key, ratio in out.items():
+        log(f"  decode step fused vs torch, {key}: {ratio:.2f}x")
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="llama3-8b")
@@ -166,14 +190,16 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--iters", type=int, default=50)
     p.add_argument("--no-cuda-graphs", action="store_true")
+    p.add_argument("--step-batches", default="32", help="extra decode-step batch sizes for the model_step rows")
     p.add_argument("--smoke", action="store_true", help="tiny preset on the CPU, few tokens")
     p.add_argument("--out", default="benchmarks/results/bench_engine_decode.json")
     args = p.parse_args()
     args.device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
     if args.smoke:
         args.preset, args.dtype, args.kernels = "tiny", "float32", "torch"
-        args.num_tokens, args.repeats, args.iters = 16, 1, 3
+        args.num_tokens, args.repeats, args.iters, args.prompt_len = 16, 1, 3, 16
     args.kernels = args.kernels.split(",")
+    args.step_batches = [1] + [int(b) for b in args.step_batches.split(",") if b and int(b) > 1]
     if args.device == "cpu":
         args.kernels = [k for k in args.kernels if k != "fused"] or ["torch"]
     rows = []
@@ -182,6 +208,7 @@ def main() -> None:
     dev = device_name(torch.device(args.device))
     result = {"benchmark": "engine_decode_batch1", "device": dev, "preset": args.preset, "dtype": args.dtype,
               "prompt_len": args.prompt_len, "num_tokens": args.num_tokens, "rows": rows,
+              "step_speedup_fused_vs_torch": step_speedups(rows),
               "reference": {"gemv_ceiling_h100_tok_s": CEILING_H100, "target_tok_s": TARGET}}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 - llama3-8b bf16 logits vs transformers (fp32 reference): our bf16 error is within ~transformers' own bf16 error.
 - TP=2 / TP=4 give TP=1's greedy tokens (float32: exact; bfloat16: equal up to the first near-tie, with the logits
-  of the shared prefix within bf16 tolerance).
+  of the shared prefix within bf16 tolerance: 1.5x the reference's own bf16-vs-float32 logit error in the same run).
 - fused Triton kernels vs --kernels torch, 128 greedy tokens on llama3-8b (same criteria).
 - CUDA-graph decode gives eager decode's tokens, and graphs are really replayed.
 Figures are printed (run with -s) so they can be quoted.
@@ -34,7 +34,18 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 os.environ.setdefault("NCCL_NVLS_ENABLE", "0")  # NVLink multicast stays off on the shared hosts
 
 TEXTS = ["The capital of France is", "def fibonacci(n):\n    ", "Once upon a time, in a land far away, there"]
-BF16_LOGIT_TOL = 0.25  # max |logit difference| between two bf16 runs of the same context (logits std ~1.3)
+# Two bf16 runs that differ only in rounding order (fused kernels vs torch, TP shards) differ by about as much as
+# bf16 differs from float32. Measured on H100 (llama3-8b, random weights, logits std ~1.3): ours bf16 vs
+# transformers fp32 0.48, transformers bf16 vs fp32 0.61, fused vs torch bf16 0.35-0.41 -- so a fixed 0.25 failed.
+# The bound is therefore taken from the reference itself in the same run, like the transformers test's 1.5x.
+BF16_NOISE_FACTOR = 1.5
+
+
+def bf16_tolerance(ref32, ref16, label: str) -> float:
+    """1.5x the reference's own bf16 error: max |dlogit| between its float32 and bfloat16 runs (shared prefix)."""
+    noise = max(delta for _, delta in compare(ref32, ref16, f"{label} bf16 vs fp32 (noise)"))
+    print(f"{label}: bf16 tolerance {BF16_NOISE_FACTOR} x {noise:.4f} = {BF16_NOISE_FACTOR * noise:.4f}")
+    return BF16_NOISE_FACTOR * noise
 
 
 def _gib_free() -> float:
@@ -143,18 +154,21 @@ def test_tp_equals_tp1(tp):
         if dtype == "float32":
             assert got[0] == ref[0]
         else:
-            assert all(delta <= BF16_LOGIT_TOL for _, delta in stats)
+            tol = bf16_tolerance(_tp1_reference("float32"), ref, f"TP=1 (for TP={tp})")
+            assert all(delta <= tol for _, delta in stats)
 
 
 def test_fused_kernels_vs_torch_128_tokens_llama3_8b():
+    refs = {}
     for dtype in ("float32", "bfloat16"):
-        ref = greedy("llama3-8b", 128, dtype=dtype, kernels="torch")
+        ref = refs[dtype] = greedy("llama3-8b", 128, dtype=dtype, kernels="torch")
         got = greedy("llama3-8b", 128, dtype=dtype, kernels="fused")
         stats = compare(ref, got, f"fused vs torch {dtype}")
         if dtype == "float32":
             assert got[0] == ref[0]
         else:
-            assert all(delta <= BF16_LOGIT_TOL for _, delta in stats)
+            tol = bf16_tolerance(refs["float32"], ref, "torch kernels")
+            assert all(delta <= tol for _, delta in stats)
 
 
 def test_cuda_graph_decode_equals_eager():
