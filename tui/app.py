@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable
 
 from textual import work
@@ -35,7 +36,7 @@ DEFAULT_REFRESH_S = 0.5  # 2 Hz
 class SleuthApp(App):
     """Keyboard-first: tab / shift+tab or 1-6 between screens, ? help, / filter, q quit."""
 
-    CSS_PATH = "gpusleuth.tcss"
+    CSS_PATH = Path(__file__).with_name("gpusleuth.tcss")  # absolute: subclasses elsewhere find it too
     TITLE = "gpusleuth"
     ENABLE_COMMAND_PALETTE = False
     MODES = {s.KEY: s for s in SCREENS}

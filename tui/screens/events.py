@@ -30,7 +30,7 @@ class EventsScreen(DataScreen):
     def compose_body(self) -> Iterable[Widget]:
         with Vertical(id="events-body"):
             yield Panel("Events", id="events-title")
-            yield RowTable("time", "kind", "process", "duration", "detail", id="events-table")
+            yield RowTable("time", "kind", "process", "duration", "detail", id="events-table", zebra_stripes=False)
 
     def on_mount(self) -> None:
         self.query_one("#filter").placeholder = "filter: kind:slow_syscall pid:1234 source:net or any text (esc clears)"

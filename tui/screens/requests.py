@@ -31,6 +31,12 @@ def sort_requests(reqs: list[dict[str, Any]], sort: str, text_filter: str = "") 
     return sorted(reqs, key=lambda r: (r.get(field) is None, -(r.get(field) or 0)))
 
 
+def request_cells(r: dict[str, Any]) -> tuple:
+    return (fmt.trunc(str(r.get("request_id")), 24), str(r.get("rank", "—")), str(r.get("status") or "—"),
+            fmt.dur_s(r.get("queue_s")), fmt.dur_s(r.get("ttft_s")), fmt.dur_s(r.get("tpot_s")),
+            fmt.dur_s(r.get("e2e_s")), f"{r.get('prompt_tokens') or '—'}→{r.get('output_tokens') or '—'}")
+
+
 class RequestsScreen(DataScreen):
     KEY, LABEL = "requests", "Requests"
     WANT = Want(sources=frozenset({"agent", "spans"}), is_requests=True)
@@ -44,13 +50,16 @@ class RequestsScreen(DataScreen):
         super().__init__()
         self.sort = "newest"
         self._rows: dict[str, dict[str, Any]] = {}
+        self._cells: dict[str, tuple] = {}
         self._detail_id = ""
         self._detail_timer = None
 
     def compose_body(self) -> Iterable[Widget]:
         with Vertical(id="requests-body"):
             yield Panel("Requests", id="req-title")
-            yield RowTable("request", "rank", "status", "queue", "TTFT", "TPOT", "e2e", "in→out", id="req-table")
+            # no zebra stripes: new requests shift every row, and a row's look must not depend on its position
+            yield RowTable("request", "rank", "status", "queue", "TTFT", "TPOT", "e2e", "in→out", id="req-table",
+                           zebra_stripes=False)
             yield Panel("Phases and overlapping host events", id="req-detail-title")
             yield RequestTimeline(id="req-timeline")
             yield RowTable("at", "kind", "process", "duration", "detail", id="req-events", zebra_stripes=False)
@@ -72,17 +81,17 @@ class RequestsScreen(DataScreen):
         title.show(Text(f"{len(reqs)} requests by {SORTS[self.sort][1]}"
                         + (f", filter '{self.filter_text}'" if self.filter_text else "")
                         + " · sort: t TTFT o TPOT e e2e n newest", style="dim"))
-        self._rows = {}
-        rows = []
+        rows, seen = [], {}
         for r in reqs:
             rid = f"{r.get('pid')}/{r.get('request_id')}"  # ids are unique per engine process
-            if rid in self._rows:
+            if rid in seen:
                 continue
-            self._rows[rid] = r
-            rows.append((rid, (fmt.trunc(str(r.get("request_id")), 24), str(r.get("rank", "—")),
-                               str(r.get("status") or "—"), fmt.dur_s(r.get("queue_s")), fmt.dur_s(r.get("ttft_s")),
-                               fmt.dur_s(r.get("tpot_s")), fmt.dur_s(r.get("e2e_s")),
-                               f"{r.get('prompt_tokens') or '—'}→{r.get('output_tokens') or '—'}")))
+            seen[rid] = r
+            cells = self._cells.get(rid)
+            if cells is None or self._rows.get(rid) != r:  # finished requests do not change: format once
+                cells = request_cells(r)
+            rows.append((rid, cells))
+        self._rows, self._cells = seen, dict(rows)
         self.query_one("#req-table", RowTable).show_rows(rows)
 
     def on_row_table_highlighted(self, event: RowTable.Highlighted) -> None:

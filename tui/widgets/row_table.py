@@ -65,6 +65,8 @@ class RowTable(ScrollView, can_focus=True):
         self.cursor_row = 0
         self._widths = [len(c) for c in columns]
         self._highlighted: str | None = None
+        # row key -> (cells, flags, strip): rows that only moved up or down are not formatted again
+        self._strips: dict[str, tuple[tuple, tuple, Strip]] = {}
 
     # --- data ---------------------------------------------------------------------------------------------------
     @property
@@ -87,8 +89,14 @@ class RowTable(ScrollView, can_focus=True):
             return
         keep = self.cursor_key
         self.keys, self.cells = keys, cells
-        self._widths = [max([len(h)] + [len(cell_plain(r[i])) for r in cells if i < len(r)])
-                        for i, h in enumerate(self.columns)]
+        widths = [max([len(h)] + [len(cell_plain(r[i])) for r in cells if i < len(r)])
+                  for i, h in enumerate(self.columns)]
+        if widths != self._widths:
+            self._widths = widths
+            self._strips.clear()
+        elif len(self._strips) > 2 * len(keys) + 100:
+            live = set(keys)
+            self._strips = {k: v for k, v in self._strips.items() if k in live}
         self.virtual_size = Size(sum(self._widths) + GAP * len(self._widths), len(keys) + 1)
         self.cursor_row = keys.index(keep) if keep in keys else min(self.cursor_row, max(0, len(keys) - 1))
         self._announce()
@@ -151,16 +159,25 @@ class RowTable(ScrollView, can_focus=True):
         width = self.size.width
         base = self.rich_style
         if y == 0:
-            text = self._line(self.columns, base + self.get_component_rich_style("row-table--header"))
+            strip = self._strip(self._line(self.columns, base + self.get_component_rich_style("row-table--header")))
+            return strip.crop_extend(scroll_x, scroll_x + width, base)
+        row = scroll_y + y - 1
+        if row >= len(self.cells):
+            return Strip.blank(width, base)
+        cells, key = self.cells[row], self.keys[row]
+        flags = (self.zebra_stripes and row % 2 == 1, row == self.cursor_row, self.has_focus, base)
+        cached = self._strips.get(key)
+        if cached is not None and cached[1] == flags and cached[0] == cells:
+            strip = cached[2]
         else:
-            row = scroll_y + y - 1
-            if row >= len(self.cells):
-                return Strip.blank(width, base)
             style = base
-            if self.zebra_stripes and row % 2:
+            if flags[0]:
                 style += self.get_component_rich_style("row-table--zebra")
-            if row == self.cursor_row:
+            if flags[1]:
                 style += self.get_component_rich_style("row-table--cursor")
-            text = self._line(self.cells[row], style)
-        segments = [Segment(s.text, s.style) for s in text.render(self.app.console)]
-        return Strip(segments).crop_extend(scroll_x, scroll_x + width, base)
+            strip = self._strip(self._line(cells, style))
+            self._strips[key] = (cells, flags, strip)
+        return strip.crop_extend(scroll_x, scroll_x + width, base)
+
+    def _strip(self, text: Text) -> Strip:
+        return Strip([Segment(s.text, s.style) for s in text.render(self.app.console)])
