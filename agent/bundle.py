@@ -62,15 +62,17 @@ def download_wheels(packages: dict[str, str], dest: Path) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     specs = [f"{n}=={v}" for n, v in sorted(packages.items())]
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d", str(dest), *specs]
-    if subprocess.run(cmd).returncode != 0:
-        raise BundleError(f"pip download failed for {specs}; this step needs the package index")
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise BundleError(f"pip download failed for {specs}: {res.stderr.strip()[-400:]}")
 
 
 def build_project_wheel(dest: Path) -> None:
     cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dest),
            str(REPO)]
-    if subprocess.run(cmd).returncode != 0:
-        raise BundleError("building the gpusleuth wheel failed (pip wheel .)")
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise BundleError(f"building the gpusleuth wheel failed (pip wheel .): {res.stderr.strip()[-400:]}")
 
 
 def header_packages() -> list[str]:
