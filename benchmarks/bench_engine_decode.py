@@ -44,11 +44,16 @@ def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
+def blocks_per_seq(prompt_len: int, block_size: int = 16) -> int:
+    return -(-(prompt_len + 1) // block_size)
+
+
 def build_engine(args, kernels: str) -> LLMEngine:
     device = torch.device("cuda" if args.device == "cuda" else "cpu")
     ecfg = EngineConfig(device=args.device, dtype=args.dtype, kernels=kernels, max_num_seqs=max(args.step_batches),
                         max_num_batched_tokens=max(args.prompt_len, 256), max_model_len=2048,
-                        num_gpu_blocks=256, num_cpu_blocks=256, is_cuda_graphs=not args.no_cuda_graphs)
+                        num_gpu_blocks=max(256, 2 * max(args.step_batches) * blocks_per_seq(args.prompt_len)),
+                        num_cpu_blocks=256, is_cuda_graphs=not args.no_cuda_graphs)
     runner = ModelRunner(preset(args.preset), ecfg, device)
     runner.init_kv_cache(runner.suggest_num_blocks())
     return LLMEngine(runner, load_tokenizer(runner.cfg), emitter=SpanEmitter(0, is_enabled=False))
