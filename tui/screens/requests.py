@@ -93,6 +93,8 @@ class RequestsScreen(DataScreen):
             rows.append((rid, cells))
         self._rows, self._cells = seen, dict(rows)
         self.query_one("#req-table", RowTable).show_rows(rows)
+        if rows and not self._detail_id:
+            self._ask_detail(rows[0][0])  # show something at once; afterwards only the user's moves fetch
 
     def on_row_table_highlighted(self, event: RowTable.Highlighted) -> None:
         if event.table.id != "req-table":

@@ -82,7 +82,9 @@ class RowTable(ScrollView, can_focus=True):
         return [[cell_plain(c) for c in row] for row in self.cells]
 
     def show_rows(self, rows: Sequence[tuple[str, tuple]]) -> None:
-        """Display `rows` ([(key, cells)] in order); the cursor stays on the row it was on, if still there."""
+        """Display `rows` ([(key, cells)] in order). The cursor stays on its row if that row is still there, or
+        on the first row if it was there (following the newest); new data never posts Highlighted: only the user's
+        moves do, so a busy list does not make the screen fetch details on its own."""
         keys = [k for k, _ in rows]
         cells = [c for _, c in rows]
         if keys == self.keys and cells == self.cells:
@@ -98,8 +100,11 @@ class RowTable(ScrollView, can_focus=True):
             live = set(keys)
             self._strips = {k: v for k, v in self._strips.items() if k in live}
         self.virtual_size = Size(sum(self._widths) + GAP * len(self._widths), len(keys) + 1)
-        self.cursor_row = keys.index(keep) if keep in keys else min(self.cursor_row, max(0, len(keys) - 1))
-        self._announce()
+        if self.cursor_row == 0 or keep not in keys:
+            self.cursor_row = min(self.cursor_row, max(0, len(keys) - 1)) if keep not in keys else 0
+        else:
+            self.cursor_row = keys.index(keep)
+        self._highlighted = self.cursor_key
         self.refresh()
 
     def move_cursor(self, row: int) -> None:
