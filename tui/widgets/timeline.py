@@ -20,6 +20,16 @@ def _cols(start: int, end: int, lo: int, span: int, width: int) -> tuple[int, in
     return max(0, min(width - 1, a)), max(0, min(width, max(b, a + 1)))
 
 
+def _event_marks(events: list[dict[str, Any]], lo: int, span: int, width: int) -> Text:
+    """One letter per host event at its start: s syscall, r run queue, n network, g GPU."""
+    row = Text(" " * width)
+    for e in events:
+        mark, style = EVENT_MARK.get(e.get("source", ""), ("•", "white"))
+        a, _ = _cols(e.get("start_ns", lo), e.get("end_ns", lo), lo, span, width)
+        row = row[:a] + Text(mark, style=style) + row[a + 1:]
+    return row
+
+
 def timeline_text(detail: dict[str, Any], width: int) -> Text:
     """The request's summary line, a bar row per phase and a row of host-event marks, `width` cells wide."""
     r = detail.get("request") or {}
@@ -54,12 +64,8 @@ def timeline_text(detail: dict[str, Any], width: int) -> Text:
         lines.append(Text(f"{'steps':<{LABEL_W}} {detail['steps']} scheduler steps of this engine overlapped it",
                           style="dim"))
     events = detail.get("overlapping") or []
-    row = Text(" " * bar_w)
-    for e in events:
-        mark, style = EVENT_MARK.get(e.get("source", ""), ("•", "white"))
-        a, _ = _cols(e.get("start_ns", lo), e.get("end_ns", lo), lo, span, bar_w)
-        row = row[:a] + Text(mark, style=style) + row[a + 1:]
-    lines.append(Text.assemble(f"{'host':<{LABEL_W}}▕", row, "▏", f" {len(events)} events"))
+    lines.append(Text.assemble(f"{'host':<{LABEL_W}}▕", _event_marks(events, lo, span, bar_w), "▏",
+                               f" {len(events)} events"))
     lines.append(Text(f"{'':<{LABEL_W}} {fmt.dur_ns(0)}{' ' * max(1, bar_w - 10)}{fmt.dur_ns(span)}", style="dim"))
     return Text("\n").join(lines)
 
