@@ -11,7 +11,9 @@ from gpusleuth.tui.history import GPM_SERIES, GPU_SERIES, FrameHistory
 from gpusleuth.tui.source import HISTORY_S, DataSource, Frame, SourceError, Want
 
 MAX_EVENTS = 2000  # kept client-side for the Events screen
-EVENT_OVERLAP_NS = 5_000_000_000  # re-ask for this much before the last fetch: probes hand events in late
+# Re-ask for this much before the last fetch: a probe hands its events to the store when it polls (every 1 s by
+# default), so an event can land in the store up to one poll interval after it ended.
+EVENT_OVERLAP_NS = 2_000_000_000
 BACKFILL_LIMIT = 20000
 REQUESTS_SHOWN = 200
 # The agent scans its whole event ring per `events` call: once a second is plenty for a list people read.

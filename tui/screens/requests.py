@@ -39,7 +39,7 @@ def request_cells(r: dict[str, Any]) -> tuple:
 
 class RequestsScreen(DataScreen):
     KEY, LABEL = "requests", "Requests"
-    WANT = Want(sources=frozenset({"agent", "spans"}), is_requests=True)
+    WANT = Want(sources=frozenset({"agent"}), is_requests=True)  # `requests` is smaller than the span snapshot
     HAS_FILTER = True
     BINDINGS = [
         Binding("t", "sort('ttft')", "TTFT"), Binding("o", "sort('tpot')", "TPOT"),
@@ -77,10 +77,16 @@ class RequestsScreen(DataScreen):
         if frame.requests is None:
             title.show_missing(frame.notes.get("requests") or views.missing_reason(frame, "spans") or "no requests")
             return
+        if not frame.requests:
+            spans = (frame.status.get("probes") or {}).get("spans")
+            is_ok = spans is not None and spans.get("state") in ("ok", "degraded", "recorded")
+            title.show_missing("no finished requests yet: engines send their spans to the agent's span socket"
+                               if is_ok else views.missing_reason(frame, "spans") or "no requests")
         reqs = sort_requests(frame.requests, self.sort, self.filter_text)
-        title.show(Text(f"{len(reqs)} requests by {SORTS[self.sort][1]}"
-                        + (f", filter '{self.filter_text}'" if self.filter_text else "")
-                        + " · sort: t TTFT o TPOT e e2e n newest", style="dim"))
+        if reqs or frame.requests:
+            title.show(Text(f"{len(reqs)} requests by {SORTS[self.sort][1]}"
+                            + (f", filter '{self.filter_text}'" if self.filter_text else "")
+                            + " · sort: t TTFT o TPOT e e2e n newest", style="dim"))
         rows, seen = [], {}
         for r in reqs:
             rid = f"{r.get('pid')}/{r.get('request_id')}"  # ids are unique per engine process
