@@ -7,6 +7,7 @@ step's inputs to the others over a gloo group (small pickled CPU tensors).
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import pickle
@@ -146,13 +147,26 @@ def worker_loop(runner: ModelRunner, control, is_spans: bool) -> None:
     emitter.close()
 
 
+def release_graphs(runner: ModelRunner | None) -> None:
+    """Destroy the runner's captured CUDA graphs before NCCL teardown: ncclCommDestroy waits until every graph that
+    captured one of its collectives is gone (seen on 2x/4x H200: TP runs never exited)."""
+    if runner is None or runner.graphs is None:
+        return
+    if runner.device.type == "cuda":
+        torch.cuda.synchronize(runner.device)
+    runner.graphs.graphs.clear()
+    runner.graphs = None
+    gc.collect()
+
+
 def _spawned_rank(rank: int, spec: LaunchSpec, world: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; rank 0 shuts the others down
     logging.basicConfig(level=logging.INFO, format=f"[rank {rank}] %(levelname)s %(message)s")
     device, control = init_rank(spec, rank, world, rank)
     runner = build_runner(spec, rank, world, device, control)
     worker_loop(runner, control, spec.is_spans)
-    dist.destroy_process_group()
+    release_graphs(runner)
+    dist.destroy_process_group()  # collective under NCCL: rank 0 enters it too before waiting for this process
 
 
 @contextmanager
@@ -174,21 +188,26 @@ def start_ranks(spec: LaunchSpec) -> Iterator[tuple[ModelRunner, object]]:
             p.start()
     rank, local_rank = (launched[0], launched[2]) if launched else (0, 0)
     device, control = init_rank(spec, rank, world, local_rank, is_env=bool(launched))
+    runner, is_clean = None, False
     try:
         runner = build_runner(spec, rank, world, device, control)
         if rank != 0:
             worker_loop(runner, control, spec.is_spans)
+            is_clean = True
             raise SystemExit(0)
 
         channel = StepChannel(control) if world > 1 else None
         yield runner, (channel.send if channel else None)
         if channel:
             channel.send(None)
-        grace = 30.0
-    except BaseException:
-        grace = 2.0  # rank 0 failed: the others may be stuck in a collective that will never complete
-        raise
+        is_clean = True
     finally:
+        if is_clean and world > 1 and dist.is_initialized():
+            # NCCL teardown is collective and the other ranks are in it now: join them there before waiting for
+            # their exit (else rank 0 waits in join while they wait for rank 0)
+            release_graphs(runner)
+            dist.destroy_process_group()
+        grace = 30.0 if is_clean else 2.0  # after a failure the others may be stuck in a collective for good
         for p in procs:
             p.join(timeout=grace)
             if p.is_alive():
