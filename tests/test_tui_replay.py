@@ -37,7 +37,7 @@ def _app(screen: str = "overview") -> SleuthApp:
 async def test_overview_from_the_recording(recorded):
     app = _app()
     async with app.run_test(size=(80, 24)) as pilot:
-        await until(pilot, lambda: app.frames >= 1, what="a first frame")
+        await until(pilot, lambda: app.screen.frame is not None, what="a first frame drawn")
         sleeper = recorded[recorded["kind"] == "slow_syscall"]["comm"].mode()[0]
         assert sleeper in panel_text(app, "ov-syscalls") and "~" in panel_text(app, "ov-syscalls")  # averages
         assert panel_text(app, "ov-gpu") == "no data: no gpu records in this recording"

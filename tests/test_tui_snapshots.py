@@ -19,7 +19,7 @@ def _app(screen: str = "overview", **source_kw) -> SleuthApp:
 async def _settle(pilot) -> None:
     """Wait for the first frame and for the layout to take it."""
     for _ in range(50):
-        if pilot.app.frames:
+        if getattr(pilot.app.screen, "frame", None) is not None:
             break
         await pilot.pause(0.05)
     await pilot.pause(0.1)
