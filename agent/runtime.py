@@ -11,7 +11,7 @@ from typing import Any
 from gpusleuth.agent import memory
 from gpusleuth.agent.config import Config
 from gpusleuth.agent.control import ControlError, ControlServer
-from gpusleuth.agent.correlate import rank_causes
+from gpusleuth.agent.correlate import WAIT_SYSCALLS, rank_causes
 from gpusleuth.agent.probe_runner import ProbeRunner
 from gpusleuth.agent.recorder import Recorder
 from gpusleuth.agent.store import Store
@@ -192,13 +192,17 @@ class Agent:
                      and e.pid == request["pid"] and e.attrs.get("request_id") == request_id]
         phases = {e.kind.split(".", 1)[1]: (e.start_ns, e.end_ns) for e in phases_ev}
         others = [e for e in window if not e.kind.startswith("request.") and e.kind != "engine.step"]
+        # Threads parked in futex/epoll_wait for minutes overlap every request; listing them buries the evidence.
+        is_idle = [e.kind == "slow_syscall" and e.attrs.get("syscall") in WAIT_SYSCALLS for e in others]
+        shown = [e for e, idle in zip(others, is_idle) if not idle]
         steps = [e for e in window if e.kind == "engine.step" and e.pid == request["pid"]]
         verdicts = rank_causes(request, phases, others)
         return {"request": request,
                 "phases": [{"phase": e.kind.split(".", 1)[1], "start_ns": e.start_ns, "end_ns": e.end_ns,
                             "rank": e.attrs.get("rank"), "tokens": e.attrs.get("tokens"),
                             "batch_size": e.attrs.get("batch_size")} for e in phases_ev],
-                "steps": len(steps), "overlapping": [event_to_dict(e) for e in others[-500:]],
+                "steps": len(steps), "overlapping": [event_to_dict(e) for e in shown[-500:]],
+                "idle_waits_hidden": sum(is_idle),
                 "verdicts": [v.to_dict() for v in verdicts]}
 
     def _watch_pids(self, pids: list[int]) -> list[int]:

@@ -97,6 +97,9 @@ def test_span_sender_is_watched_and_explain_names_the_syscall(agent):
     assert "fsync" in top["evidence"] and "nanosleep" not in top["evidence"]
     assert top["score"] > 0.3
     assert top["runbook"].startswith("runbooks/")
+    shown = {e["attrs"].get("syscall") for e in report["overlapping"] if e["kind"] == "slow_syscall"}
+    assert "fsync" in shown and "nanosleep" not in shown  # idle waits are counted, not listed
+    assert report["idle_waits_hidden"] >= 1
 
     snap = client.call("snapshot", sources=["spans"])["spans"]
     ttft = snap["histograms"][str(engine.pid)]["ttft"]
