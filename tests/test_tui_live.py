@@ -21,12 +21,19 @@ from tests.tui_helpers import panel_text, request_spans, send_spans, table_rows,
 
 pytestmark = [pytest.mark.root, pytest.mark.anyio]
 
-# Sleeps 20 ms at a time: every sleep is a slow syscall (> 10 ms) and about 50 clock_nanosleep calls a second.
+# Blocks in read() on a pipe a thread feeds every 25 ms: about 40 reads and 40 clock_nanosleeps a second, each
+# ~25 ms. The reads are slow syscalls the agent's explain lists (its sleeps are idle waits, which explain hides).
 SLEEPER = """
-import sys, time
+import os, sys, threading, time
+r, w = os.pipe()
+def feed():
+    while True:
+        time.sleep(0.025)
+        os.write(w, b"x")
 sys.stdin.readline()
+threading.Thread(target=feed, daemon=True).start()
 while True:
-    time.sleep(0.02)
+    os.read(r, 1)
 """
 # (request id, queue s, prefill s, decode s): "req-slow" has the longest TTFT, "req-long" the longest e2e and TPOT
 REQUESTS = [("req-a", 0.01, 0.05, 0.30), ("req-b", 0.02, 0.04, 0.20), ("req-slow", 0.60, 0.10, 0.31),
@@ -107,8 +114,9 @@ async def test_requests_sort_and_detail_with_overlapping_host_events(live):
         text = str(timeline.render())
         assert "queued" in text and "prefill" in text and "decode" in text
         rows = table_rows(app, "req-events")
-        # the sleeper's 20 ms sleeps overlap every request window: the agent's explain must bring them
-        assert any(r[1] == "slow_syscall" and f"({live['pid']})" in r[2] for r in rows), rows[:5]
+        # the sleeper's 25 ms reads overlap every request window: the agent's explain must bring them
+        assert any(r[1] == "slow_syscall" and f"({live['pid']})" in r[2] and r[4].startswith("read")
+                   for r in rows), rows[:5]
 
 
 async def test_syscalls_screen_numbers_sort_and_filter(live):
@@ -121,7 +129,7 @@ async def test_syscalls_screen_numbers_sort_and_filter(live):
         row = await until(pilot, lambda: app.last_frame and "window.syscalls" not in app.last_frame.notes
                           and sleeper_row(), timeout=20, what="a full 10 s window with the sleeper")
         per_s = int(row[4])
-        assert 20 <= per_s <= 52, row  # 20 ms sleeps: at most 50 a second, fewer on a loaded box
+        assert 15 <= per_s <= 41, row  # 25 ms sleeps: at most 40 a second, fewer on a loaded box
         await pilot.press("s")
         assert "by calls" in panel_text(app, "sys-title")
         counts = [int(r[3]) for r in table_rows(app, "sys-table")]

@@ -103,12 +103,12 @@ def test_event_filter_terms():
     assert not views.event_matches(e, "source:net")
 
 
-def test_event_buffer_dedupes_overlapping_fetches():
+def test_event_buffer_dedupes_overlapping_fetches_and_leaves_spans_out():
     buf = EventBuffer(maxlen=3)
-    e = lambda t: {"kind": "k", "start_ns": t, "end_ns": t, "pid": 1, "tid": 1}
+    e = lambda t, src="syscalls": {"kind": "k", "source": src, "start_ns": t, "end_ns": t, "pid": 1, "tid": 1}
     buf.add([e(1), e(2)])
-    buf.add([e(2), e(3), e(4)])  # the overlap re-asks for e(2)
-    assert [x["start_ns"] for x in buf.events] == [2, 3, 4] and [x["seq"] for x in buf.events] == [2, 3, 4]
+    buf.add([e(2), e(3), e(4, "spans"), e(5)])  # the overlap re-asks for e(2); a span would evict host events
+    assert [x["start_ns"] for x in buf.events] == [2, 3, 5] and [x["seq"] for x in buf.events] == [2, 3, 4]
 
 
 def test_split_phases_keeps_own_spans_and_host_events():

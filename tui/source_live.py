@@ -51,7 +51,10 @@ def split_phases(events: list[dict[str, Any]], request: dict[str, Any]) -> tuple
 
 
 class EventBuffer:
-    """Recent events without duplicates, each given an increasing "seq" so screens can append only new ones."""
+    """Recent host events without duplicates, each given an increasing "seq" so screens can append only new ones.
+
+    Engine span events (source "spans") are left out: a busy engine sends a hundred a second, which would push the
+    host events out of the buffer; the Requests screen shows them per request."""
 
     def __init__(self, maxlen: int = MAX_EVENTS) -> None:
         self.events: deque[dict[str, Any]] = deque(maxlen=maxlen)
@@ -60,6 +63,8 @@ class EventBuffer:
 
     def add(self, events: list[dict[str, Any]]) -> None:
         for e in events:
+            if e.get("source") == "spans":
+                continue
             key = (e.get("kind"), e.get("start_ns"), e.get("end_ns"), e.get("pid"), e.get("tid"))
             if key in self._keys:
                 continue

@@ -130,7 +130,7 @@ class RecordingSource(DataSource):
         frame.windows = {"syscalls": window_rows(self.tables, "syscall", c - int(WINDOW_S * 1e9), c),
                          "runq": window_rows(self.tables, "runq", c - int(WINDOW_S * 1e9), c)}
         frame.notes["window.buckets"] = "a recording keeps counts and sums only: averages, no percentiles"
-        frame.events = history if want.is_events else []
+        frame.events = [e for e in history if e["source"] != "spans"] if want.is_events else []  # as live
         frame.requests = requests_from_events(history, c)
         if not frame.requests and not any(e["source"] == "spans" for e in history):
             frame.notes["requests"] = "no engine spans in the recording near the cursor"

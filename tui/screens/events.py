@@ -1,5 +1,6 @@
 """Events: every host event (slow syscalls, run-queue delays, bursts, retransmits, GPU throttling, XIDs), newest
-first, with a filter (`kind:`, `pid:`, `source:`, `comm:` terms or free text)."""
+first, with a filter (`kind:`, `pid:`, `source:`, `comm:` terms or free text). Engine spans are per request, on the
+Requests screen."""
 from __future__ import annotations
 
 from typing import Iterable
@@ -44,7 +45,8 @@ class EventsScreen(DataScreen):
         shown = matching[-ROWS_SHOWN:]
         note = f" matching '{self.filter_text}'" if self.filter_text else ""
         title.show(Text(f"{len(matching)} of {len(frame.events)} recent events{note}, newest first"
-                        + ("" if len(shown) == len(matching) else f" (showing {len(shown)})"), style="dim"))
+                        + ("" if len(shown) == len(matching) else f" (showing {len(shown)})")
+                        + " · engine spans: Requests screen", style="dim"))
         rows = [(key, self._cells.get(key) or self._format(key, e, frame.wall_offset_ns))
                 for e in reversed(shown) for key in (str(e.get("seq")),)]
         self._cells = dict(rows)
