@@ -76,6 +76,7 @@ class GpuDevice:
         self.pcie_path = "none"  # counters | gpm | nvml_throughput | none (status shows it)
         self._pcie_slow: tuple[Any, Any] = (NA, NA)
         self._has_pcie_counter = False
+        self._counters: tuple[dict[str, Any], dict[str, Any]] | None = None  # last field values and GPM read
         self.last: dict[str, Any] = {}
         self.detail: dict[str, Any] = {"processes": [], "enc_util_pct": None, "dec_util_pct": None}
 
@@ -95,11 +96,16 @@ class GpuDevice:
             if gone.gpm is not None:
                 gone.gpm.close()
 
-    def read(self, now_ns: int, wall_offset_ns: int, is_detail: bool) -> tuple[list[Sample], list[Event]]:
-        """Read one poll into `self.last`; returns Samples for the store and ended throttle intervals."""
+    def read(self, now_ns: int, wall_offset_ns: int, is_detail: bool,
+             is_counters: bool = True) -> tuple[list[Sample], list[Event]]:
+        """Read one poll into `self.last`; returns Samples for the store and ended throttle intervals. Field
+        values and GPM are read only when `is_counters` (their last values are carried between)."""
         v = self._read_basic()
-        v.update(self._read_fields(now_ns, wall_offset_ns))
-        gpm = self.gpm.read() if self.gpm is not None else {}
+        if is_counters or self._counters is None:
+            self._counters = (self._read_fields(now_ns, wall_offset_ns),
+                              self.gpm.read() if self.gpm is not None else {})
+        fields, gpm = self._counters
+        v.update(fields)
         for name in ("pcie_tx_bytes_s", "pcie_rx_bytes_s", "nvlink_tx_bytes_s", "nvlink_rx_bytes_s"):
             if v.get(name, NA) is NA and not (name.startswith("pcie") and self._has_pcie_counter):
                 v[name] = gpm.get(name, NA)  # counters first; GPM's own rate where the counter is not there

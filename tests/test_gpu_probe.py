@@ -20,6 +20,7 @@ MIB = 1 << 20
 
 def started(fake: FakeNvml, tmp_path=None, **cfg) -> GpuProbe:
     cfg.setdefault("is_xid_enabled", False)
+    cfg.setdefault("counters_interval_s", 0)  # most tests check every read on every poll
     cfg.setdefault("is_kmsg_enabled", False)
     probe = GpuProbe(GpuConfig(**cfg), nvml=fake, **({"proc_root": tmp_path} if tmp_path else {}))
     probe.start()
@@ -357,3 +358,20 @@ def test_pcie_counters_never_trigger_the_slow_fallback():
     assert gpu_snap(probe.poll(time.monotonic_ns()))["pcie_tx_bytes_s"] > 0
     assert fake.calls["nvmlDeviceGetPcieThroughput"] == 0 and "pcie from counters" in probe.status().path
     probe.stop()
+
+
+def test_counters_and_gpm_are_read_on_their_own_slower_tier():
+    fake = FakeNvml(1)
+    probe = started(fake, counters_interval_s=1.0)
+    t0 = 10**12
+    try:
+        for i in range(10):  # 1 s of 100 ms polls
+            probe.poll(t0 + i * 100_000_000)
+        tier = fake.calls.get("nvmlDeviceGetFieldValues", 0)
+        basic = fake.calls.get("nvmlDeviceGetUtilizationRates", 0)
+        probe.poll(t0 + 1_000_000_000)
+    finally:
+        probe.stop()
+    assert basic >= 10  # utilisation stays on every poll
+    assert tier == 1  # field values once per counters interval, reused in between
+    assert fake.calls.get("nvmlDeviceGetFieldValues", 0) == 2

@@ -276,7 +276,7 @@ def test_full_poll_through_real_pynvml(real_binding, tmp_path):
     g.processes = [{"pid": 9001, "used": 5 << 30}]
     g.proc_util = [(9001, time.time_ns() // 1000, 77, 20)]
     g.samples = {1: [(time.time_ns() // 1000 - 50_000, 64)]}
-    probe = GpuProbe(GpuConfig(xid_wait_ms=20, is_kmsg_enabled=False), nvml=pynvml, proc_root=tmp_path)
+    probe = GpuProbe(GpuConfig(xid_wait_ms=20, is_kmsg_enabled=False, counters_interval_s=0), nvml=pynvml, proc_root=tmp_path)
     probe.start()
     assert probe.status().state.value == "ok", probe.status()
     g.field_ts_us = time.time_ns() // 1000
@@ -302,7 +302,7 @@ def test_full_poll_through_real_pynvml(real_binding, tmp_path):
 
 def test_xid_event_through_real_pynvml(real_binding):
     fake = real_binding(FakeNvml(2))
-    probe = GpuProbe(GpuConfig(xid_wait_ms=20, is_kmsg_enabled=False), nvml=pynvml)
+    probe = GpuProbe(GpuConfig(xid_wait_ms=20, is_kmsg_enabled=False, counters_interval_s=0), nvml=pynvml)
     probe.start()
     fake.inject_event(1, pynvml.nvmlEventTypeXidCriticalError, 94)
     deadline, events = time.monotonic() + 3, []
@@ -318,7 +318,7 @@ def test_mig_through_real_pynvml(real_binding):
     fake = real_binding(FakeNvml(1))
     fake.gpus[0].mig_mode = 1
     fake.gpus[0].migs = [FakeMig(gi_id=5, profile="4g.40gb", gpm={2: 60.0})]
-    probe = GpuProbe(GpuConfig(is_xid_enabled=False), nvml=pynvml)
+    probe = GpuProbe(GpuConfig(is_xid_enabled=False, counters_interval_s=0), nvml=pynvml)
     probe.start()
     inst = probe.poll(time.monotonic_ns()).snapshot["gpus"][0]["mig_instances"]
     assert [(i["gi_id"], i["profile"], i["gpm"]["sm_active"]) for i in inst] == [(5, "4g.40gb", 0.6)]
@@ -327,7 +327,7 @@ def test_mig_through_real_pynvml(real_binding):
 
 def test_lost_gpu_through_real_pynvml(real_binding):
     fake = real_binding(FakeNvml(2))
-    probe = GpuProbe(GpuConfig(is_xid_enabled=False), nvml=pynvml)
+    probe = GpuProbe(GpuConfig(is_xid_enabled=False, counters_interval_s=0), nvml=pynvml)
     probe.start()
     fake.gpus[0].is_lost = True
     result = probe.poll(time.monotonic_ns())
