@@ -158,6 +158,15 @@ async def test_events_screen_filter_matches_the_agent(live):
         assert f"{n} of {len(shown)} recent events" in panel_text(app, "events-title") or len(rows) == min(n, 500)
 
 
+async def test_quit_with_q(live):
+    app = _app(live)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.frames >= 1, what="a first frame")
+        await pilot.press("q")
+        await pilot.pause(0.2)
+    assert app.return_code == 0 and not app.is_running
+
+
 async def test_navigation_help_pause_refresh_and_quit(live):
     app = _app(live)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -173,6 +182,12 @@ async def test_navigation_help_pause_refresh_and_quit(live):
             assert app.current_mode == key
             # every screen draws a frame from the live agent (its WANT may differ from the last screen's)
             await until(pilot, lambda: app.screen.frame is not None, what=f"a frame on {key}")
+        await pilot.press("3")
+        cards = await until(pilot, lambda: panel_text(app, "gpu-cards"), what="the GPU screen")
+        assert cards.startswith("no data: gpu probe unavailable:") or cards.startswith("0 "), cards
+        await pilot.press("4")
+        assert "the net probe is not enabled" in await until(pilot, lambda: panel_text(app, "net-title"),
+                                                             what="the network screen")
         await pilot.press("1", "question_mark")
         assert isinstance(app.screen, HelpScreen)
         await pilot.press("escape")
@@ -188,7 +203,7 @@ async def test_navigation_help_pause_refresh_and_quit(live):
         await until(pilot, lambda: app.frames == paused_at + 1, what="one refresh on r")
         await pilot.press("p")
         await until(pilot, lambda: app.frames >= paused_at + 3, what="refreshes resume")
-        await pilot.press("q")
+        await pilot.press("ctrl+q")
         await pilot.pause(0.2)
     assert app.return_code == 0
 

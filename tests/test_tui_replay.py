@@ -58,6 +58,17 @@ async def test_requests_sorted_and_explained_from_spans(recorded):
         top = table_rows(app, "req-table")[0][0]
         ttft = {a["request_id"]: a["ttft_s"] for a in finished["attrs"]}
         assert ttft[top] == ttft[slowest]  # ties allowed: two requests queued together
+        for key, field in (("e", "e2e_s"), ("o", "tpot_s")):
+            await pilot.press(key)
+            await pilot.pause(0.1)
+            values = {a["request_id"]: a[field] for a in finished["attrs"]}
+            assert values[table_rows(app, "req-table")[0][0]] == max(values.values()), key
+        await pilot.press("n")
+        await pilot.pause(0.1)
+        newest = finished.loc[finished["end_ns"].idxmax(), "attrs"]["request_id"]
+        assert table_rows(app, "req-table")[0][0] == newest
+        await pilot.press("t")
+        await pilot.pause(0.1)
         await pilot.press("enter")
         timeline = app.screen.query_one("RequestTimeline")
         await until(pilot, lambda: timeline.detail and timeline.detail["request"]["request_id"] == top,

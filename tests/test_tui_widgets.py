@@ -59,6 +59,20 @@ async def test_cursor_keeps_its_row_and_only_user_moves_announce():
         assert table.plain_rows() == [["x", "value of x"], ["y", "value of y"]]
 
 
+async def test_paging_keys():
+    app = TableApp()
+    async with app.run_test(size=(40, 10)) as pilot:
+        table = app.query_one(RowTable)
+        table.show_rows(_rows([f"k{i:02d}" for i in range(50)]))
+        await pilot.pause()
+        await pilot.press("end")
+        assert table.cursor_key == "k49" and table.scroll_offset.y > 0  # scrolled to keep the cursor visible
+        await pilot.press("home", "pagedown")
+        assert table.cursor_row == table.size.height - 2  # one page less the header line
+        await pilot.press("pageup")
+        assert table.cursor_row == 0
+
+
 async def test_cursor_on_the_first_row_follows_the_newest():
     app = TableApp()
     async with app.run_test(size=(40, 10)) as pilot:
