@@ -73,6 +73,9 @@ def test_top_latency_ranks_by_p99_not_average():
     assert [r["pid"] for r in ranked] == [1, 2]
     assert ranked[0]["p99_ns"] > ranked[1]["p99_ns"] and ranked[0]["avg_ns"] < ranked[1]["avg_ns"]
     assert [r["pid"] for r in views.top_latency([uniformly_medium, many_fast_one_slow], 2, "read")] == [2]
+    # futex is an idle wait: slow by design, left out where only real stalls should rank
+    assert [r["pid"] for r in views.top_latency([uniformly_medium, many_fast_one_slow], 2,
+                                                is_waits_hidden=True)] == [2]
 
 
 def test_missing_reason_names_the_fix():

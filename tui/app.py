@@ -76,7 +76,7 @@ class SleuthApp(App):
         self.first_frame_at = 0.0
         self._timer: Timer | None = None
         self._is_fetching = False
-        self._fetch_started = 0.0
+        self._due = 0.0  # when the pending (or running) fetch was due
         self._wants_refresh = False
         self._cursor_moves: list[Callable[[], None]] = []
         if source.has_cursor:
@@ -127,6 +127,7 @@ class SleuthApp(App):
     def _arm(self, delay: float) -> None:
         if self._timer is not None:
             self._timer.stop()
+        self._due = time.monotonic() + max(0.0, delay)
         self._timer = self.set_timer(max(delay, 0.001), self._start_fetch)  # Textual's timers reject 0
 
     def _start_fetch(self) -> None:
@@ -144,7 +145,6 @@ class SleuthApp(App):
             if info and info["cursor_ns"] >= info["end_ns"]:
                 self.is_playing, self.is_paused = False, True
         self._is_fetching = True
-        self._fetch_started = time.monotonic()
         self._fetch(getattr(self.base_screen(), "WANT", Want()))
 
     @work(thread=True, group="refresh")
@@ -172,8 +172,9 @@ class SleuthApp(App):
             self._wants_refresh = False
             self._arm(0)
         elif not self.is_paused or self.is_playing:
-            # the period counts from the fetch's start, so a 50 ms fetch still gives 2 Hz (never overlapping)
-            self._arm(self.refresh_s - (time.monotonic() - self._fetch_started))
+            # fixed rate: the next fetch is due one period after this one was due, so neither the fetch time nor
+            # timer lateness slows the refresh below 1/refresh_s; fetches still never overlap
+            self._arm(self._due + self.refresh_s - time.monotonic())
 
     def action_refresh_now(self) -> None:
         self._arm(0)

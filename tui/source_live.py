@@ -7,6 +7,7 @@ from collections import deque
 from typing import Any
 
 from gpusleuth.agent.control import ControlClient, ControlError, ControlPermissionDenied
+from gpusleuth.agent.correlate import WAIT_SYSCALLS
 from gpusleuth.tui.history import GPM_SERIES, GPU_SERIES, FrameHistory
 from gpusleuth.tui.source import HISTORY_S, DataSource, Frame, SourceError, Want
 
@@ -42,7 +43,9 @@ def split_phases(events: list[dict[str, Any]], request: dict[str, Any]) -> tuple
         phase = phase_of(e)
         attrs = e.get("attrs") or {}
         if phase is None:
-            others.append(e)
+            # threads parked in futex/epoll_wait overlap every request; the agent's explain leaves them out too
+            if not (e.get("kind") == "slow_syscall" and attrs.get("syscall") in WAIT_SYSCALLS):
+                others.append(e)
         elif phase != "finished" and (attrs.get("request_id") == rid or (phase == "step" and e.get("pid") == pid)):
             phases.append({"phase": phase, "start_ns": e["start_ns"], "end_ns": e["end_ns"],
                            "rank": attrs.get("rank"), "tokens": attrs.get("tokens"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from gpusleuth.agent.correlate import WAIT_SYSCALLS
 from gpusleuth.probes.gpu_fields import NOT_THROTTLING, decode_reasons
 from gpusleuth.probes.log2_hist import quantile_from_buckets
 from gpusleuth.tui import fmt
@@ -100,9 +101,16 @@ class Memo:
         return self._value
 
 
+def is_idle_wait(row: dict[str, Any]) -> bool:
+    """A syscall that blocks by design (epoll_wait, futex, nanosleep ...): slow without being a problem."""
+    return row.get("syscall") in WAIT_SYSCALLS
+
+
 def top_latency(rows: list[dict[str, Any]], n: int | None = None, text_filter: str = "",
-                sort: str = "p99") -> list[dict[str, Any]]:
+                sort: str = "p99", is_waits_hidden: bool = False) -> list[dict[str, Any]]:
     """Window rows ranked slowest first (p99 where buckets exist, else average)."""
+    if is_waits_hidden:
+        rows = [r for r in rows if not is_idle_wait(r)]
     needle = text_filter.lower()
     if needle:
         rows = [r for r in rows if needle in f"{r.get('comm', '')} {r.get('pid', '')} {r.get('syscall', '')}".lower()]

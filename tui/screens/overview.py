@@ -101,7 +101,7 @@ class OverviewScreen(DataScreen):
             yield Panel("GPUs", id="ov-gpu")
             yield Panel("Engine", id="ov-engine")
             with Horizontal(id="ov-pair"):
-                yield Panel("Syscalls: slowest p99 (10 s)", id="ov-syscalls")
+                yield Panel("Syscalls: slowest p99, 10 s, no idle waits", id="ov-syscalls")
                 yield Panel("Run queue: p99 (10 s)", id="ov-runq")
             yield Panel("Network", id="ov-net")
 
@@ -136,8 +136,9 @@ class OverviewScreen(DataScreen):
             return
         n = top_n(self.size.height)
         memo = self._memos.setdefault(key, views.Memo())
-        panel.show(memo.get(rows, (n, width), lambda: latency_lines(views.top_latency(rows, n), width,
-                                                                     key == "syscalls")))
+        # idle waits (epoll_wait, futex, sleeps) are slow by design: they would fill the panel and hide real stalls
+        panel.show(memo.get(rows, (n, width), lambda: latency_lines(
+            views.top_latency(rows, n, is_waits_hidden=True), width, key == "syscalls")))
 
     def _syscalls(self, panel: Panel, frame: Frame, width: int) -> None:
         self._latency(panel, frame, "syscalls", "syscalls", width)

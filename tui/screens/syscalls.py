@@ -21,7 +21,8 @@ ROWS_SHOWN = 200
 
 def latency_cells(r: dict[str, Any], window_s: float, has_syscall: bool) -> tuple:
     who = (str(r["pid"]), fmt.trunc(r.get("comm", ""), 16))
-    what = (fmt.trunc(r.get("syscall", ""), 18),) if has_syscall else ()
+    name = fmt.trunc(r.get("syscall", ""), 18)
+    what = ((Text(name, style="dim") if views.is_idle_wait(r) else name),) if has_syscall else ()
     return (*who, *what, str(r["count"]), f"{r['count'] / window_s:.0f}", fmt.dur_ns(r["avg_ns"]),
             fmt.dur_ns(r["p50_ns"]), fmt.dur_ns(r["p99_ns"]), fmt.dur_ns(r["max_ns"]), fmt.dur_ns(r["sum_ns"]))
 
@@ -76,6 +77,8 @@ class SyscallsScreen(DataScreen):
     def _title(self, frame: Frame, key: str, n: int, noun: str) -> Text:
         note = frame.notes.get(f"window.{key}") or frame.notes.get("window.buckets") or ""
         text = f"{n} {noun} active in the last {frame.window_s:.0f} s, by {SORT_LABEL[self.sort]} (s: sort)"
+        if key == "syscalls":
+            text += "; dim: idle waits"
         if self.filter_text:
             text += f", filter '{self.filter_text}'"
         return Text(text + (f" — {note}" if note else ""), style="dim")
