@@ -101,7 +101,7 @@ class OverviewScreen(DataScreen):
             yield Panel("GPUs", id="ov-gpu")
             yield Panel("Engine", id="ov-engine")
             with Horizontal(id="ov-pair"):
-                yield Panel("Syscalls: slowest p99, 10 s, no idle waits", id="ov-syscalls")
+                yield Panel("Syscalls p99 (10 s, no idle waits)", id="ov-syscalls")
                 yield Panel("Run queue: p99 (10 s)", id="ov-runq")
             yield Panel("Network", id="ov-net")
 
