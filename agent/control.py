@@ -76,6 +76,13 @@ class _Handler(socketserver.StreamRequestHandler):
     def handle(self) -> None:
         _, uid, gid = _peer_creds(self.connection)
         if not is_peer_allowed(uid, gid, self.server.group):
+            # Read the request first, so the refusal is the answer to it rather than a reset the client may see
+            # before it reads anything.
+            self.connection.settimeout(2.0)
+            try:
+                self.rfile.readline(MAX_LINE)
+            except OSError:
+                pass
             self._send({"ok": False, "error": {"code": "permission_denied",
                                                "message": f"uid {uid} may not use the agent's control socket; "
                                                "run as root or join the group in control.group"}})
@@ -205,10 +212,14 @@ class ControlClient:
             self._file.flush()
             line = self._file.readline(MAX_LINE)
         except OSError as exc:
-            self.close()
             if exc.errno in (errno.EPIPE, errno.ECONNRESET):
-                raise AgentNotRunning("not_running", "the agent closed the connection") from None
-            raise
+                line = self._pending_reply()  # the agent may have answered (a refusal) before closing
+                if not line:
+                    self.close()
+                    raise AgentNotRunning("not_running", "the agent closed the connection") from None
+            else:
+                self.close()
+                raise
         if not line:
             self.close()
             raise AgentNotRunning("not_running", "the agent closed the connection")
@@ -218,6 +229,12 @@ class ControlClient:
         err = reply.get("error") or {}
         cls = ControlPermissionDenied if err.get("code") == "permission_denied" else ControlError
         raise cls(err.get("code", "error"), err.get("message", "unknown error"))
+
+    def _pending_reply(self) -> bytes:
+        try:
+            return self._file.readline(MAX_LINE)
+        except OSError:
+            return b""
 
     def close(self) -> None:
         if self._sock is not None:
