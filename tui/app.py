@@ -73,7 +73,7 @@ class SleuthApp(App):
         self.is_paused = source.has_cursor  # a replay starts still; a live view starts running
         self.is_playing = False
         self.frames = 0
-        self.first_frame_at = 0.0
+        self.first_frame_at = self.last_frame_at = 0.0
         self._timer: Timer | None = None
         self._is_fetching = False
         self._due = 0.0  # when the pending (or running) fetch was due
@@ -162,8 +162,9 @@ class SleuthApp(App):
             frame = replace(self.last_frame, error=error) if self.last_frame is not None else Frame(error=error)
         self.last_frame = frame
         self.frames += 1
+        self.last_frame_at = time.monotonic()
         if self.frames == 1:
-            self.first_frame_at = time.monotonic()
+            self.first_frame_at = self.last_frame_at
         base = self.base_screen()
         if base is None:
             return  # the app is closing
@@ -232,5 +233,5 @@ def main(argv: list[str] | None = None) -> int:
         source.close()
     if args.frames_out:  # for benchmarks/bench_tui.py: the refresh rate reached after the first frame
         with open(args.frames_out, "w") as fh:
-            json.dump({"frames": app.frames - 1, "seconds": time.monotonic() - app.first_frame_at}, fh)
+            json.dump({"frames": app.frames - 1, "seconds": app.last_frame_at - app.first_frame_at}, fh)
     return app.return_code or 0
