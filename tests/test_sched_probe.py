@@ -64,12 +64,14 @@ def probe():
 
 def test_unloaded_waker_runs_promptly(probe):
     p50_ns, count, _, _ = _runq_of_waker(probe, with_hog=False)
+    print(f"FIGURE run-queue p50 without hog: {p50_ns / 1e6:.4f} ms over {count} wakeups")
     assert count >= 100
     assert p50_ns < 1e6, p50_ns
 
 
 def test_hog_on_the_wakers_cpu_delays_it(probe):
     p50_ns, count, result, pid = _runq_of_waker(probe, with_hog=True)
+    print(f"FIGURE run-queue p50 with hog: {p50_ns / 1e6:.2f} ms over {count} wakeups")
     assert count >= 100
     assert p50_ns > 1e6, p50_ns
     delays = [e for e in result.events if e.kind == "runq_delay" and e.pid == pid]
