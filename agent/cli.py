@@ -85,8 +85,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    config: list[str] = []
+    if len(argv) >= 3 and argv[0] == "--config":  # `agent --config X tui ...`
+        config, argv = argv[:2], argv[2:]
     if argv and argv[0] in ("engine", "tui"):
-        return _forward(argv[0], argv[1:])
+        return _forward(argv[0], (config if argv[0] == "tui" else []) + argv[1:])
+    argv = config + argv
     if argv and argv[0] == "bundle":
         from gpusleuth.agent.bundle import main as bundle_main  # noqa: PLC0415
         return bundle_main(argv[1:])
