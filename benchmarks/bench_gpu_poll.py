@@ -17,28 +17,19 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for tests.checkout_shim
+from tests.checkout_shim import ensure_gpusleuth_importable as _ensure  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def ensure_gpusleuth_importable() -> None:
-    """Where the checkout is not pip-installed (a GPU host without network), map gpusleuth.<folder> to the
-    folders by symlinks, as pyproject's package-dir does for an install; children inherit it via PYTHONPATH."""
-    try:
-        import gpusleuth.probes.gpu  # noqa: F401
-        return
-    except ImportError:
-        pass
-    pkg = Path(tempfile.gettempdir()) / f"gpusleuth-shim-{os.getuid()}" / "gpusleuth"
-    pkg.mkdir(parents=True, exist_ok=True)
-    for name in ("agent", "probes", "exporters"):
-        if not (pkg / name).exists():
-            (pkg / name).symlink_to(REPO / name)
-    sys.path.insert(0, str(pkg.parent))
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pkg.parent), os.environ.get("PYTHONPATH")]))
+    """gpusleuth.probes importable from this checkout (see tests/checkout_shim.py)."""
+    _ensure("gpusleuth.probes.gpu")
+
 SMI_FIELDS = ("utilization.gpu,utilization.memory,clocks.sm,clocks.mem,power.draw,temperature.gpu,"
               "temperature.memory,memory.used,memory.free,memory.reserved,pstate,clocks_event_reasons.active,"
               "pcie.link.gen.current")

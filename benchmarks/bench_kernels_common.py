@@ -6,37 +6,22 @@ dominate; L2 stays warm, as activations would in a model) for small elementwise 
 a perf_counter median: it only proves the script runs.
 """
 
-import importlib
-import os
 import statistics
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for tests.checkout_shim
+from tests.checkout_shim import ensure_gpusleuth_importable as _ensure  # noqa: E402
+
 import torch
 
 def ensure_gpusleuth_importable() -> None:
-    """Where the checkout is not pip-installed (an offline GPU host), map gpusleuth.kernels to kernels/ by a
-    symlink in a temporary shim folder (what pyproject's package-dir does for an install)."""
-    try:
-        import gpusleuth.kernels  # noqa: F401
-        return
-    except ImportError:
-        pass
-    pkg = Path(tempfile.gettempdir()) / f"gpusleuth-shim-{os.getuid()}" / "gpusleuth"
-    pkg.mkdir(parents=True, exist_ok=True)
-    link, target = pkg / "kernels", Path(__file__).resolve().parents[1] / "kernels"
-    if link.is_symlink() and link.resolve() != target.resolve():
-        link.unlink()  # left by another checkout
-    if not link.exists():
-        link.symlink_to(target)
-    sys.path.insert(0, str(pkg.parent))
-    importlib.invalidate_caches()
-
+    """gpusleuth.kernels importable from this checkout (see tests/checkout_shim.py)."""
+    _ensure("gpusleuth.kernels")
 
 SMALL_BYTES = 64 << 20  # below this, time a CUDA graph of replays (launch overhead would dominate)
 

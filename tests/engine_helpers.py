@@ -3,39 +3,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib
-import os
-import sys
-import tempfile
 import threading
 from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
 
 
-def ensure_gpusleuth_importable() -> None:
-    """On a GPU host where the checkout is not pip-installed, map gpusleuth.<folder> to the folders by symlinks
-    (what pyproject's package-dir does); spawned TP ranks inherit sys.path, subprocesses get PYTHONPATH."""
-    try:
-        import gpusleuth.engine.config  # noqa: F401
-        import gpusleuth.kernels  # noqa: F401 (the engine needs both folders)
-        return
-    except ImportError:
-        pass
-    pkg = Path(tempfile.gettempdir()) / f"gpusleuth-shim-{os.getuid()}" / "gpusleuth"
-    pkg.mkdir(parents=True, exist_ok=True)
-    for name in ("agent", "probes", "exporters", "engine", "kernels"):
-        if not (pkg / name).exists():
-            (pkg / name).symlink_to(REPO / name)
-    if str(pkg.parent) not in sys.path:
-        sys.path.insert(0, str(pkg.parent))
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pkg.parent), os.environ.get("PYTHONPATH")]))
-    importlib.invalidate_caches()
+from tests.checkout_shim import ensure_gpusleuth_importable  # noqa: E402
 
+ensure_gpusleuth_importable("gpusleuth.engine.config")
+ensure_gpusleuth_importable("gpusleuth.kernels")
 
-ensure_gpusleuth_importable()
 from gpusleuth.engine.config import EngineConfig, ModelConfig, preset  # noqa: E402
 from gpusleuth.engine.engine import LLMEngine  # noqa: E402
 from gpusleuth.engine.loop import EngineLoop  # noqa: E402

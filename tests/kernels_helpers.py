@@ -14,39 +14,17 @@ NaN-filled (or -1-filled) memory, so an element a kernel forgets to write fails 
 
 import importlib
 import math
-import os
-import sys
-import tempfile
 import types
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
 
 
-def ensure_kernels_importable() -> None:
-    """On a GPU host where the checkout is not pip-installed, map gpusleuth.kernels to kernels/ with a symlink
-    (what pyproject's package-dir does for an install), in the same shim folder tests/gpu/conftest.py uses."""
-    try:
-        import gpusleuth.kernels  # noqa: F401
-        return
-    except ImportError:
-        pass
-    pkg = Path(tempfile.gettempdir()) / f"gpusleuth-shim-{os.getuid()}" / "gpusleuth"
-    pkg.mkdir(parents=True, exist_ok=True)
-    link, target = pkg / "kernels", REPO / "kernels"
-    if link.is_symlink() and link.resolve() != target.resolve():
-        link.unlink()  # left by another checkout
-    if not link.exists():
-        link.symlink_to(target)
-    if str(pkg.parent) not in sys.path:
-        sys.path.insert(0, str(pkg.parent))
-    importlib.invalidate_caches()
+from tests.checkout_shim import ensure_gpusleuth_importable  # noqa: E402
 
+ensure_gpusleuth_importable("gpusleuth.kernels")
 
-ensure_kernels_importable()
 
 KERNEL_MODULES = ("rmsnorm", "rope", "swiglu", "softmax", "attention_decode", "attention_prefill")
 

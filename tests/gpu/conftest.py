@@ -2,38 +2,21 @@
 helper processes (a torch GEMM load, a process that holds GPU memory). Imports only what the GPU hosts have."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
 
 
-def _ensure_gpusleuth_importable() -> None:
-    """On a GPU host where the checkout is not pip-installed, map gpusleuth.<folder> to the folders by symlinks
-    (what pyproject's package-dir does for an install)."""
-    try:
-        import gpusleuth.probes.gpu  # noqa: F401
-        return
-    except ImportError:
-        pass
-    pkg = Path(tempfile.gettempdir()) / f"gpusleuth-shim-{os.getuid()}" / "gpusleuth"
-    pkg.mkdir(parents=True, exist_ok=True)
-    for name in ("agent", "probes", "exporters"):
-        if not (pkg / name).exists():
-            (pkg / name).symlink_to(REPO / name)
-    sys.path.insert(0, str(pkg.parent))
+from tests.checkout_shim import ensure_gpusleuth_importable  # noqa: E402 (GPU hosts run an uninstalled checkout)
 
+ensure_gpusleuth_importable("gpusleuth.probes.gpu")
 
-_ensure_gpusleuth_importable()
 
 
 def _skip_reason() -> str:
