@@ -57,6 +57,9 @@ class GpuConfig:
     # CPU per GPU per read on H100: read them on this slower tier; utilisation, clocks, power, temperature,
     # throttle reasons and memory stay on every poll.
     counters_interval_s: float = 2.0  # 0: on every poll
+    # The energy counter alone costs ~3-4 ms of CPU per read on H100 (the driver asks the board); power is read on
+    # every poll anyway, and dcgm-exporter's own default collection interval is 30 s.
+    energy_interval_s: float = 10.0  # read with the counters at most this often; 0: with every counters read
     detail_interval_s: float = 5.0  # per-process data, NVML sample buffers, encoder/decoder utilisation
     gpus: list[int] = field(default_factory=list)  # NVML indices to sample; empty = all
     is_gpm_enabled: bool = True
@@ -72,10 +75,13 @@ class GpuConfig:
         check_range("interval_s", self.interval_s, 0.01, 60)
         check_range("detail_interval_s", self.detail_interval_s, 0.01, 3600)
         check_range("counters_interval_s", self.counters_interval_s, 0, 3600)
+        check_range("energy_interval_s", self.energy_interval_s, 0, 3600)
         if self.detail_interval_s < self.interval_s:
             raise ConfigError("detail_interval_s", f"must be >= interval_s ({self.interval_s})")
         if 0 < self.counters_interval_s < self.interval_s:
             raise ConfigError("counters_interval_s", f"must be >= interval_s ({self.interval_s})")
+        if 0 < self.energy_interval_s < self.counters_interval_s:
+            raise ConfigError("energy_interval_s", f"must be 0 or >= counters_interval_s ({self.counters_interval_s})")
         check_range("xid_wait_ms", self.xid_wait_ms, 10, 5000)
         check_range("process_stale_s", self.process_stale_s, 0.1, 3600)
         for i, index in enumerate(self.gpus):
@@ -106,6 +112,7 @@ class GpuProbe(Probe):
         self.info: dict[str, Any] = {}
         self._next_detail_ns = 0
         self._next_counters_ns = 0
+        self._next_energy_ns = 0
         self._xid_error = ""
         self._kmsg_error = ""
 
@@ -181,12 +188,15 @@ class GpuProbe(Probe):
         is_counters = now_ns >= self._next_counters_ns or self.config.counters_interval_s == 0
         if is_counters:
             self._next_counters_ns = now_ns + int(self.config.counters_interval_s * 1e9)
+        is_energy = is_counters and now_ns >= self._next_energy_ns
+        if is_energy:
+            self._next_energy_ns = now_ns + int(self.config.energy_interval_s * 1e9)
         result = PollResult()
         for dev in self.devices:
             if dev.is_lost:
                 continue
             try:
-                samples, events = dev.read(now_ns, offset, is_detail, is_counters)
+                samples, events = dev.read(now_ns, offset, is_detail, is_counters, is_energy)
             except GpuLost as exc:
                 result.events += self._mark_lost(dev, str(exc), now_ns)
                 continue

@@ -77,6 +77,7 @@ class GpuDevice:
         self._pcie_slow: tuple[Any, Any] = (NA, NA)
         self._has_pcie_counter = False
         self._counters: tuple[dict[str, Any], dict[str, Any]] | None = None  # last field values and GPM read
+        self._last_energy: tuple[Any, Any] = (NA, NA)  # energy_mj and power_avg_w between energy reads
         self.last: dict[str, Any] = {}
         self.detail: dict[str, Any] = {"processes": [], "enc_util_pct": None, "dec_util_pct": None}
 
@@ -97,12 +98,13 @@ class GpuDevice:
                 gone.gpm.close()
 
     def read(self, now_ns: int, wall_offset_ns: int, is_detail: bool,
-             is_counters: bool = True) -> tuple[list[Sample], list[Event]]:
+             is_counters: bool = True, is_energy: bool = True) -> tuple[list[Sample], list[Event]]:
         """Read one poll into `self.last`; returns Samples for the store and ended throttle intervals. Field
-        values and GPM are read only when `is_counters` (their last values are carried between)."""
+        values and GPM are read only when `is_counters`, the energy counter only when also `is_energy` (their
+        last values are carried between)."""
         v = self._read_basic()
         if is_counters or self._counters is None:
-            self._counters = (self._read_fields(now_ns, wall_offset_ns),
+            self._counters = (self._read_fields(now_ns, wall_offset_ns, is_energy or self._counters is None),
                               self.gpm.read() if self.gpm is not None else {})
         fields, gpm = self._counters
         v.update(fields)
@@ -186,34 +188,40 @@ class GpuDevice:
         return {"fb_total_mib": mem.total // MIB, "fb_used_mib": mem.used // MIB, "fb_free_mib": mem.free // MIB,
                 "fb_reserved_mib": reserved}
 
-    def _read_fields(self, now_ns: int, wall_offset_ns: int) -> dict[str, Any]:
+    def _read_fields(self, now_ns: int, wall_offset_ns: int, is_energy: bool = True) -> dict[str, Any]:
         v: dict[str, Any] = {name: NA for name in FIELDS}
-        if self._fields:
-            got = self.lib.query("nvmlDeviceGetFieldValues", self.handle, [fid for _, fid in self._fields],
+        fields = self._fields if is_energy else [f for f in self._fields if f[0] != "energy_mj"]
+        if fields:
+            got = self.lib.query("nvmlDeviceGetFieldValues", self.handle, [fid for _, fid in fields],
                                  key=(self.index, "fields"))
             if got is NA and self.lib.is_unsupported((self.index, "fields")):
                 self._fields = []
             elif got is not NA:
-                keep = []
-                for (name, fid), fv in zip(self._fields, got):
+                gone = set()
+                for (name, fid), fv in zip(fields, got):
                     if fv.nvmlReturn in FIELD_GONE:
+                        gone.add(name)
                         continue
-                    keep.append((name, fid))
                     v[name] = field_value(fv)
                     if name in ("pcie_tx_bytes", "pcie_rx_bytes", "nvlink_tx_kib", "nvlink_rx_kib", "energy_mj"):
                         t_ns = wall_us_to_mono_ns(fv.timestamp, wall_offset_ns) if fv.timestamp > 0 else now_ns
                         v[f"_t_{name}"] = t_ns
-                self._fields = keep
-        if v["energy_mj"] is NA:
+                self._fields = [f for f in self._fields if f[0] not in gone]
+        if is_energy and v["energy_mj"] is NA:
             v["energy_mj"] = self.lib.query("nvmlDeviceGetTotalEnergyConsumption", self.handle,
                                             key=(self.index, "energy"))
         if v["pcie_replay_count"] is NA:
             v["pcie_replay_count"] = self.lib.query("nvmlDeviceGetPcieReplayCounter", self.handle,
                                                     key=(self.index, "replay"))
-        for rate, counter in (("pcie_tx", "pcie_tx_bytes"), ("pcie_rx", "pcie_rx_bytes"),
-                              ("nvlink_tx", "nvlink_tx_kib"), ("nvlink_rx", "nvlink_rx_kib"), ("energy", "energy_mj")):
+        rates = [("pcie_tx", "pcie_tx_bytes"), ("pcie_rx", "pcie_rx_bytes"), ("nvlink_tx", "nvlink_tx_kib"),
+                 ("nvlink_rx", "nvlink_rx_kib")] + ([("energy", "energy_mj")] if is_energy else [])
+        for rate, counter in rates:
             r = self._rates[rate].update(v[counter], v.pop(f"_t_{counter}", now_ns))
             v["power_avg_w" if rate == "energy" else f"{rate}_bytes_s"] = r
+        if is_energy:
+            self._last_energy = (v["energy_mj"], v["power_avg_w"])
+        else:  # carried from the last energy read (a counter and its average: both still true, just older)
+            v["energy_mj"], v["power_avg_w"] = self._last_energy
         self._has_pcie_counter = v["pcie_tx_bytes"] is not NA
         for raw in ("pcie_tx_bytes", "pcie_rx_bytes", "nvlink_tx_kib", "nvlink_rx_kib"):
             del v[raw]  # only their rates are reported

@@ -21,6 +21,7 @@ MIB = 1 << 20
 def started(fake: FakeNvml, tmp_path=None, **cfg) -> GpuProbe:
     cfg.setdefault("is_xid_enabled", False)
     cfg.setdefault("counters_interval_s", 0)  # most tests check every read on every poll
+    cfg.setdefault("energy_interval_s", 0)
     cfg.setdefault("is_kmsg_enabled", False)
     probe = GpuProbe(GpuConfig(**cfg), nvml=fake, **({"proc_root": tmp_path} if tmp_path else {}))
     probe.start()
@@ -375,3 +376,31 @@ def test_counters_and_gpm_are_read_on_their_own_slower_tier():
     assert basic >= 10  # utilisation stays on every poll
     assert tier == 1  # field values once per counters interval, reused in between
     assert fake.calls.get("nvmlDeviceGetFieldValues", 0) == 2
+
+
+def test_energy_counter_is_read_on_its_own_tier_and_carried_between():
+    fake = FakeNvml(1)
+    g = fake.gpus[0]
+    g.field_ts_us = 1_000_000_000
+    asked: list[bool] = []
+    real = fake.nvmlDeviceGetFieldValues
+
+    def recording(h, field_ids):
+        asked.append(83 in [f[0] if isinstance(f, tuple) else f for f in field_ids])  # TOTAL_ENERGY_CONSUMPTION
+        return real(h, field_ids)
+
+    fake.nvmlDeviceGetFieldValues = recording
+    probe = started(fake, counters_interval_s=1.0, energy_interval_s=5.0)
+    t0, snaps = 10**12, []
+    try:
+        for i in range(11):  # 10 s of 1 s counter reads
+            g.field_ts_us += 1_000_000
+            g.energy_mj += 300_000  # 300 W
+            snaps.append(gpu_snap(probe.poll(t0 + i * 1_000_000_000)))
+    finally:
+        probe.stop()
+    assert asked == [True, False, False, False, False, True, False, False, False, False, True]
+    assert snaps[3]["energy_mj"] == snaps[0]["energy_mj"]  # the last read, not a made-up value
+    assert snaps[5]["energy_mj"] - snaps[0]["energy_mj"] == 5 * 300_000
+    assert snaps[5]["power_avg_w"] == pytest.approx(300.0) and snaps[7]["power_avg_w"] == pytest.approx(300.0)
+    assert fake.calls.get("nvmlDeviceGetTotalEnergyConsumption", 0) == 0  # the field answered: no direct call

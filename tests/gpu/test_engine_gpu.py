@@ -138,11 +138,11 @@ def test_llama3_8b_bf16_logits_match_transformers():
 
 @functools.cache
 def _tp1_reference(dtype: str):
-    """TP=1 run shared by the TP=2 and TP=4 cases."""
+    """TP=1 run shared by the TP=2, 4 and 8 cases."""
     return greedy("llama3-8b", 64, tp=1, dtype=dtype)
 
 
-@pytest.mark.parametrize("tp", [2, 4])
+@pytest.mark.parametrize("tp", [2, 4, 8])
 def test_tp_equals_tp1(tp):
     if torch.cuda.device_count() < tp:
         pytest.skip(f"needs {tp} GPUs, {torch.cuda.device_count()} visible")
