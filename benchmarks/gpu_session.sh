@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# One batched session on a GPU host: the named stages in order, each with its own time limit and log, a failing
+# stage recorded without stopping the others. Results (JSON, logs) go to RESULTS_DIR.
+#   bash benchmarks/gpu_session.sh RESULTS_DIR STAGE [STAGE ...]
+# Stages:
+#   install     offline install from .gsbundle (made here by `agent bundle .gsbundle`) -> /opt/gpusleuth
+#   nvml        tests/gpu/test_gpu_nvml.py (every GPU of the host sampled)
+#   tp_tests    TP=N greedy tokens == TP=1, llama3-8b (N from $TP_TESTS, default "2 4")
+#   tp_bench    benchmarks/bench_engine_tp.py, llama3-70b shapes (sizes from $TP_BENCH, default 4)
+#   serving     benchmarks/bench_engine_serving.py on the 70b 40-layer subset at each TP in $SERVE_TPS
+#   overhead    benchmarks/bench_agent_overhead.py with the bundled agent at TP=$OVH_TP ($OVH_PRESET), which also
+#               records what the agent holds (GPUs sampled, spans per rank, host events joined): stack_check.py
+#   poll        benchmarks/bench_gpu_poll.py (1 GPU and all GPUs, nvidia-smi -lms 100 beside it)
+#   profile     benchmarks/profile_decode_step.py (llama3-8b batch-1 decode, kernels and idle gaps)
+#   decode      benchmarks/bench_engine_decode.py (llama3-8b batch-1 decode vs the GEMV ceiling)
+set -uo pipefail
+out=${1:?usage: gpu_session.sh RESULTS_DIR STAGE...}
+shift
+mkdir -p "$out"
+cd "$(dirname "$0")/.."
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
+ngpu=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
+agent=/opt/gpusleuth/bin/agent
+py=python3
+
+run_stage() {  # name default_limit_s command...  (LIMIT_<name>=seconds overrides the limit)
+    local name=$1 var="LIMIT_$1"
+    local limit=${!var:-$2}
+    shift 2
+    local t0=$SECONDS
+    echo "=== $name (limit ${limit}s): $*"
+    timeout -k 10 "$limit" bash -c "$*" >"$out/$name.log" 2>&1  # stage functions are exported below
+    local rc=$?
+    echo "=== $name rc=$rc in $((SECONDS - t0))s"
+    grep -E 'FIGURE|passed|failed|error|speedup|tok/s|round [0-9]|wrote|rc=|Error' "$out/$name.log" | tail -n 25
+    echo "$name rc=$rc $((SECONDS - t0))s" >>"$out/stages.txt"
+}
+
+stage_install() { bash .gsbundle/install.sh; "$agent" probes; }
+stage_nvml() { $py -m pytest -s -q -p no:cacheprovider tests/gpu/test_gpu_nvml.py; }
+stage_tp_tests() {
+    local ids=()
+    for t in ${TP_TESTS:-2 4}; do ids+=("tests/gpu/test_engine_gpu.py::test_tp_equals_tp1[$t]"); done
+    $py -m pytest -s -q -p no:cacheprovider "${ids[@]}"
+}
+stage_tp_bench() {
+    $py benchmarks/bench_engine_tp.py --tp "${TP_BENCH:-4}" --repeats 2 --num-tokens 64 \
+        --out "$out/bench_engine_tp.json"
+}
+stage_serving() {
+    for t in ${SERVE_TPS:-8 4 1}; do
+        $py benchmarks/bench_engine_serving.py --preset llama3-70b --tp "$t" --engine-args "--override num_layers=40" \
+            --num-requests "${SERVE_REQUESTS:-100}" --rates "${SERVE_RATES:-inf}" --skip-hf \
+            --out "$out/serving_70b40_tp$t.json" || echo "serving tp $t failed"
+    done
+}
+stage_overhead() {
+    $py benchmarks/bench_agent_overhead.py --agent "$agent" --preset "${OVH_PRESET:-llama3-8b}" --tp "${OVH_TP:-1}" \
+        --rounds "${OVH_ROUNDS:-5}" --expect-gpus "$ngpu" --out "$out/overhead.json"
+}
+stage_poll() { $py benchmarks/bench_gpu_poll.py --seconds "${POLL_SECONDS:-20}" --out "$out/bench_gpu_poll.json"; }
+stage_profile() { $py benchmarks/profile_decode_step.py --out "$out/profile_decode_step.json"; }
+stage_decode() { $py benchmarks/bench_engine_decode.py --out "$out/bench_engine_decode.json"; }
+
+export out ngpu agent py
+export -f stage_install stage_nvml stage_tp_tests stage_tp_bench stage_serving stage_overhead stage_poll \
+    stage_profile stage_decode
+echo "host: $(hostname), $ngpu GPU(s): $(nvidia-smi --query-gpu=name --format=csv,noheader | sort | uniq -c | xargs)"
+for s in "$@"; do
+    case $s in
+        install) run_stage install 180 stage_install ;;
+        nvml) run_stage nvml 240 stage_nvml ;;
+        tp_tests) run_stage tp_tests 420 stage_tp_tests ;;
+        tp_bench) run_stage tp_bench 480 stage_tp_bench ;;
+        serving) run_stage serving 560 stage_serving ;;
+        overhead) run_stage overhead 560 stage_overhead ;;
+        poll) run_stage poll 300 stage_poll ;;
+        profile) run_stage profile 240 stage_profile ;;
+        decode) run_stage decode 400 stage_decode ;;
+        *) echo "unknown stage $s" >&2 ;;
+    esac
+done
