@@ -11,7 +11,7 @@
 #   overhead    benchmarks/bench_agent_overhead.py with the bundled agent at TP=$OVH_TP ($OVH_PRESET), which also
 #               records what the agent holds (GPUs sampled, spans per rank, host events joined): stack_check.py
 #   poll        benchmarks/bench_gpu_poll.py (1 GPU and all GPUs, nvidia-smi -lms 100 beside it)
-#   profile     benchmarks/profile_decode_step.py (llama3-8b batch-1 decode, kernels and idle gaps)
+#   profile     benchmarks/profile_decode_step.py (llama3-8b batch-1 decode, kernels and idle gaps; TPs in $PROFILE_TPS)
 #   decode      benchmarks/bench_engine_decode.py (llama3-8b batch-1 decode vs the GEMV ceiling)
 set -uo pipefail
 out=${1:?usage: gpu_session.sh RESULTS_DIR STAGE...}
@@ -59,7 +59,11 @@ stage_overhead() {
         --rounds "${OVH_ROUNDS:-5}" --expect-gpus "$ngpu" --out "$out/overhead.json"
 }
 stage_poll() { $py benchmarks/bench_gpu_poll.py --seconds "${POLL_SECONDS:-20}" --out "$out/bench_gpu_poll.json"; }
-stage_profile() { $py benchmarks/profile_decode_step.py --out "$out/profile_decode_step.json"; }
+stage_profile() {
+    for t in ${PROFILE_TPS:-1}; do
+        $py benchmarks/profile_decode_step.py --tp "$t" --out "$out/profile_tp$t.json" || echo "profile tp $t failed"
+    done
+}
 stage_decode() { $py benchmarks/bench_engine_decode.py --out "$out/bench_engine_decode.json"; }
 
 export out ngpu agent py

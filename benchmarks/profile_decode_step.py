@@ -20,7 +20,12 @@ from pathlib import Path
 import torch
 
 from bench_engine_decode import build_engine, log  # makes gpusleuth importable without an install
+from gpusleuth.engine.config import EngineConfig, ModelSource
+from gpusleuth.engine.engine import LLMEngine
 from gpusleuth.engine.sequence import SamplingParams
+from gpusleuth.engine.spans import SpanEmitter
+from gpusleuth.engine.tokenizer import load_tokenizer
+from gpusleuth.engine.workers import LaunchSpec, start_ranks
 
 
 def kernels_from_trace(path: Path) -> list[tuple[float, float, str]]:
@@ -58,28 +63,13 @@ def summarise(kernels: list[tuple[float, float, str]], steps: int) -> dict:
                               key=lambda k: -k["us_per_step"])[:40]}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="llama3-8b")
-    p.add_argument("--dtype", default="bfloat16")
-    p.add_argument("--kernels", default="fused")
-    p.add_argument("--prompt-len", type=int, default=128)
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--out", default="benchmarks/results/profile_decode_step.json")
-    args = p.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("needs a GPU (the trace is of CUDA kernels)")
-    args.device, args.step_batches, args.no_cuda_graphs = "cuda", [1], False
-    engine = build_engine(args, args.kernels)
+def profile_steps(engine: LLMEngine, args, trace: Path) -> None:
     prompt = [(7 * i) % 1000 + 3 for i in range(args.prompt_len)]
     params = SamplingParams(max_tokens=10_000, temperature=0.0, is_ignore_eos=True)
     engine.add_request("warm", prompt, params)
     for _ in range(20):  # prefill + warm decode steps (graphs replayed, allocator settled)
         engine.step()
     torch.cuda.synchronize()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    trace = out.with_suffix(".trace.json")
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU,
                                             torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(args.steps):
@@ -87,11 +77,42 @@ def main() -> None:
         torch.cuda.synchronize()
     prof.export_chrome_trace(str(trace))
     engine.abort("warm")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="llama3-8b")
+    p.add_argument("--dtype", default="bfloat16")
+    p.add_argument("--kernels", default="fused")
+    p.add_argument("--prompt-len", type=int, default=128)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--tp", type=int, default=1)
+    p.add_argument("--layers", type=int, default=0, help="layer subset (0: the preset's)")
+    p.add_argument("--out", default="benchmarks/results/profile_decode_step.json")
+    args = p.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("needs a GPU (the trace is of CUDA kernels)")
+    args.device, args.step_batches, args.no_cuda_graphs = "cuda", [1], False
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    trace = out.with_suffix(".trace.json")
+    if args.tp == 1:
+        profile_steps(build_engine(args, args.kernels), args, trace)
+    else:  # rank 0's view: its kernels, NCCL's included (a collective's time includes waiting for the others)
+        ecfg = EngineConfig(device="cuda", dtype=args.dtype, kernels=args.kernels, tp=args.tp, max_num_seqs=1,
+                            max_num_batched_tokens=256, max_model_len=1024, num_gpu_blocks=128)
+        overrides = {"num_layers": args.layers} if args.layers else {}
+        spec = LaunchSpec(source=ModelSource(preset=args.preset, overrides=overrides), engine=ecfg, is_spans=False)
+        with start_ranks(spec) as (runner, broadcast):
+            engine = LLMEngine(runner, load_tokenizer(runner.cfg), broadcast=broadcast,
+                               emitter=SpanEmitter(0, is_enabled=False))
+            profile_steps(engine, args, trace)
+            del engine, runner
     kernels = kernels_from_trace(trace)
     log(f"{len(kernels)} GPU activities in {args.steps} steps")
     result = {"benchmark": "profile_decode_step", "device": torch.cuda.get_device_name(), "preset": args.preset,
-              "dtype": args.dtype, "kernels_impl": args.kernels, "prompt_len": args.prompt_len,
-              **summarise(kernels, args.steps)}
+              "tp": args.tp, "layers": args.layers or "all", "dtype": args.dtype, "kernels_impl": args.kernels,
+              "prompt_len": args.prompt_len, **summarise(kernels, args.steps)}
     out.write_text(json.dumps(result, indent=2))
     with gzip.open(str(trace) + ".gz", "wt") as f:
         f.write(trace.read_text())

@@ -2,15 +2,14 @@
 
 Single host: the calling process is rank 0 and spawns ranks 1..tp-1 (torch.multiprocessing, "spawn"). Under
 torchrun or SLURM (RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT in the environment) each launched process is
-one rank and nothing is spawned. Collectives of the model use NCCL on GPU and gloo on CPU; rank 0 broadcasts each
-step's inputs to the others over a gloo group (small pickled CPU tensors).
+one rank and nothing is spawned. Collectives of the model use NCCL on GPU and gloo on CPU; rank 0 sends each step's
+inputs to the others through step_channel.py (shared memory on one host, else a gloo group).
 """
 from __future__ import annotations
 
 import gc
 import logging
 import os
-import pickle
 import signal
 import socket
 import time
@@ -27,6 +26,7 @@ from gpusleuth.engine.config import EngineConfig, ModelSource
 from gpusleuth.engine.faults import FaultConfig
 from gpusleuth.engine.runner import ModelRunner, resolve_device
 from gpusleuth.engine.spans import Nvtx, SpanEmitter
+from gpusleuth.engine.step_channel import open_channel
 
 log = logging.getLogger("gpusleuth.engine")
 
@@ -93,44 +93,11 @@ def build_runner(spec: LaunchSpec, rank: int, world: int, device: torch.device, 
     return runner
 
 
-class StepChannel:
-    """Rank 0 -> other ranks, one pickled step per message over the gloo control group.
-
-    A step usually fits one fixed-size buffer, so it costs one gloo broadcast (broadcast_object_list costs two
-    plus tensor pickling); larger steps (long prefill chunks) send the size first and the bytes second.
-    """
-
-    CAPACITY = 32 * 1024
-
-    def __init__(self, group) -> None:
-        self.group = group
-        self._buf = torch.zeros(self.CAPACITY, dtype=torch.uint8)
-
-    def send(self, obj: StepInput | None) -> None:
-        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-        self._buf[:8] = torch.frombuffer(bytearray(len(data).to_bytes(8, "little")), dtype=torch.uint8)
-        if len(data) <= self.CAPACITY - 8:
-            self._buf[8:8 + len(data)] = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-            dist.broadcast(self._buf, src=0, group=self.group)
-            return
-        dist.broadcast(self._buf, src=0, group=self.group)
-        dist.broadcast(torch.frombuffer(bytearray(data), dtype=torch.uint8), src=0, group=self.group)
-
-    def recv(self) -> StepInput | None:
-        dist.broadcast(self._buf, src=0, group=self.group)
-        size = int.from_bytes(self._buf[:8].numpy().tobytes(), "little")
-        if size <= self.CAPACITY - 8:
-            return pickle.loads(self._buf[8:8 + size].numpy().tobytes())
-        payload = torch.empty(size, dtype=torch.uint8)
-        dist.broadcast(payload, src=0, group=self.group)
-        return pickle.loads(payload.numpy().tobytes())
-
-
 def worker_loop(runner: ModelRunner, control, is_spans: bool) -> None:
     """Ranks > 0: run every step rank 0 broadcasts until it sends None; each step is an NVTX range and a span."""
     emitter = SpanEmitter(runner.rank, is_enabled=is_spans)
     nvtx = Nvtx(runner.device.type == "cuda")
-    channel = StepChannel(control)
+    channel = open_channel(control, runner.rank, dist.get_world_size())
     while True:
         inp = channel.recv()
         if inp is None:
@@ -145,6 +112,7 @@ def worker_loop(runner: ModelRunner, control, is_spans: bool) -> None:
                     0, step_id=inp.step_id)
         emitter.flush()
     emitter.close()
+    channel.close()
 
 
 def release_graphs(runner: ModelRunner | None) -> None:
@@ -196,10 +164,11 @@ def start_ranks(spec: LaunchSpec) -> Iterator[tuple[ModelRunner, object]]:
             is_clean = True
             raise SystemExit(0)
 
-        channel = StepChannel(control) if world > 1 else None
+        channel = open_channel(control, 0, world) if world > 1 else None
         yield runner, (channel.send if channel else None)
         if channel:
             channel.send(None)
+            channel.close()
         is_clean = True
     finally:
         if is_clean and world > 1 and dist.is_initialized():
