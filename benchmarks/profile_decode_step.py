@@ -65,7 +65,7 @@ def summarise(kernels: list[tuple[float, float, str]], steps: int) -> dict:
 
 def profile_steps(engine: LLMEngine, args, trace: Path) -> None:
     prompt = [(7 * i) % 1000 + 3 for i in range(args.prompt_len)]
-    params = SamplingParams(max_tokens=10_000, temperature=0.0, is_ignore_eos=True)
+    params = SamplingParams(max_tokens=args.steps + 64, temperature=0.0, is_ignore_eos=True)
     engine.add_request("warm", prompt, params)
     for _ in range(20):  # prefill + warm decode steps (graphs replayed, allocator settled)
         engine.step()

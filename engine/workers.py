@@ -115,12 +115,13 @@ def worker_loop(runner: ModelRunner, control, is_spans: bool) -> None:
     channel.close()
 
 
-def release_graphs(runner: ModelRunner | None) -> None:
+def release_graphs(runner: ModelRunner | None, is_sync: bool = True) -> None:
     """Destroy the runner's captured CUDA graphs before NCCL teardown: ncclCommDestroy waits until every graph that
-    captured one of its collectives is gone (seen on 2x/4x H200: TP runs never exited)."""
+    captured one of its collectives is gone (seen on 2x/4x H200: TP runs never exited). After a failure, no sync:
+    a collective whose peers are gone never completes."""
     if runner is None or runner.graphs is None:
         return
-    if runner.device.type == "cuda":
+    if runner.device.type == "cuda" and is_sync:
         torch.cuda.synchronize(runner.device)
     runner.graphs.graphs.clear()
     runner.graphs = None
@@ -182,4 +183,5 @@ def start_ranks(spec: LaunchSpec) -> Iterator[tuple[ModelRunner, object]]:
             if p.is_alive():
                 p.kill()
         if world > 1 and dist.is_initialized():
+            release_graphs(runner, is_sync=False)  # else the NCCL teardown below waits for them forever
             dist.destroy_process_group()

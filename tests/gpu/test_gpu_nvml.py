@@ -131,7 +131,7 @@ def test_xid_thread_never_blocks_the_poll_loop(gpu_tools, make_probe):
 
 
 def test_every_gpu_is_sampled(gpu_tools, make_probe):
-    probe = make_probe()
+    probe = make_probe(counters_interval_s=0.2)  # counters on every poll here (default tier: every 2 s)
     for _ in range(4):  # counter rates need two reads with distinct NVML timestamps
         snap = probe.poll(time.monotonic_ns()).snapshot
         time.sleep(0.3)
