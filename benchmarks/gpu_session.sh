@@ -7,6 +7,7 @@
 #   nvml        tests/gpu/test_gpu_nvml.py (every GPU of the host sampled)
 #   tp_tests    TP=N greedy tokens == TP=1, llama3-8b (N from $TP_TESTS, default "2 4")
 #   tp_bench    benchmarks/bench_engine_tp.py, llama3-70b shapes (sizes from $TP_BENCH, default 4)
+#   (GPUSLEUTH_ALLREDUCE=symm in the environment: small all-reduces through symmetric memory, see symm_allreduce.py)
 #   serving     benchmarks/bench_engine_serving.py on the 70b 40-layer subset at each TP in $SERVE_TPS
 #   overhead    benchmarks/bench_agent_overhead.py with the bundled agent at TP=$OVH_TP ($OVH_PRESET), which also
 #               records what the agent holds (GPUs sampled, spans per rank, host events joined): stack_check.py
@@ -44,8 +45,8 @@ stage_tp_tests() {
     $py -m pytest -s -q -p no:cacheprovider "${ids[@]}"
 }
 stage_tp_bench() {
-    $py benchmarks/bench_engine_tp.py --tp "${TP_BENCH:-4}" --repeats 2 --num-tokens 64 \
-        --out "$out/bench_engine_tp.json"
+    $py benchmarks/bench_engine_tp.py --tp "${TP_BENCH:-4}" --repeats 2 --num-tokens 64 ${TP_BENCH_ARGS:-} \
+        --out "$out/bench_engine_tp${GPUSLEUTH_ALLREDUCE:+_$GPUSLEUTH_ALLREDUCE}.json"
 }
 stage_serving() {
     for t in ${SERVE_TPS:-8 4 1}; do

@@ -14,6 +14,7 @@ from gpusleuth.engine.kv_cache import allocate_caches, blocks_needed, num_blocks
 from gpusleuth.engine.loader import load_weights, random_source, safetensors_source
 from gpusleuth.engine.model import LlamaForCausalLM
 from gpusleuth.engine.ops import select_ops
+from gpusleuth.engine.symm_allreduce import maybe_symmetric
 from gpusleuth.engine.tp import apply_tp
 
 log = logging.getLogger("gpusleuth.engine")
@@ -66,6 +67,7 @@ class ModelRunner:
         self.faults = RankFaults(rank, device)
         if self.comm is not None:
             self.comm.pre_all_reduce = self.faults.pre_all_reduce
+            self.comm.small = maybe_symmetric(group, device, self.dtype)
         cos_sin = self.ops.build_rope_cache(self.max_model_len, cfg.head_dim, cfg.rope_theta, cfg.rope_scaling,
                                            device=device, dtype=torch.float32)
         for attn in self.model.attention_layers():

@@ -27,10 +27,13 @@ class _Comm:
     def __init__(self, rank: int, world_size: int, group=None) -> None:
         self.rank, self.world_size, self.group = rank, world_size, group
         self.pre_all_reduce: AllReduceHook | None = None
+        self.small = None  # symm_allreduce.SymmetricAllReduce for small tensors, when enabled
 
     def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
         if self.pre_all_reduce is not None:
             self.pre_all_reduce()
+        if self.small is not None and self.small.can_run(x):
+            return self.small.all_reduce(x)
         dist.all_reduce(x, group=self.group)
         return x
 
