@@ -7,7 +7,6 @@ warning instead of failing the engine: decode then runs eagerly.
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 
@@ -15,11 +14,6 @@ from gpusleuth.engine.batch import StepInput
 from gpusleuth.engine.model import AttnMeta, LlamaForCausalLM
 
 log = logging.getLogger("gpusleuth.engine")
-
-
-# Layer boundaries between a decode step's graphs (1 layer, then 3, then the rest); GPUSLEUTH_GRAPH_CHUNKS="" or
-# "none" captures one graph per batch size (for A/B runs), "1,4,12" other cuts.
-CHUNK_CUTS = (1, 4)
 
 
 def graph_batch_sizes(max_bs: int) -> list[int]:
@@ -35,7 +29,7 @@ class DecodeGraphs:
         self.slots = torch.zeros(max_bs, dtype=torch.int64, device=device)
         self.tables = torch.zeros(max_bs, max_blocks, dtype=torch.int32, device=device)
         self.context_lens = torch.ones(max_bs, dtype=torch.int32, device=device)
-        self.graphs: dict[int, list[torch.cuda.CUDAGraph]] = {}  # per batch size: its chunks, in order
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}
         self.sizes: list[int] = []
         self.num_replays = 0
@@ -60,40 +54,17 @@ class DecodeGraphs:
         # the LM head is inside the graph too: at batch 1 its launches are a visible share of a decode step
         return self.model.compute_logits(self.model(self.ids[:bs], self._meta(bs)))
 
-    def _chunks(self) -> list[tuple[int, int]]:
-        """Layer ranges captured as separate graphs: a short first one so the GPU starts while the host is still
-        launching the long rest (launching a graph costs host time roughly per node: hundreds of nodes per step)."""
-        n = len(self.model.model.layers)
-        env = os.environ.get("GPUSLEUTH_GRAPH_CHUNKS")
-        wanted = CHUNK_CUTS if env is None else [int(c) for c in env.split(",") if c.strip().isdigit()]
-        cuts = sorted({c for c in wanted if 0 < c < n} | {n})
-        return list(zip([0] + cuts[:-1], cuts))
-
-    def _run_chunk(self, bs: int, lo: int, hi: int, h, residual, meta: AttnMeta):
-        body = self.model.model
-        if lo == 0:
-            h, residual = body.embed_tokens(self.ids[:bs]), None
-        for layer in body.layers[lo:hi]:
-            h, residual = layer(h, residual, meta)
-        if hi < len(body.layers):
-            return h, residual
-        h, _ = body.norm(h, residual)
-        return self.model.compute_logits(h), None
-
     @torch.inference_mode()
     def _capture_all(self) -> None:
         pool = None
         for bs in reversed(graph_batch_sizes(self.max_bs)):  # largest first so smaller ones reuse its pool
             self._forward(bs)  # warm-up: Triton compiles outside the capture
             torch.cuda.synchronize()
-            meta, h, residual, parts = self._meta(bs), None, None, []
-            for lo, hi in self._chunks():
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, pool=pool):
-                    h, residual = self._run_chunk(bs, lo, hi, h, residual, meta)
-                pool = graph.pool() if pool is None else pool
-                parts.append(graph)
-            self.outputs[bs], self.graphs[bs] = h, parts
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=pool):
+                self.outputs[bs] = self._forward(bs)
+            pool = graph.pool() if pool is None else pool
+            self.graphs[bs] = graph
         self.sizes = sorted(self.graphs)
 
     def can_run(self, batch_size: int) -> bool:
@@ -115,7 +86,6 @@ class DecodeGraphs:
             self.slots[b:bs].zero_()
             self.context_lens[b:bs].fill_(1)
             self.tables[b:bs].zero_()
-        for part in self.graphs[bs]:
-            part.replay()
+        self.graphs[bs].replay()
         self.num_replays += 1
         return self.outputs[bs][:b]
