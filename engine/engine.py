@@ -99,6 +99,8 @@ class LLMEngine:
         if plan.is_empty:
             return []
         self.num_steps += 1
+        for seq, _ in plan.prefill:  # before the step runs: its kernels belong to the prefill NVTX range
+            self._mark_prefill_start(seq)
         self.nvtx.push(f"step {self.num_steps}")
         inp = build_step_input(plan, self.allocator.block_size, self.num_steps)
         inp.faults, self._pending_faults = self._pending_faults, None
@@ -111,7 +113,6 @@ class LLMEngine:
         for seq in plan.decode:
             seq.num_computed += 1
         for seq, n in plan.prefill:
-            self._mark_prefill_start(seq)
             seq.num_computed += n
         now = time.monotonic_ns()
         outs = [self._append(seq, tok, now) for seq, tok in zip(seqs, tokens)]
