@@ -174,7 +174,9 @@ class LLMEngine:
         num_prefill_tokens = sum(n for _, n in plan.prefill)
         self.emitter.add("step", "step", f"step-{self.num_steps}", start, end, plan.num_tokens,
                          len(plan.decode) + len(plan.prefill), num_prefill=len(plan.prefill),
-                         num_decode=len(plan.decode), step_id=self.num_steps)
+                         num_decode=len(plan.decode), step_id=self.num_steps,
+                         num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting),
+                         kv_usage=round(self.allocator.usage, 4), num_preempted=len(plan.preempted))
         self.emitter.flush()
         if num_prefill_tokens:
             self.metrics.prompt_tokens.inc(num_prefill_tokens)

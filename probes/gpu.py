@@ -13,6 +13,7 @@ Snapshot schema (store.snapshot("gpu")); a value NVML cannot give is None, never
                                         "fb_reserved_mib", "fb_total_mib", "gpm": {...}}],
      "util_gpu_pct", "util_mem_pct", "enc_util_pct", "dec_util_pct",            # %, None under MIG
      "sm_clock_mhz", "mem_clock_mhz", "power_w", "power_avg_w" (from energy), "energy_mj" (counter),
+     "power_limit_w" (enforced limit, detail tier),
      "gpu_temp_c", "mem_temp_c", "pstate" (0..15),
      "clock_event_reasons" (bitmask), "clock_event_reason_names": [..], "throttle_since_ns": int|None,
      "fb_total_mib", "fb_used_mib", "fb_free_mib", "fb_reserved_mib",              # MiB, floor

@@ -79,7 +79,8 @@ class GpuDevice:
         self._counters: tuple[dict[str, Any], dict[str, Any]] | None = None  # last field values and GPM read
         self._last_energy: tuple[Any, Any] = (NA, NA)  # energy_mj and power_avg_w between energy reads
         self.last: dict[str, Any] = {}
-        self.detail: dict[str, Any] = {"processes": [], "enc_util_pct": None, "dec_util_pct": None}
+        self.detail: dict[str, Any] = {"processes": [], "enc_util_pct": None, "dec_util_pct": None,
+                                       "power_limit_w": None}
 
     def refresh_mig(self) -> None:
         """(Re-)enumerate MIG instances, keeping the GPM samplers of instances that still exist."""
@@ -233,6 +234,8 @@ class GpuDevice:
         dec = q("nvmlDeviceGetDecoderUtilization", h, key=(k, "dec"))
         self.detail["enc_util_pct"] = enc[0] if enc is not NA else None
         self.detail["dec_util_pct"] = dec[0] if dec is not NA else None
+        limit_mw = q("nvmlDeviceGetEnforcedPowerLimit", h, key=(k, "power_limit"))  # changes rarely: detail tier
+        self.detail["power_limit_w"] = limit_mw / 1000.0 if limit_mw is not NA else None
         samples: list[Sample] = []
         if self.procs is not None:
             now = monotonic_ns()

@@ -4,7 +4,8 @@ One datagram is a UTF-8 JSON object: {"v": 1, "pid": <sender pid>, "spans": [<sp
 {"kind": "request"|"step", "phase": str, "request_id": str, "rank": int, "start_ns": int, "end_ns": int,
  "tokens": int, "batch_size": int, "attrs": {...}} with CLOCK_MONOTONIC nanoseconds.
 Request phases: "queued", "prefill", "decode", "finished" (finished carries attrs ttft_s, tpot_s, e2e_s, status);
-a "step" span is one scheduler step (phase "step", attrs num_prefill, num_decode). Datagrams stay under 60 KiB.
+a "step" span is one scheduler step (phase "step", attrs num_prefill, num_decode; rank 0's also num_running,
+num_waiting, kv_usage 0..1 and num_preempted after the step). Datagrams stay under 60 KiB.
 """
 from __future__ import annotations
 

@@ -6,7 +6,8 @@ Engines that send spans are announced to the agent through `watch_pids`, so the 
 
 Snapshot schema (`store.snapshot("spans")`):
   {"t_ns": int, "socket": str, "received_total": int, "decode_errors_total": int, "spans_total": int,
-   "senders": {"<pid>": {"comm": str, "ranks": [int], "last_seen_ns": int, "spans": int}},
+   "senders": {"<pid>": {"comm": str, "ranks": [int], "last_seen_ns": int, "spans": int,
+                         "num_running"?: int, "num_waiting"?: int, "kv_usage"?: float (rank 0's last step)}},
    "watch_pids": [int], "in_flight": int, "finished_total": int,
    "histograms": {"<pid>": {"queue"|"prefill"|"decode"|"ttft"|"tpot"|"e2e": {"bounds", "counts", "count", "sum"}}},
    "recent": [request summary, newest last]}
@@ -29,6 +30,7 @@ from gpusleuth.probes.records import Event
 from gpusleuth.probes.request_stats import RequestBook
 
 log = logging.getLogger(__name__)
+ENGINE_GAUGES = ("num_running", "num_waiting", "kv_usage")  # latest values per engine, from its step spans
 
 
 @dataclass(slots=True)
@@ -130,6 +132,9 @@ class SpanProbe(Probe):
         out = []
         for span in spans:
             sender["ranks"].add(span.rank)
+            if span.kind == "step" and "num_waiting" in span.attrs:  # rank 0's scheduler state after the step
+                for key in ENGINE_GAUGES:
+                    sender[key] = span.attrs.get(key)
             kind = "engine.step" if span.kind == "step" else f"request.{span.phase}"
             out.append(Event(kind, self.name, span.start_ns, span.end_ns, pid=pid, comm=comm, attrs={
                 "request_id": span.request_id, "rank": span.rank, "tokens": span.tokens,

@@ -106,6 +106,7 @@ class FakeGpu:
     sm_clock: int = 1980
     mem_clock: int = 2619
     power_mw: int = 70_000
+    power_limit_mw: int = 700_000
     temp_c: int = 33
     mem_temp_c: int = 40
     reasons: int = 0x1
@@ -304,6 +305,9 @@ class FakeNvml:
 
     def nvmlDeviceGetPowerUsage(self, h: Handle) -> int:
         return self._check("nvmlDeviceGetPowerUsage", h).power_mw
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, h: Handle) -> int:
+        return self._check("nvmlDeviceGetEnforcedPowerLimit", h).power_limit_mw
 
     def nvmlDeviceGetTotalEnergyConsumption(self, h: Handle) -> int:
         return self._check("nvmlDeviceGetTotalEnergyConsumption", h).energy_mj

@@ -171,3 +171,30 @@ def test_metrics_without_prometheus_client_parse_the_same(monkeypatch):
     assert set(got) == set(real)
     key = ("vllm:generation_tokens_total", (("model_name", "tiny"),))
     assert got[key] == real[key] == PARAMS.max_tokens
+
+
+def test_step_spans_carry_scheduler_state_to_the_agent_and_the_tui(tmp_path):
+    from gpusleuth.probes.spans import SpanConfig, SpanProbe
+    from gpusleuth.tui.views import engine_gauges
+
+    probe = SpanProbe(SpanConfig(socket=str(tmp_path / "spans.sock")))
+    probe.start()
+    try:
+        engine = make_engine(emitter=SpanEmitter(0, str(tmp_path / "spans.sock")), max_num_seqs=2)
+        for i, text in enumerate(("gauge one", "gauge two", "gauge three waits")):
+            engine.add_request(f"g{i}", engine.tokenizer.encode(text), PARAMS)
+        engine.step()  # two admitted (max_num_seqs=2), one waiting
+
+        def sender() -> dict:
+            time.sleep(0.3)  # the intake thread reads the datagram
+            return probe.poll(time.monotonic_ns()).snapshot["senders"][str(os.getpid())]
+
+        mid = sender()
+        assert (mid["num_running"], mid["num_waiting"]) == (2, 1) and mid["kv_usage"] > 0
+        assert engine_gauges({"senders": {"1": mid}}) == {"queue": 1, "running": 2, "kv": mid["kv_usage"]}
+        while engine.has_work:
+            engine.step()
+        end = sender()
+        assert (end["num_running"], end["num_waiting"], end["kv_usage"]) == (0, 0, 0.0)
+    finally:
+        probe.stop()

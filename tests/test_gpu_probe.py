@@ -38,9 +38,11 @@ def test_units_on_intake_match_nvml_quirks():
     g.power_mw, g.temp_c, g.mem_temp_c, g.sm_clock, g.mem_clock = 312_345, 61, 70, 1755, 2619
     g.mem_total, g.mem_used, g.mem_reserved = 80 * 1024 * MIB, 5000 * MIB + MIB - 1, 700 * MIB
     g.util_gpu, g.util_mem, g.pstate, g.reasons = 97, 41, 0, 0x4 | 0x40
+    g.power_limit_mw = 350_000
     probe = started(fake)
     snap = gpu_snap(probe.poll(time.monotonic_ns()))
     assert snap["power_w"] == pytest.approx(312.345)
+    assert snap["power_limit_w"] == pytest.approx(350.0)  # mW like power usage
     assert (snap["gpu_temp_c"], snap["mem_temp_c"], snap["sm_clock_mhz"], snap["mem_clock_mhz"]) == (61, 70, 1755, 2619)
     assert snap["fb_used_mib"] == 5000  # floor to the MiB like nvidia-smi, reserved not counted as used
     assert snap["fb_reserved_mib"] == 700
