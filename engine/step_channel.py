@@ -125,6 +125,7 @@ class SharedMemoryChannel:
         finally:
             os.close(fd)
         self.seq = 0
+        self.send_timeout_s = 600.0  # a reader gone for good (readers themselves wait for work forever)
 
     def _get(self, at: int) -> int:
         return _U64.unpack_from(self.mm, at)[0]
@@ -132,8 +133,11 @@ class SharedMemoryChannel:
     def send(self, obj: StepInput | None) -> None:
         data = encode_step(obj)
         backoff = _Backoff()
-        while any(self._get(_LINE * (1 + r)) != self.seq for r in range(1, self.world)):
+        while lagging := [r for r in range(1, self.world) if self._get(_LINE * (1 + r)) != self.seq]:
             backoff.wait()  # a reader has not taken the previous message yet
+            if time.monotonic() - backoff.start > self.send_timeout_s:
+                raise TimeoutError(f"rank(s) {lagging} did not take step message {self.seq} within "
+                                   f"{self.send_timeout_s:.0f} s: is the process alive?")
         if len(data) > self.capacity:
             _U64.pack_into(self.mm, 8, _OVERSIZE)
         else:

@@ -81,3 +81,21 @@ def test_encoding_round_trip_and_none():
     step = make_step(10)
     assert same(decode_step(encode_step(step)), step)
     assert decode_step(encode_step(None)) is None
+
+
+def test_writer_names_a_reader_that_stopped_taking_steps(tmp_path):
+    path = str(tmp_path / "mailbox")
+    writer = SharedMemoryChannel(path, 0, 2, 1 << 20, gloo=None)
+    reader = SharedMemoryChannel(path, 1, 2, 1 << 20, gloo=None)
+    writer.send_timeout_s = 0.3
+    try:
+        writer.send(make_step(1))
+        with pytest.raises(TimeoutError, match=r"rank\(s\) \[1\]"):
+            writer.send(make_step(2))  # rank 1 has not taken step 1
+        assert same(reader.recv(), make_step(1))
+        writer.send(make_step(2))
+        assert same(reader.recv(), make_step(2))
+    finally:
+        reader.close()
+        writer.close()
+    assert not os.path.exists(path)
