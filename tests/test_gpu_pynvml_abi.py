@@ -120,6 +120,8 @@ class FakeLib:
 
     def nvmlDeviceGetClockInfo(self, h, c, o): return self._scalar("nvmlDeviceGetClockInfo", o, self._obj(h), c.value)
     def nvmlDeviceGetPowerUsage(self, h, o): return self._scalar("nvmlDeviceGetPowerUsage", o, self._obj(h))
+    def nvmlDeviceGetEnforcedPowerLimit(self, h, o):
+        return self._scalar("nvmlDeviceGetEnforcedPowerLimit", o, self._obj(h))
     def nvmlDeviceGetTemperature(self, h, s, o): return self._scalar("nvmlDeviceGetTemperature", o, self._obj(h), s)
     def nvmlDeviceGetPerformanceState(self, h, o): return self._scalar("nvmlDeviceGetPerformanceState", o, self._obj(h))
     def nvmlDeviceGetTotalEnergyConsumption(self, h, o):
