@@ -292,6 +292,7 @@ def test_full_poll_through_real_pynvml(real_binding, tmp_path):
     assert snap["driver_version"] == "570.86.15" and snap["nvml_version"] == "12.570.86.15"
     assert gpu["uuid"] == g.uuid and gpu["pci_bus_id"] == g.bus_id and gpu["name"] == g.name  # str, not bytes
     assert gpu["power_w"] == pytest.approx(401.5) and gpu["fb_used_mib"] == 12_345 and gpu["fb_reserved_mib"] == 600
+    assert gpu["power_limit_w"] == pytest.approx(700.0)  # nvmlDeviceGetEnforcedPowerLimit through the C ABI
     assert gpu["clock_event_reason_names"] == ["sw_power_cap"]
     assert gpu["nvlink_tx_bytes_s"] == pytest.approx(2048 * 1024 / 0.5)
     assert gpu["pcie_rx_bytes_s"] == pytest.approx(20_000_000) and "pcie from counters" in probe.status().path
