@@ -34,7 +34,7 @@ def test_tp2_equals_tp1_from_sharded_checkpoint(tmp_path, capsys):
 
 
 def test_tp2_equals_tp1_random_weights(capsys):
-    # a 1.6k-token prompt in one step: a step message of tens of KB (larger than the gloo channel's one-broadcast buffer)
+    # a 1.6k-token prompt in one step: a message of tens of KB (more than the gloo channel's one-broadcast buffer)
     prompts = [*PROMPTS, "long " * 320]
     tp1 = _generate(capsys, "--preset", "tiny", "--tp", "1", "--seed", "5", "--init-std", "0.1", prompts=prompts,
                     budget=2048)
