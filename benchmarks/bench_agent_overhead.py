@@ -31,28 +31,15 @@ from bench_engine_common import ensure_gpusleuth_importable, log  # noqa: E402
 ensure_gpusleuth_importable()
 import bench_engine_serving as serving  # noqa: E402
 import stack_check  # noqa: E402
+from tests.agent_helpers import write_config  # noqa: E402
 
 EXPORTER = "127.0.0.1:19466"
 
 
 def agent_config(tmp: Path) -> Path:
-    conf = tmp / "agent.toml"
-    conf.write_text(f"""
-[agent]
-pid_file = "{tmp}/agent.pid"
-log_file = "{tmp}/agent.log"
-[control]
-socket = "{tmp}/agent.sock"
-[recorder]
-directory = "{tmp}/rec"
-[exporter]
-listen = "{EXPORTER}"
-[probes.net]
-state_dir = "{tmp}/state"
-[probes.spans]
-socket = "{tmp}/spans.sock"
-""")
-    return conf
+    """Every probe and the default watch list; paths under tmp, spans to tmp/spans.sock."""
+    return write_config(tmp, None, extra=f'[probes.spans]\nsocket = "{tmp}/spans.sock"\n', flush_s=None,
+                        listen=EXPORTER, watch=None)
 
 
 def run_workload(args, port: int, reqs) -> dict:

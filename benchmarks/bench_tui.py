@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.agent_helpers import AGENT, free_port, run_agent, wait_for  # noqa: E402
+from tests.agent_helpers import AGENT, run_agent, wait_for, write_config  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 SCREENS = [("1", "overview"), ("2", "requests"), ("3", "gpu"), ("4", "network"), ("5", "syscalls"), ("6", "events")]
@@ -88,27 +88,9 @@ def device() -> str:
     return f"cpu: {model} x {os.cpu_count()} ({platform.node()})"
 
 
-def write_config(tmp: Path, is_all: bool) -> Path:
-    path = tmp / "agent.toml"
-    path.write_text(f"""
-[agent]
-pid_file = "{tmp}/agent.pid"
-log_file = "{tmp}/agent.log"
-[control]
-socket = "{tmp}/agent.sock"
-[recorder]
-directory = "{tmp}/rec"
-[exporter]
-listen = "127.0.0.1:{free_port()}"
-[watch]
-is_all = {str(is_all).lower()}
-comms = []
-[probes]
-enabled = ["syscalls", "sched", "spans"]
-[probes.spans]
-socket = "{tmp}/spans.sock"
-""")
-    return path
+def agent_config(tmp: Path, is_all: bool) -> Path:
+    return write_config(tmp, ["syscalls", "sched", "spans"], extra=f'[probes.spans]\nsocket = "{tmp}/spans.sock"\n',
+                        flush_s=None, watch=f"is_all = {str(is_all).lower()}\ncomms = []")
 
 
 def tmux(*args: str) -> str:
@@ -169,7 +151,7 @@ def snapshot_sizes(sock: str) -> dict[str, int]:
 
 
 def start_agent(tmp: Path, is_all: bool) -> tuple[Path, int]:
-    cfg = write_config(tmp, is_all)
+    cfg = agent_config(tmp, is_all)
     started = run_agent("--config", str(cfg), "start")
     if started.returncode != 0:
         raise RuntimeError(f"agent did not start: {started.stderr}")

@@ -17,9 +17,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_config(tmp: Path, probes: list[str], extra: str = "", flush_s: float = 1.0) -> Path:
-    """A config whose every path is under `tmp` and whose exporter listens on a free port."""
-    port = free_port()
+def write_config(tmp: Path, probes: list[str] | None, extra: str = "", flush_s: float | None = 1.0,
+                 listen: str = "", watch: str | None = "comms = []\nrescan_interval_s = 0.5") -> Path:
+    """A config whose every path is under `tmp`; the exporter listens on `listen` or a free port. `probes`,
+    `flush_s` or `watch` (the body of [watch]) left None keep the agent's defaults."""
     text = f"""
 [agent]
 pid_file = "{tmp}/agent.pid"
@@ -28,23 +29,23 @@ log_file = "{tmp}/agent.log"
 socket = "{tmp}/agent.sock"
 [recorder]
 directory = "{tmp}/rec"
-flush_interval_s = {flush_s}
+{"" if flush_s is None else f"flush_interval_s = {flush_s}"}
 [exporter]
-listen = "127.0.0.1:{port}"
-[watch]
-comms = []
-rescan_interval_s = 0.5
-[probes]
-enabled = {probes!r}
-""".replace("'", '"') + _net_state(tmp, probes, extra)
+listen = "{listen or f'127.0.0.1:{free_port()}'}"
+"""
+    if watch is not None:
+        text += f"[watch]\n{watch}\n"
+    if probes is not None:
+        text += f"[probes]\nenabled = {probes!r}\n".replace("'", '"')
+    text += _net_state(tmp, probes, extra)
     path = tmp / "agent.toml"
     path.write_text(text)
     return path
 
 
-def _net_state(tmp: Path, probes: list[str], extra: str) -> str:
+def _net_state(tmp: Path, probes: list[str] | None, extra: str) -> str:
     """Give each test agent its own tc ownership record, so concurrent test agents never contend for filters."""
-    if "net" not in probes or "state_dir" in extra:
+    if (probes is not None and "net" not in probes) or "state_dir" in extra:
         return extra
     line = f'state_dir = "{tmp}/state"'
     if "[probes.net]" in extra:
