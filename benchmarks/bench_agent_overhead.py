@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -109,11 +108,7 @@ def main() -> None:
                 f"{sum(g['util_samples'] > 0 for g in stack['gpus'].values())}, span ranks {stack['engine']['ranks']}"
                 f" | problems {stack['problems'] or 'none'}")
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        serving.stop_server(server)
 
     def med(side: str, key) -> float:
         return statistics.median(key(r[side]) for r in rounds)

@@ -66,6 +66,15 @@ def start_server(args, port: int) -> subprocess.Popen:
     raise SystemExit("engine server did not become healthy in time")
 
 
+def stop_server(proc: subprocess.Popen) -> None:
+    """Ctrl-C the server (it shuts its ranks down), then kill it if it has not exited within a minute."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
 async def one_request(session, url: str, model: str, prompt: list[int], max_tokens: int, t_send: float) -> dict:
     body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "ignore_eos": True,
             "stream": True, "stream_options": {"include_usage": True}}
@@ -238,11 +247,7 @@ def main() -> None:
             log(f"  output {r['output_throughput']:.0f} tok/s, TTFT median {r['ttft_ms']['median']:.0f} ms, "
                 f"TPOT median {r['tpot_ms']['median']:.1f} ms, failed {r['failed']}")
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
     hf = None if args.skip_hf else hf_baseline(args, reqs)
     if hf:
         log(f"HF generate static batches: {hf['output_throughput']:.0f} output tok/s")
