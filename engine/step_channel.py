@@ -31,13 +31,14 @@ from gpusleuth.engine.batch import StepInput
 _U64 = struct.Struct("<Q")
 _LINE = 64  # one cache line per counter: readers' acknowledgements never share a line with the writer's counter
 _OVERSIZE = (1 << 64) - 1  # size field: the payload travels over gloo instead
+_FIELDS = tuple(f.name for f in dataclasses.fields(StepInput))  # once: encode_step runs every step
 _TENSOR_FIELDS = tuple(f.name for f in dataclasses.fields(StepInput) if "Tensor" in str(f.type))
 
 
 def encode_step(inp: StepInput | None) -> bytes:
     if inp is None:
         return pickle.dumps(None, protocol=pickle.HIGHEST_PROTOCOL)
-    state = {f.name: getattr(inp, f.name) for f in dataclasses.fields(StepInput)}
+    state = {name: getattr(inp, name) for name in _FIELDS}
     for name in _TENSOR_FIELDS:
         state[name] = state[name].numpy()
     return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
