@@ -85,14 +85,7 @@ def _time(fn, device: torch.device, iters: int) -> float:
         with torch.cuda.graph(graph):
             fn()
         fn = graph.replay
-    samples = []
-    for _ in range(5):
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        sync(device)
-        samples.append((time.perf_counter() - t0) * 1e3 / iters)
-    return statistics.median(samples)
+    return _time_eager(fn, device, iters)
 
 
 def model_step_ms(engine: LLMEngine, prompt_len: int, iters: int, batch: int = 1) -> float:
@@ -112,6 +105,7 @@ def model_step_ms(engine: LLMEngine, prompt_len: int, iters: int, batch: int = 1
 
 
 def _time_eager(fn, device: torch.device, iters: int) -> float:
+    """Median ms of fn over 5 rounds of `iters` calls, after one warm-up call."""
     fn()
     sync(device)
     samples = []
