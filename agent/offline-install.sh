@@ -61,7 +61,7 @@ for tool in agent gpusleuth; do
 # gpusleuth from the offline bundle: bundled bcc libraries and Python packages first, the host's python3.
 export LD_LIBRARY_PATH="$libs\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 export PYTHONPATH="$PREFIX/lib:$PREFIX/bcc-only\${PYTHONPATH:+:\$PYTHONPATH}"
-exec "$PYTHON" -m gpusleuth.agent.cli "\$@"
+exec "$PYTHON" -m gpusleuth.agent.cli.main "\$@"
 WRAP
     chmod 755 "$PREFIX/bin/$tool"
 done

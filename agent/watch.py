@@ -9,7 +9,7 @@ import threading
 
 from gpusleuth.agent.config import WatchSection
 from gpusleuth.probes.base import WatchSet
-from gpusleuth.probes.proc_info import all_pids, cgroup_id, comm_of, is_alive
+from gpusleuth.probes.kernel.proc_info import all_pids, cgroup_id, comm_of, is_alive
 
 log = logging.getLogger(__name__)
 

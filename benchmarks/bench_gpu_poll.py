@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def ensure_gpusleuth_importable() -> None:
     """gpusleuth.probes importable from this checkout (see tests/checkout_shim.py)."""
-    _ensure("gpusleuth.probes.gpu")
+    _ensure("gpusleuth.probes.gpu.probe")
 
 SMI_FIELDS = ("utilization.gpu,utilization.memory,clocks.sm,clocks.mem,power.draw,temperature.gpu,"
               "temperature.memory,memory.used,memory.free,memory.reserved,pstate,clocks_event_reasons.active,"
@@ -55,7 +55,7 @@ def nvml_module(fake: int):
 
 
 def make_probe(fake: int, gpus: list[int] | None = None, **cfg):
-    from gpusleuth.probes.gpu import GpuConfig, GpuProbe
+    from gpusleuth.probes.gpu.probe import GpuConfig, GpuProbe
     probe = GpuProbe(GpuConfig(gpus=gpus or [], **cfg), nvml=nvml_module(fake) if fake else None)
     probe.start()
     return probe
@@ -116,7 +116,7 @@ def _timed(fn, reps: int, pause_s: float = 0.0) -> tuple[float, float]:
 def per_field_us(probe, reps: int = 50) -> dict[str, list[float]]:
     """[wall µs, CPU µs] of each field id alone, of GPM's sample and metrics calls apart, and of the incremental
     (since-last-read) process-utilisation and sample-buffer reads a detail poll makes: which reads a poll pays for."""
-    from gpusleuth.probes.gpu_fields import FIELDS
+    from gpusleuth.probes.gpu.fields import FIELDS
     dev, lib = probe.devices[0], probe.lib
     h = dev.handle
     out: dict[str, list[float]] = {}

@@ -23,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
 from benchmarks.bench_net_overhead import device_name  # noqa: E402
-from gpusleuth.probes.net import NetConfig, NetProbe  # noqa: E402
+from gpusleuth.probes.net.probe import NetConfig, NetProbe  # noqa: E402
 from tests.net_helpers import veth_pair, wait_line  # noqa: E402
 
 

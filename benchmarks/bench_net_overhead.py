@@ -24,7 +24,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
-from gpusleuth.probes.net import NetConfig, NetProbe  # noqa: E402
+from gpusleuth.probes.net.probe import NetConfig, NetProbe  # noqa: E402
 from tests.net_helpers import veth_pair, wait_line  # noqa: E402
 
 
@@ -56,7 +56,7 @@ class Modes:
         self.run.attacher.detach(self.link.name)
 
     def set(self, mode: str) -> None:
-        from gpusleuth.probes.tcp_trace import TcpTracer  # noqa: PLC0415
+        from gpusleuth.probes.net.tcp import TcpTracer  # noqa: PLC0415
         attached = self.link.name in self.run.attacher.state
         if mode == "off" and attached:
             self.run.attacher.detach(self.link.name)
@@ -91,7 +91,7 @@ def _test_run(fd: int, data: bytes, repeat: int) -> int:
 def isolated_ns(repeat: int = 2_000_000) -> dict[str, float]:
     """The tc program alone on a 114-byte UDP frame, against an empty program (the test-run harness itself)."""
     from bcc import BPF  # noqa: PLC0415
-    from gpusleuth.probes.net_tc import RingLayout, TcPrograms  # noqa: PLC0415
+    from gpusleuth.probes.net.tc import RingLayout, TcPrograms  # noqa: PLC0415
     frame = (b"\x02" * 6 + b"\x04" * 6 + b"\x08\x00" + bytes([0x45, 0, 0, 100, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1,
                                                                10, 0, 0, 2]) + b"\x04\xd2\x16\x2e" + b"x" * 76)
     noop = BPF(text="#include <uapi/linux/pkt_cls.h>\nint noop(struct __sk_buff *s) { return TC_ACT_UNSPEC; }")

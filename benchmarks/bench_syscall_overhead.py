@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from gpusleuth.probes.base import WatchSet
-from gpusleuth.probes.syscalls import SyscallConfig, SyscallProbe
+from gpusleuth.probes.kernel.syscalls import SyscallConfig, SyscallProbe
 
 HERE = Path(__file__).parent
 

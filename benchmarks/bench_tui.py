@@ -40,8 +40,8 @@ SPAN_SENDER = """
 import os, socket, sys, time
 sys.path.insert(0, {root!r})
 from tests.tui_helpers import request_spans
-from gpusleuth.probes import span_protocol
-from gpusleuth.probes.span_protocol import Span
+from gpusleuth.probes.spans import wire as span_protocol
+from gpusleuth.probes.spans.wire import Span
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 i = 0
 while True:
@@ -143,7 +143,7 @@ def run_reference(name: str, command: list[str], warmup: float, seconds: float, 
 
 
 def snapshot_sizes(sock: str) -> dict[str, int]:
-    from gpusleuth.agent.control import ControlClient  # noqa: PLC0415
+    from gpusleuth.agent.control.client import ControlClient  # noqa: PLC0415
 
     with ControlClient(sock) as c:
         snaps = c.call("snapshot")
@@ -165,7 +165,7 @@ def phase(name: str, is_all: bool, screens: list[tuple[str, str]], args, loads: 
     sock = str(tmp / "agent.sock")
     sender = subprocess.Popen([sys.executable, "-c", SPAN_SENDER.format(root=str(ROOT), path=str(tmp / "spans.sock"))])
     try:
-        from gpusleuth.agent.control import ControlClient  # noqa: PLC0415
+        from gpusleuth.agent.control.client import ControlClient  # noqa: PLC0415
         with ControlClient(sock) as c:
             c.call("watch", pids=[p.pid for p in loads] + [sender.pid])
         time.sleep(12)  # a full latency window and some requests before measuring

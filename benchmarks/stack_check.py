@@ -23,7 +23,7 @@ from typing import Any
 from bench_engine_common import ensure_gpusleuth_importable
 
 ensure_gpusleuth_importable()
-from gpusleuth.agent.control import ControlClient  # noqa: E402
+from gpusleuth.agent.control.client import ControlClient  # noqa: E402
 
 HOST_KINDS_EXCLUDED = ("request.", "engine.")
 

@@ -13,7 +13,7 @@ import signal
 import sys
 from typing import Any
 
-from gpusleuth.agent.config import ConfigError
+from gpusleuth.probes.config import ConfigError
 from gpusleuth.engine.config import PRESETS, EngineConfig, ModelSource, ServerConfig
 from gpusleuth.engine.faults import FaultConfig
 from gpusleuth.engine.sequence import SamplingError, SamplingParams

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from gpusleuth.agent.config import ConfigError, check_choice, check_range
+from gpusleuth.probes.config import ConfigError, check_choice, check_range
 
 KERNEL_CHOICES = ("auto", "fused", "torch")
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from gpusleuth.agent.config import ConfigError, check_range
+from gpusleuth.probes.config import ConfigError, check_range
 
 
 @dataclass(slots=True)

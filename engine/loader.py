@@ -15,7 +15,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from gpusleuth.agent.config import ConfigError
+from gpusleuth.probes.config import ConfigError
 from gpusleuth.engine.config import ModelConfig
 
 _MERGES = (("q_proj", "qkv_proj", "q"), ("k_proj", "qkv_proj", "k"), ("v_proj", "qkv_proj", "v"),

@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from gpusleuth.agent.config import ConfigError
+from gpusleuth.probes.config import ConfigError
 
 _OPS = ("rms_norm", "add_rms_norm", "rope_", "swiglu", "paged_decode_attention", "prefill_attention",
         "paged_prefill_attention")

@@ -14,7 +14,7 @@ import uuid
 
 from aiohttp import web
 
-from gpusleuth.agent.config import ConfigError
+from gpusleuth.probes.config import ConfigError
 from gpusleuth.engine.config import ServerConfig
 from gpusleuth.engine.faults import FaultConfig
 from gpusleuth.engine.loop import EngineDead, EngineLoop, QueueFull

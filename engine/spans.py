@@ -12,8 +12,8 @@ import socket
 
 import torch
 
-from gpusleuth.probes import span_protocol
-from gpusleuth.probes.span_protocol import Span
+from gpusleuth.probes.spans import wire as span_protocol
+from gpusleuth.probes.spans.wire import Span
 
 _DROP_ERRNOS = {errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN, errno.ENOTCONN, errno.ENOBUFS}
 

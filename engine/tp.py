@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from gpusleuth.agent.config import ConfigError
+from gpusleuth.probes.config import ConfigError
 from gpusleuth.engine.config import ModelConfig
 from gpusleuth.engine.model import Embedding, Linear, LlamaForCausalLM
 

@@ -22,8 +22,8 @@ from typing import Any, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from gpusleuth.probes.gpu_fields import CLOCK_EVENT_REASONS, NOT_THROTTLING
-from gpusleuth.probes.xid_table import xid_name, xid_severity
+from gpusleuth.probes.gpu.fields import CLOCK_EVENT_REASONS, NOT_THROTTLING
+from gpusleuth.probes.gpu.xid_table import xid_name, xid_severity
 
 GPU = ["gpu", "UUID"]
 

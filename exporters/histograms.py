@@ -1,7 +1,7 @@
 """Turning the probes' log2 slot counts into Prometheus histogram buckets with fixed boundaries in seconds."""
 from __future__ import annotations
 
-from gpusleuth.probes.log2_hist import slot_upper_seconds
+from gpusleuth.probes.bpf.log2_hist import slot_upper_seconds
 
 # Fixed boundaries 2^8 ns (256 ns) .. 2^35 ns (34 s): a series keeps the same buckets for life, so
 # histogram_quantile() is exact at the bounds. Slots below the first bound fold into it.

@@ -1,13 +1,14 @@
-"""The agent's /metrics endpoint: a fresh registry with every available collector, served over HTTP."""
+"""The agent's /metrics endpoint: a fresh registry with every available collector, served by prometheus_client.
+
+prometheus_client's server picks the address family from the listen address, so `[::1]:9464` works as well as
+`127.0.0.1:9464`, and it serves the OpenMetrics format to scrapers that ask for it.
+"""
 from __future__ import annotations
 
 import importlib
 import logging
-import socketserver
-import threading
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client import CollectorRegistry, start_http_server
 
 from gpusleuth.exporters.registry import COLLECTORS
 
@@ -29,16 +30,11 @@ def build_registry(store, collectors: tuple[str, ...] = COLLECTORS) -> tuple[Col
     return registry, missing
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
-        log.debug("exporter: " + format, *args)
-
-
-class _ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
 class ExporterServer:
+    """Serves the collectors over HTTP in a background thread; a service the agent starts and stops."""
+
+    name = "exporter"
+
     def __init__(self, store, host: str, port: int) -> None:
         self.registry, self.missing = build_registry(store)
         for m in self.missing:
@@ -46,11 +42,15 @@ class ExporterServer:
         self.host, self.port = host, port
         self._httpd = None
 
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
     def start(self) -> None:
-        self._httpd = make_server(self.host, self.port, make_wsgi_app(self.registry), _ThreadingWSGIServer,
-                                  handler_class=_QuietHandler)
+        """Listen now (OSError if the address is taken or not ours)."""
+        self._httpd, _ = start_http_server(self.port, addr=self.host, registry=self.registry)
         self.port = self._httpd.server_port
-        threading.Thread(target=self._httpd.serve_forever, name="exporter", daemon=True).start()
 
     def stop(self) -> None:
         if self._httpd is not None:

@@ -18,6 +18,9 @@ class Sample:
     value: float
     labels: Mapping[str, str] = field(default_factory=dict)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"series": self.series, "t_ns": self.t_ns, "value": self.value, "labels": dict(self.labels)}
+
 
 @dataclass(slots=True, frozen=True)
 class Event:
@@ -39,6 +42,16 @@ class Event:
     def overlaps(self, start_ns: int, end_ns: int) -> bool:
         """True when this event's interval shares any time with [start_ns, end_ns]."""
         return self.start_ns <= end_ns and self.end_ns >= start_ns
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form the control socket and recordings' readers use."""
+        return {"kind": self.kind, "source": self.source, "start_ns": self.start_ns, "end_ns": self.end_ns,
+                "pid": self.pid, "tid": self.tid, "comm": self.comm, "attrs": dict(self.attrs)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Event":
+        return cls(d["kind"], d.get("source", ""), int(d["start_ns"]), int(d["end_ns"]), int(d.get("pid") or 0),
+                   int(d.get("tid") or 0), d.get("comm") or "", d.get("attrs") or {})
 
 
 def monotonic_ns() -> int:

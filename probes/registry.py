@@ -6,11 +6,11 @@ from typing import Any
 
 # name -> "module:Class". Each module must import fine without bcc/pyroute2/NVML present (import those in start()).
 PROBES: dict[str, str] = {
-    "syscalls": "gpusleuth.probes.syscalls:SyscallProbe",
-    "sched": "gpusleuth.probes.sched:SchedProbe",
-    "net": "gpusleuth.probes.net:NetProbe",
-    "gpu": "gpusleuth.probes.gpu:GpuProbe",
-    "spans": "gpusleuth.probes.spans:SpanProbe",
+    "syscalls": "gpusleuth.probes.kernel.syscalls:SyscallProbe",
+    "sched": "gpusleuth.probes.kernel.sched:SchedProbe",
+    "net": "gpusleuth.probes.net.probe:NetProbe",
+    "gpu": "gpusleuth.probes.gpu.probe:GpuProbe",
+    "spans": "gpusleuth.probes.spans.probe:SpanProbe",
 }
 DEFAULT_ENABLED: tuple[str, ...] = tuple(PROBES)
 
@@ -23,3 +23,19 @@ def probe_class(name: str) -> Any:
 
 def config_class(name: str) -> type:
     return probe_class(name).config_class
+
+
+def requirements_report(names: list[str] | None = None) -> dict[str, Any]:
+    """For `agent probes`: per probe, whether it loads and what it needs, checked on this host now."""
+    out = {}
+    for name in names or list(PROBES):
+        try:
+            cls = probe_class(name)
+        except ImportError as exc:
+            out[name] = {"loadable": False, "error": str(exc), "requirements": []}
+            continue
+        reqs = cls.requirements()
+        out[name] = {"loadable": True, "ready": all(r.is_met for r in reqs),
+                     "requirements": [{"name": r.name, "met": r.is_met, "detail": r.detail, "fix": r.how_to_fix}
+                                      for r in reqs]}
+    return out

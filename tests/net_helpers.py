@@ -342,7 +342,7 @@ def role_bulk(args: argparse.Namespace) -> None:
 
 def role_hold_probe(args: argparse.Namespace) -> None:
     """Start the net probe on one interface of a namespace and sit there (another agent, or one to kill -9)."""
-    from gpusleuth.probes.net import NetConfig, NetProbe
+    from gpusleuth.probes.net.probe import NetConfig, NetProbe
     probe = NetProbe(NetConfig(netns=args.netns, interfaces=[args.ifname], state_dir=args.state_dir,
                                is_tcp_enabled=False))
     probe.start()

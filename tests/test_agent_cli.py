@@ -130,7 +130,7 @@ def test_kill9_then_start_recovers_and_keeps_segments(config):
     try:
         assert run_agent("--config", str(config), "start").returncode == 0
         first_pid = agent_pid(tmp)
-        sock = __import__("gpusleuth.agent.control", fromlist=["ControlClient"]).ControlClient(str(tmp / "agent.sock"))
+        sock = __import__("gpusleuth.agent.control.client", fromlist=["ControlClient"]).ControlClient(str(tmp / "agent.sock"))
         sock.call("watch", pids=[worker.pid])
         sock.close()
         worker.stdin.write("go\n")

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from gpusleuth.agent.config import ConfigError, from_mapping, load
+from gpusleuth.agent.config import from_mapping, load
+from gpusleuth.probes.config import ConfigError
 from gpusleuth.agent.store import Store
 from gpusleuth.probes.records import Event, Sample
 

@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from gpusleuth.probes import span_protocol
+from gpusleuth.probes.spans import wire as span_protocol
 
 
 def _request(url: str, body: dict | None = None, method: str | None = None):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from engine_helpers import LogitsRecorder, make_engine
-from gpusleuth.agent.config import ConfigError
+from gpusleuth.probes.config import ConfigError
 from gpusleuth.engine.ops import select_ops
 from gpusleuth.engine.sequence import SamplingParams
 from gpusleuth.kernels import is_triton_available

@@ -14,7 +14,7 @@ from engine_helpers import make_engine
 from gpusleuth.engine.faults import FaultConfig, RankFaults
 from gpusleuth.engine.sequence import SamplingParams
 from gpusleuth.engine.spans import SpanEmitter
-from gpusleuth.probes import span_protocol
+from gpusleuth.probes.spans import wire as span_protocol
 
 PARAMS = SamplingParams(max_tokens=6, temperature=0.0, is_ignore_eos=True)
 
@@ -127,7 +127,7 @@ def test_allreduce_delay_hits_first_all_reduce_of_each_step_on_its_rank():
 
 
 def test_fault_config_from_dict_names_bad_keys():
-    from gpusleuth.agent.config import ConfigError
+    from gpusleuth.probes.config import ConfigError
 
     cfg = FaultConfig.from_dict({"scheduler_sleep_ms": 5})
     assert cfg.scheduler_sleep_ms == 5
@@ -174,7 +174,7 @@ def test_metrics_without_prometheus_client_parse_the_same(monkeypatch):
 
 
 def test_step_spans_carry_scheduler_state_to_the_agent_and_the_tui(tmp_path):
-    from gpusleuth.probes.spans import SpanConfig, SpanProbe
+    from gpusleuth.probes.spans.probe import SpanConfig, SpanProbe
     from gpusleuth.tui.views import engine_gauges
 
     probe = SpanProbe(SpanConfig(socket=str(tmp_path / "spans.sock")))

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from gpusleuth.agent.store import Store  # noqa: E402
 from gpusleuth.exporters.dcgm import DcgmCollector  # noqa: E402
 from gpusleuth.exporters.gpu import GpuCollector  # noqa: E402
-from gpusleuth.probes.gpu import GpuConfig, GpuProbe  # noqa: E402
+from gpusleuth.probes.gpu.probe import GpuConfig, GpuProbe  # noqa: E402
 
 MIB = 1 << 20
 # The metrics dcgm-exporter's etc/default-counters.csv enables (4.x), less the two we document as not exported.

@@ -5,8 +5,8 @@ import time
 
 from fake_nvml import FakeMig, FakeNvml
 
-from gpusleuth.probes.gpu import GpuConfig, GpuProbe
-from gpusleuth.probes.gpu_mig import profile_from_name
+from gpusleuth.probes.gpu.probe import GpuConfig, GpuProbe
+from gpusleuth.probes.gpu.mig import profile_from_name
 
 MIB = 1 << 20
 

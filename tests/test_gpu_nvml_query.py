@@ -7,7 +7,7 @@ import logging
 import pytest
 from fake_nvml import FakeNvml
 
-from gpusleuth.probes.nvml_query import NA, GpuLost, Nvml, NvmlUnavailable, or_none
+from gpusleuth.probes.gpu.nvml import NA, GpuLost, Nvml, NvmlUnavailable, or_none
 
 
 def _lib(fake: FakeNvml) -> Nvml:
@@ -41,7 +41,7 @@ def test_function_missing_from_binding_is_logged_once(caplog):
     fake = FakeNvml(1, absent=("nvmlDeviceGetPowerUsage",))
     lib = _lib(fake)
     h = lib.query("nvmlDeviceGetHandleByIndex", 0)
-    with caplog.at_level(logging.WARNING, logger="gpusleuth.probes.gpu"):
+    with caplog.at_level(logging.WARNING, logger="gpusleuth.probes.gpu.probe"):
         assert lib.query("nvmlDeviceGetPowerUsage", h) is NA
         assert lib.query("nvmlDeviceGetPowerUsage", h) is NA
     assert [r.getMessage() for r in caplog.records].count(
@@ -54,7 +54,7 @@ def test_symbol_missing_from_driver_is_logged_once_and_not_retried(caplog):
     fake = FakeNvml(1, missing_symbols=("nvmlDeviceGetTotalEnergyConsumption",))
     lib = _lib(fake)
     h = lib.query("nvmlDeviceGetHandleByIndex", 0)
-    with caplog.at_level(logging.WARNING, logger="gpusleuth.probes.gpu"):
+    with caplog.at_level(logging.WARNING, logger="gpusleuth.probes.gpu.probe"):
         for _ in range(3):
             assert lib.query("nvmlDeviceGetTotalEnergyConsumption", h, key=(0, "energy")) is NA
     assert sum("libnvidia-ml" in r.getMessage() for r in caplog.records) == 1

@@ -9,10 +9,10 @@ import time
 import pytest
 from fake_nvml import FakeGpu, FakeNvml
 
-from gpusleuth.agent.config import ConfigError
+from gpusleuth.probes.config import ConfigError
 from gpusleuth.probes.base import ProbeState, ProbeUnavailable
-from gpusleuth.probes.gpu import GpuConfig, GpuProbe
-from gpusleuth.probes.gpu_rates import CounterRate, counter_delta
+from gpusleuth.probes.gpu.probe import GpuConfig, GpuProbe
+from gpusleuth.probes.gpu.rates import CounterRate, counter_delta
 from gpusleuth.probes.records import wall_offset_ns
 
 MIB = 1 << 20

@@ -18,7 +18,7 @@ from fake_nvml import NVMLError as FakeError
 
 pynvml = pytest.importorskip("pynvml", reason="nvidia-ml-py not installed")
 
-from gpusleuth.probes.gpu import GpuConfig, GpuProbe  # noqa: E402
+from gpusleuth.probes.gpu.probe import GpuConfig, GpuProbe  # noqa: E402
 
 INSUFFICIENT_SIZE = 7
 MEMBERS = {0: "dVal", 1: "uiVal", 3: "ullVal"}

@@ -7,9 +7,9 @@ import pytest
 from fake_nvml import FakeNvml
 
 from gpusleuth.probes.base import ProbeState
-from gpusleuth.probes.gpu import GpuConfig, GpuProbe
-from gpusleuth.probes.xid_kmsg import parse_line, pci_key
-from gpusleuth.probes.xid_table import xid_name, xid_severity
+from gpusleuth.probes.gpu.probe import GpuConfig, GpuProbe
+from gpusleuth.probes.gpu.xid_kmsg import parse_line, pci_key
+from gpusleuth.probes.gpu.xid_table import xid_name, xid_severity
 
 XID_EVENT, DBE_EVENT = 0x8, 0x2
 

@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry
 
 from gpusleuth.agent.store import Store
 from gpusleuth.exporters.net import NetCollector
-from gpusleuth.probes.net import NetConfig, NetProbe
-from gpusleuth.probes.net_attach import OUR_PRIO
+from gpusleuth.probes.net.probe import NetConfig, NetProbe
+from gpusleuth.probes.net.attach import OUR_PRIO
 from tests.net_helpers import (ADDR_A, ADDR_B, HELPER, PYTHON, TCP_PORT, UDP_BURST_PORT, ForeignFilter, qdisc_kinds, sh,
                                tc_available, tc_filters, veth_pair, wait_line)
 
@@ -207,7 +207,7 @@ def test_retransmits_agree_with_tcp_retranssegs_under_5pct_loss(pair, state_dir)
 
 @pytest.mark.parametrize("allow_raw", [True, False], ids=["raw_tracepoints", "classic_tracepoints"])
 def test_drops_to_a_closed_port_are_counted_with_reason_and_remote(pair, allow_raw):
-    from gpusleuth.probes.tcp_trace import TcpTracer
+    from gpusleuth.probes.net.tcp import TcpTracer
     tracer = TcpTracer(64, pair.ns_b, local_addrs=lambda: {ADDR_B}, allow_raw=allow_raw)
     tracer.start()
     try:

@@ -12,13 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gpusleuth.agent.config import ConfigError, from_mapping
-from gpusleuth.probes.net import NetConfig, select_links
-from gpusleuth.probes.net_attach import Link
-from gpusleuth.probes.net_bursts import BurstDetector
-from gpusleuth.probes.net_ring import OVERRUN_FLAG, SLOT_DTYPE, BinRings
-from gpusleuth.probes.net_owners import OwnerResolver, _parse_addr
-from gpusleuth.probes.tcp_trace import drop_reason_names, has_field
+from gpusleuth.agent.config import from_mapping
+from gpusleuth.probes.config import ConfigError
+from gpusleuth.probes.net.config import NetConfig, select_links
+from gpusleuth.probes.net.attach import Link
+from gpusleuth.probes.net.bursts import BurstDetector
+from gpusleuth.probes.net.ring import OVERRUN_FLAG, SLOT_DTYPE, BinRings
+from gpusleuth.probes.net.owners import OwnerResolver, _parse_addr
+from gpusleuth.probes.net.tcp import drop_reason_names, has_field
 
 BIN = 100_000
 
@@ -132,7 +133,7 @@ def test_burst_detector_is_independent_of_chunking(values, cuts, gap):
 @pytest.mark.skipif(not os.path.exists("/sys/kernel/btf/vmlinux") or not shutil.which("bpftool"),
                     reason="needs kernel BTF and bpftool to compare against")
 def test_btf_offsets_agree_with_bpftool():
-    from gpusleuth.probes.net_btf import Btf, skb_offsets
+    from gpusleuth.probes.net.btf import Btf, skb_offsets
     ours = skb_offsets(Btf.load())
     raw = json.loads(subprocess.run(["bpftool", "-j", "btf", "dump", "file", "/sys/kernel/btf/vmlinux"],
                                     capture_output=True, text=True, check=True).stdout)["types"]
@@ -181,7 +182,7 @@ def test_owner_of_a_loopback_connection_is_this_process():
 
 
 def test_drop_reason_names_from_this_kernel():
-    from gpusleuth.probes.tcp_trace import tracepoint_format
+    from gpusleuth.probes.net.tcp import tracepoint_format
     fmt = tracepoint_format("skb", "kfree_skb")
     if not fmt:
         pytest.skip("tracefs not readable here (needs root or a mounted tracefs)")

@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from gpusleuth.probes.base import WatchSet
-from gpusleuth.probes.log2_hist import quantile_from_buckets
+from gpusleuth.probes.bpf.log2_hist import quantile_from_buckets
 from gpusleuth.probes.records import monotonic_ns
-from gpusleuth.probes.sched import SchedConfig, SchedProbe
+from gpusleuth.probes.kernel.sched import SchedConfig, SchedProbe
 from tests.agent_helpers import spawn_python
 
 pytestmark = [pytest.mark.root,

@@ -11,8 +11,8 @@ import pytest
 
 from gpusleuth.probes.base import WatchSet
 from gpusleuth.probes.records import monotonic_ns
-from gpusleuth.probes.syscall_table import syscall_number
-from gpusleuth.probes.syscalls import SyscallConfig, SyscallProbe
+from gpusleuth.probes.kernel.syscall_table import syscall_number
+from gpusleuth.probes.kernel.syscalls import SyscallConfig, SyscallProbe
 from tests.agent_helpers import spawn_python
 
 pytestmark = pytest.mark.root
@@ -152,7 +152,7 @@ def _cgroup2_root() -> str | None:
 
 @pytest.mark.skipif(_cgroup2_root() is None, reason="no cgroup v2 hierarchy mounted")
 def test_cgroup_filter_watches_processes_in_the_cgroup(tmp_path):
-    from gpusleuth.probes.proc_info import cgroup_id
+    from gpusleuth.probes.kernel.proc_info import cgroup_id
     cg = os.path.join(_cgroup2_root(), f"gpusleuth-test-{os.getpid()}")
     os.mkdir(cg)
     inside = spawn_python(GETPPID_CHILD)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gpusleuth.agent.control import ControlClient
+from gpusleuth.agent.control.client import ControlClient
 from gpusleuth.probes.records import monotonic_ns
 from gpusleuth.tui.app import SCREENS, SleuthApp
 from gpusleuth.tui.screens.help import HelpScreen

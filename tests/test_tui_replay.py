@@ -10,6 +10,7 @@ import pytest
 
 from gpusleuth.tui.app import SCREENS, SleuthApp
 from gpusleuth.tui.screens.help import HelpScreen
+from gpusleuth.agent.recording.replay import Replay
 from gpusleuth.tui.source_recording import RecordingSource
 from tests.tui_helpers import panel_text, table_rows, until
 
@@ -31,7 +32,7 @@ def recorded():
 
 
 def _app(screen: str = "overview") -> SleuthApp:
-    return SleuthApp(RecordingSource(FIXTURE), start_screen=screen)
+    return SleuthApp(RecordingSource(Replay(FIXTURE)), start_screen=screen)
 
 
 async def test_overview_from_the_recording(recorded):
@@ -74,11 +75,14 @@ async def test_requests_sorted_and_explained_from_spans(recorded):
         await until(pilot, lambda: timeline.detail and timeline.detail["request"]["request_id"] == top,
                     what="the request's phases")
         phases = {p["phase"] for p in timeline.detail["phases"]}
-        assert {"queued", "prefill", "decode", "step"} <= phases
+        assert {"queued", "prefill", "decode"} <= phases and timeline.detail["steps"] > 0
         req = timeline.detail["request"]
         inside = recorded[(recorded["start_ns"] <= req["end_ns"]) & (recorded["end_ns"] >= req["start_ns"])
                           & ~recorded["kind"].str.startswith("request.") & (recorded["kind"] != "engine.step")]
-        assert len(table_rows(app, "req-events")) == len(inside) > 0
+        rows = table_rows(app, "req-events")
+        verdicts = [r for r in rows if r[0] == "verdict"]
+        assert verdicts and verdicts[0][1] == timeline.detail["verdicts"][0]["cause"]  # replay explains, as live
+        assert len(rows) - len(verdicts) == len(inside) > 0
 
 
 async def test_cursor_keys_and_playback():

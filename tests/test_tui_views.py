@@ -7,12 +7,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from gpusleuth.probes.log2_hist import quantile_from_buckets
+from gpusleuth.probes.bpf.log2_hist import quantile_from_buckets
 from gpusleuth.tui import fmt, views
 from gpusleuth.tui.history import FrameHistory, hist_delta
-from gpusleuth.tui.source import Frame, SourceError, Want
-from gpusleuth.tui.source_live import EventBuffer, split_phases
+from gpusleuth.tui.source import Frame, Want
+from gpusleuth.tui.source_live import EventBuffer
 from gpusleuth.tui.source_recording import RecordingSource
+from gpusleuth.agent.recording.replay import RecordingError, Replay
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tui_recording"
 S = 1_000_000_000
@@ -114,18 +115,8 @@ def test_event_buffer_dedupes_overlapping_fetches_and_leaves_spans_out():
     assert [x["start_ns"] for x in buf.events] == [2, 3, 5] and [x["seq"] for x in buf.events] == [2, 3, 4]
 
 
-def test_split_phases_keeps_own_spans_and_host_events():
-    req = {"request_id": "r1", "pid": 7}
-    events = [{"kind": "request.prefill", "start_ns": 5, "end_ns": 9, "pid": 7, "attrs": {"request_id": "r1"}},
-              {"kind": "request.prefill", "start_ns": 5, "end_ns": 9, "pid": 7, "attrs": {"request_id": "r2"}},
-              {"kind": "engine.step", "start_ns": 6, "end_ns": 7, "pid": 7, "attrs": {"request_id": "step-1"}},
-              {"kind": "slow_syscall", "start_ns": 6, "end_ns": 8, "pid": 7, "attrs": {}}]
-    phases, others = split_phases(events, req)
-    assert [p["phase"] for p in phases] == ["prefill", "step"] and [o["kind"] for o in others] == ["slow_syscall"]
-
-
 def test_recording_rebuilds_requests_and_windows_from_the_parquet():
-    src = RecordingSource(FIXTURE)
+    src = RecordingSource(Replay(FIXTURE))
     ev = pd.read_parquet(FIXTURE / "events")
     finished = ev[ev["kind"] == "request.finished"]
     frame = src.fetch(Want(is_events=True, is_requests=True))
@@ -141,7 +132,7 @@ def test_recording_rebuilds_requests_and_windows_from_the_parquet():
 
 
 def test_recording_cursor_is_clamped_and_moves_the_window():
-    src = RecordingSource(FIXTURE)
+    src = RecordingSource(Replay(FIXTURE))
     assert src.cursor_ns == src.end_ns
     src.seek(5)
     assert src.cursor_ns == src.end_ns
@@ -153,8 +144,8 @@ def test_recording_cursor_is_clamped_and_moves_the_window():
 
 
 def test_recording_rejects_a_folder_that_is_not_one(tmp_path):
-    with pytest.raises(SourceError, match="not a gpusleuth recording"):
-        RecordingSource(tmp_path)
+    with pytest.raises(RecordingError, match="not a gpusleuth recording"):
+        Replay(tmp_path)
     (tmp_path / "samples").mkdir()
-    with pytest.raises(SourceError, match="empty"):
-        RecordingSource(tmp_path)
+    with pytest.raises(RecordingError, match="empty"):
+        Replay(tmp_path)

@@ -197,7 +197,7 @@ def send_spans(path: str, spans: list) -> None:
     """Datagrams to the agent's span intake, as the engine sends them (probes/span_protocol.py)."""
     import socket  # noqa: PLC0415
 
-    from gpusleuth.probes import span_protocol  # noqa: PLC0415
+    from gpusleuth.probes.spans import wire as span_protocol  # noqa: PLC0415
 
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
         for i in range(0, len(spans), 50):
@@ -207,7 +207,7 @@ def send_spans(path: str, spans: list) -> None:
 def request_spans(request_id: str, start_ns: int, queue_s: float, prefill_s: float, decode_s: float,
                   output_tokens: int = 32) -> list:
     """The spans of one finished request (queued -> prefill -> decode -> finished) with its TTFT/TPOT/e2e."""
-    from gpusleuth.probes.span_protocol import Span  # noqa: PLC0415
+    from gpusleuth.probes.spans.wire import Span  # noqa: PLC0415
 
     q_end = start_ns + int(queue_s * 1e9)
     p_end = q_end + int(prefill_s * 1e9)

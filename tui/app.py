@@ -6,6 +6,7 @@ slow agent slows the refresh instead of piling up requests.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from dataclasses import replace
@@ -18,7 +19,6 @@ from textual.binding import Binding
 from textual.timer import Timer
 from textual.worker import get_current_worker
 
-from gpusleuth.tui import launch
 from gpusleuth.tui.messages import DetailReady, FrameReady
 from gpusleuth.tui.screens.events import EventsScreen
 from gpusleuth.tui.screens.gpu import GpuScreen
@@ -219,13 +219,8 @@ class SleuthApp(App):
         self.exit(0)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`agent tui ...` (the agent CLI forwards here). Exit codes: 0 ok, 2 bad usage/config/recording,
-    3 no agent running, 4 not allowed to use the control socket."""
-    opened = launch.open_from_args(argv)
-    if isinstance(opened, int):
-        return opened
-    source, args = opened
+def run(source: DataSource, args: argparse.Namespace) -> int:
+    """Show `source` until the user quits (flags from launch.parser()); the app's exit code."""
     app = SleuthApp(source, refresh_s=args.refresh, start_screen=args.screen, speed=args.speed)
     try:
         app.run()

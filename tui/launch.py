@@ -1,14 +1,16 @@
-"""Command line of `agent tui`: find the socket (or recording), check the agent answers, map failures to exit codes."""
+"""Flags of `agent tui`, and opening the live source: find the socket, check the agent answers, map failures to exit
+codes. (`agent tui` itself is gpusleuth.agent.cli.tui, which also opens recordings.)"""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import textwrap
 
-from gpusleuth.agent import config as config_mod
-from gpusleuth.agent.control import AgentNotRunning, ControlError, ControlPermissionDenied
-from gpusleuth.tui.source import DataSource, SourceError
+from gpusleuth.agent.control.client import (DEFAULT_CONFIG_PATH, AgentNotRunning, ControlError,
+                                            ControlPermissionDenied)
+from gpusleuth.agent.control.client import socket_path as configured_socket
+from gpusleuth.probes.config import ConfigError
+from gpusleuth.tui.source import DataSource
 
 EXIT_ERROR, EXIT_USAGE, EXIT_NOT_RUNNING, EXIT_PRIVILEGE = 1, 2, 3, 4
 SCREEN_KEYS = ("overview", "requests", "gpu", "network", "syscalls", "events")
@@ -25,7 +27,7 @@ def parser() -> argparse.ArgumentParser:
               agent tui --socket /run/gpusleuth/agent.sock  # as a member of control.group
               agent tui --recording /var/lib/gpusleuth/recording --screen events
             exit codes: 0 ok, 2 bad usage/config/recording, 3 no agent running, 4 no permission"""))
-    p.add_argument("--config", default=None, help=f"agent config to find the socket (default {config_mod.DEFAULT_PATH})")
+    p.add_argument("--config", default=None, help=f"agent config to find the socket (default {DEFAULT_CONFIG_PATH})")
     p.add_argument("--socket", default=None, help="control socket path (overrides the config's control.socket)")
     p.add_argument("--recording", metavar="DIR", default=None, help="open a recording (the [recorder] directory)")
     p.add_argument("--refresh", type=float, default=0.5, help="seconds between refreshes (default 0.5: 2 Hz)")
@@ -44,31 +46,26 @@ def socket_path(args: argparse.Namespace) -> str:
     """--socket, else control.socket of the config (raises ConfigError)."""
     if args.socket:
         return args.socket
-    path = args.config or str(config_mod.DEFAULT_PATH)
-    if os.path.exists(path) and not os.access(path, os.R_OK):
-        raise PermissionError(path)
-    return config_mod.load(args.config, is_required=args.config is not None).control.socket
+    return configured_socket(args.config)
 
 
-def open_from_args(argv: list[str] | None) -> tuple[DataSource, argparse.Namespace] | int:
-    """The source to show, or an exit code after printing what to fix."""
-    args = parser().parse_args(argv)
+def check_args(args: argparse.Namespace) -> int | None:
+    """An exit code after printing what to fix, or None when the flags are usable."""
     if not 0.05 <= args.refresh <= 60:
         return _fail(f"--refresh {args.refresh:g} is out of range: use 0.05 to 60 seconds", EXIT_USAGE)
     if not 0.01 <= args.speed <= 1000:
         return _fail(f"--speed {args.speed:g} is out of range: use 0.01 to 1000", EXIT_USAGE)
-    if args.recording:
-        from gpusleuth.tui.source_recording import RecordingSource  # noqa: PLC0415 - pandas only when replaying
-        try:
-            return RecordingSource(args.recording), args
-        except SourceError as exc:
-            return _fail(str(exc), EXIT_USAGE)
+    return None
+
+
+def open_live(args: argparse.Namespace) -> DataSource | int:
+    """The running agent's control socket as a source, or an exit code after printing what to fix."""
     from gpusleuth.tui.source_live import LiveSource  # noqa: PLC0415
     try:
         path = socket_path(args)
     except PermissionError as exc:
         return _fail(f"permission denied reading {exc}: run as root (sudo), or pass --socket", EXIT_PRIVILEGE)
-    except config_mod.ConfigError as exc:
+    except ConfigError as exc:
         return _fail(f"configuration error: {exc}", EXIT_USAGE)
     source = LiveSource(path)
     try:
@@ -80,4 +77,4 @@ def open_from_args(argv: list[str] | None) -> tuple[DataSource, argparse.Namespa
     except (ControlError, OSError) as exc:
         source.close()
         return _fail(f"the agent on {path} did not answer: {exc}", EXIT_ERROR)
-    return source, args
+    return source

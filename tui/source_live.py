@@ -6,8 +6,7 @@ import threading
 from collections import deque
 from typing import Any
 
-from gpusleuth.agent.control import ControlClient, ControlError, ControlPermissionDenied
-from gpusleuth.agent.correlate import WAIT_SYSCALLS
+from gpusleuth.agent.control.client import ControlClient, ControlError, ControlPermissionDenied
 from gpusleuth.tui.history import GPM_SERIES, GPU_SERIES, FrameHistory
 from gpusleuth.tui.source import HISTORY_S, DataSource, Frame, SourceError, Want
 
@@ -23,34 +22,6 @@ EVENTS_PERIOD_NS = 1_000_000_000
 
 class Unsupported(SourceError):
     """The agent does not know this method (an older agent); the screens say so instead of failing."""
-
-
-def phase_of(e: dict[str, Any]) -> str | None:
-    """The request phase an engine span event stands for ("request.prefill" -> "prefill"), else None."""
-    kind = str(e.get("kind", ""))
-    if kind.startswith("request."):
-        return kind.split(".", 1)[1]
-    if kind == "engine.step":
-        return "step"
-    return None
-
-
-def split_phases(events: list[dict[str, Any]], request: dict[str, Any]) -> tuple[list[dict], list[dict]]:
-    """The request's phase spans (and its engine's scheduler steps), and the host events that are not spans."""
-    phases, others = [], []
-    rid, pid = request.get("request_id"), request.get("pid")
-    for e in events:
-        phase = phase_of(e)
-        attrs = e.get("attrs") or {}
-        if phase is None:
-            # threads parked in futex/epoll_wait overlap every request; the agent's explain leaves them out too
-            if not (e.get("kind") == "slow_syscall" and attrs.get("syscall") in WAIT_SYSCALLS):
-                others.append(e)
-        elif phase != "finished" and (attrs.get("request_id") == rid or (phase == "step" and e.get("pid") == pid)):
-            phases.append({"phase": phase, "start_ns": e["start_ns"], "end_ns": e["end_ns"],
-                           "rank": attrs.get("rank"), "tokens": attrs.get("tokens"),
-                           "batch_size": attrs.get("batch_size")})
-    return sorted(phases, key=lambda p: p["start_ns"]), others
 
 
 class EventBuffer:
@@ -205,21 +176,12 @@ class LiveSource(DataSource):
             self.history.backfill(key, points)
 
     def request_detail(self, request: dict[str, Any]) -> dict[str, Any]:
-        rid = request.get("request_id", "")
         try:
-            detail = self._call("explain", request_id=rid)
-            detail.setdefault("notes", {})
-            return detail
+            detail = self._call("explain", request_id=request.get("request_id", ""))
         except Unsupported as exc:
-            note = str(exc)
-        start, end = request.get("start_ns"), request.get("end_ns")
-        if start is None or end is None:
-            return {"request": request, "phases": [], "overlapping": [], "verdicts": [],
-                    "notes": {"phases": "the request has no time window yet", "verdicts": note}}
-        events = self._call("events", start_ns=start, end_ns=end, limit=1000) or []
-        phases, others = split_phases(events, request)
-        return {"request": request, "phases": phases, "overlapping": others, "verdicts": [],
-                "notes": {"verdicts": f"{note}; showing overlapping events only"}}
+            return {"request": request, "phases": [], "overlapping": [], "verdicts": [], "notes": {"verdicts": str(exc)}}
+        detail.setdefault("notes", {})
+        return detail
 
     def close(self) -> None:
         with self._lock:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from gpusleuth.agent.correlate import WAIT_SYSCALLS
-from gpusleuth.probes.gpu_fields import NOT_THROTTLING, decode_reasons
-from gpusleuth.probes.log2_hist import quantile_from_buckets
+from gpusleuth.probes.kernel.syscall_table import WAIT_SYSCALLS
+from gpusleuth.probes.gpu.fields import NOT_THROTTLING, decode_reasons
+from gpusleuth.probes.bpf.log2_hist import quantile_from_buckets
 from gpusleuth.tui import fmt
 from gpusleuth.tui.source import Frame
 

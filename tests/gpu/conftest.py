@@ -15,7 +15,7 @@ import pytest
 
 from tests.checkout_shim import ensure_gpusleuth_importable  # noqa: E402 (GPU hosts run an uninstalled checkout)
 
-ensure_gpusleuth_importable("gpusleuth.probes.gpu")
+ensure_gpusleuth_importable("gpusleuth.probes.gpu.probe")
 
 
 
@@ -62,7 +62,7 @@ def smi_number(value: str) -> float | None:
 @pytest.fixture
 def make_probe():
     """Factory for started GpuProbes on the real NVML; all are stopped after the test."""
-    from gpusleuth.probes.gpu import GpuConfig, GpuProbe
+    from gpusleuth.probes.gpu.probe import GpuConfig, GpuProbe
     probes = []
 
     def make(**cfg):

@@ -1,0 +1,1 @@
+"""Why was this request slow: request phases, evidence, verdicts."""

@@ -1,0 +1,1 @@
+"""GPU probe: NVML sampling, GPM, MIG, processes, XIDs."""

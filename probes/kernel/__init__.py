@@ -1,0 +1,1 @@
+"""Kernel probes: syscalls, the scheduler, process lifecycle."""

@@ -1,0 +1,1 @@
+"""Network probe: tc microbursts, TCP retransmits and drops, qdisc statistics."""

@@ -1,0 +1,95 @@
+"""Network probe: byte/packet counts in 100 µs bins per interface and direction (tc clsact eBPF), microbursts with
+their top flows and owning processes, TCP retransmits and skb drops, and qdisc backlog/drops.
+
+Kernel side: net_tc.c counts every packet at the clsact ingress/egress hooks into rings of time bins (sized for
+`ring_s`); each poll drains the complete bins (net_ring.py) and runs the burst detector (net_bursts.py) over them.
+tcp_trace.c aggregates retransmits and drops from tracepoints; qdisc_stats.py reads netlink statistics.
+
+Snapshot schema (`store.snapshot("net")`), counters cumulative since start:
+  {"t_ns": int, "bin_ns": int, "netns": str, "path": str,
+   "interfaces": {"<if>": {"ifindex": int, "kind": str, "speed_mbps": float|null, "threshold_bps": float,
+       "directions": {"ingress"|"egress": {"bytes": n, "packets": n, "bursts": n, "lost_bins": n, "mixed_bins": n,
+           "late_bytes": n, "threshold_bytes_per_bin": n,
+           "duration_seconds": {"bounds": [s...], "counts": [n per bucket, last = +Inf], "sum": s, "count": n},
+           "peak_bps": {same shape, bits/s}, "last_burst": {"start_ns", "end_ns", "bytes", "peak_bps"}|null}},
+       "qdisc": {"kind", "handle", "backlog_bytes", "qlen", "drops", "requeues", "overlimits", "bytes", "packets",
+                 "qdiscs": [...]}|null}},
+   "tcp": tcp_trace.TcpTracer.snapshot() | null, "kernel": {"overrun_writes": n, "hot_flows_lost": n}}
+Events: kind "net.microburst" (attrs interface, direction, bytes, packets, peak_bps, mean_bps, bins, hot_bins,
+threshold_bps, is_truncated, top_flows[{proto, src, dst, bytes (sampled estimate), samples, pid, comm}]),
+"net.tcp_retransmit" and "net.skb_drop" (see tcp_trace.py).
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from gpusleuth.probes.base import PollResult, Probe, ProbeState, ProbeUnavailable, Requirement
+from gpusleuth.probes.net.config import NetConfig
+
+log = logging.getLogger(__name__)
+TCP_TRACEPOINTS = [("tcp", "tcp_retransmit_skb"), ("skb", "kfree_skb"), ("sock", "inet_sock_set_state")]
+
+
+class NetProbe(Probe):
+    name = "net"
+    config_class = NetConfig
+
+    def __init__(self, config: NetConfig) -> None:
+        super().__init__(config)
+        self._lock = threading.Lock()
+        self._run: Any = None  # net_run.NetRun while started
+
+    @classmethod
+    def requirements(cls) -> list[Requirement]:
+        from gpusleuth.probes.bpf import host as bpf_host  # noqa: PLC0415
+        reqs = bpf_host.bpf_requirements(TCP_TRACEPOINTS, need_net_admin=True)
+        try:
+            import pyroute2  # noqa: F401, PLC0415
+            ok, detail = True, "pyroute2 importable"
+        except ImportError as exc:
+            ok, detail = False, str(exc)
+        reqs.append(Requirement("pyroute2", ok, detail, "pip install pyroute2 (a gpusleuth dependency)"))
+        # The tcp tracepoints are optional: their absence degrades the probe, it does not stop it.
+        return reqs
+
+    def source(self) -> str:
+        """The generated tc program C text (for debugging)."""
+        from gpusleuth.probes.net.run import NetRun  # noqa: PLC0415
+        return NetRun.preview_source(self.config)
+
+    def start(self) -> None:
+        from gpusleuth.probes.bpf import host as bpf_host  # noqa: PLC0415
+        from gpusleuth.probes.net.run import NetRun  # noqa: PLC0415
+        essential = [r for r in self.requirements() if not r.name.startswith("tracepoint")]
+        bpf_host.check_requirements(essential)
+        with self._lock:
+            if self._run is not None:
+                return
+            run = NetRun(self.config)
+            try:
+                run.start()
+            except BaseException:
+                run.stop()
+                raise
+            self._run = run
+        state = ProbeState.DEGRADED if run.degraded_reason else ProbeState.OK
+        self.set_status(state, run.degraded_reason, path=run.path, **run.status_details())
+
+    def poll(self, now_ns: int) -> PollResult:
+        with self._lock:
+            if self._run is None:
+                raise ProbeUnavailable("not started")
+            result = self._run.poll(now_ns)
+            reason = self._run.degraded_reason
+        self.set_status(ProbeState.DEGRADED if reason else ProbeState.OK, reason, **self._run.status_details())
+        return result
+
+    def stop(self) -> None:
+        with self._lock:
+            run, self._run = self._run, None
+        if run is not None:
+            run.stop()
+        self.set_status(ProbeState.STOPPED, "stopped")
+

@@ -1,0 +1,1 @@
+"""Engine span intake: the wire format engines write and the request book built from it."""

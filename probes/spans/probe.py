@@ -1,0 +1,167 @@
+"""Span intake: engine request phases and scheduler steps arrive as Unix datagrams (probes/span_protocol.py).
+
+A receiver thread drains the socket continuously (so a slow poll never overflows the socket buffer); each poll turns
+what arrived into Events (`request.<phase>`, `engine.step`) and per-request traces with latency histograms.
+Engines that send spans are announced to the agent through `watch_pids`, so the kernel probes watch them.
+
+Snapshot schema (`store.snapshot("spans")`):
+  {"t_ns": int, "socket": str, "received_total": int, "decode_errors_total": int, "spans_total": int,
+   "senders": {"<pid>": {"comm": str, "ranks": [int], "last_seen_ns": int, "spans": int,
+                         "num_running"?: int, "num_waiting"?: int, "kv_usage"?: float (rank 0's last step)}},
+   "watch_pids": [int], "in_flight": int, "finished_total": int,
+   "histograms": {"<pid>": {"queue"|"prefill"|"decode"|"ttft"|"tpot"|"e2e": {"bounds", "counts", "count", "sum"}}},
+   "recent": [request summary, newest last]}
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpusleuth.probes.config import ConfigError, check_range
+from gpusleuth.probes.spans import wire as span_protocol
+from gpusleuth.probes.base import PollResult, Probe, ProbeState, ProbeUnavailable, Requirement
+from gpusleuth.probes.kernel.proc_info import CommCache
+from gpusleuth.probes.records import Event
+from gpusleuth.probes.spans.requests import RequestBook
+
+log = logging.getLogger(__name__)
+ENGINE_GAUGES = ("num_running", "num_waiting", "kv_usage")  # latest values per engine, from its step spans
+
+
+@dataclass(slots=True)
+class SpanConfig:
+    interval_s: float = 0.25
+    socket: str = span_protocol.DEFAULT_SOCKET
+    socket_mode: str = "0666"  # engines often run as another user; spans are telemetry only
+    recent_requests: int = 500  # finished requests kept in the snapshot for `agent tui` / explain
+    max_queued_datagrams: int = 100_000  # between polls; beyond this datagrams are dropped and counted
+
+    def __post_init__(self) -> None:
+        check_range("interval_s", self.interval_s, 0.01, 60)
+        check_range("recent_requests", self.recent_requests, 10, 100_000)
+        check_range("max_queued_datagrams", self.max_queued_datagrams, 100, 10_000_000)
+        try:
+            mode = int(self.socket_mode, 8)
+        except ValueError:
+            raise ConfigError("socket_mode", f"{self.socket_mode!r} is not an octal mode like \"0660\"") from None
+        check_range("socket_mode", mode, 0, 0o777)
+
+
+class SpanProbe(Probe):
+    name = "spans"
+    config_class = SpanConfig
+
+    def __init__(self, config: SpanConfig) -> None:
+        super().__init__(config)
+        self._sock: socket.socket | None = None
+        self._queue: deque[bytes] = deque()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self.book = RequestBook(config.recent_requests)
+        self._senders: dict[int, dict] = {}
+        self._comms = CommCache()
+        self.received = self.decode_errors = self.spans_total = self.queue_drops = 0
+
+    @classmethod
+    def requirements(cls) -> list[Requirement]:
+        parent = Path(span_protocol.DEFAULT_SOCKET).parent
+        writable = os.access(parent if parent.exists() else parent.parent, os.W_OK)
+        return [Requirement("socket directory", writable, str(parent), "run as root or set probes.spans.socket")]
+
+    def start(self) -> None:
+        path = self.config.socket
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            if os.path.exists(path):
+                os.unlink(path)  # the agent holds the pid lock, so any socket here is a dead agent's
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+            sock.bind(path)
+            os.chmod(path, int(self.config.socket_mode, 8))
+        except OSError as exc:
+            raise ProbeUnavailable(f"cannot bind span socket {path}: {exc.strerror}; set probes.spans.socket "
+                                   "to a writable path") from None
+        sock.settimeout(0.2)
+        self._sock = sock
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._receive, name="span-intake", daemon=True)
+        self._thread.start()
+        self.set_status(ProbeState.OK, path=f"unix datagrams on {path}")
+
+    def _receive(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self._sock.recv(span_protocol.MAX_DATAGRAM + 1024)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if len(self._queue) >= self.config.max_queued_datagrams:
+                self.queue_drops += 1
+                continue
+            self._queue.append(data)
+
+    def poll(self, now_ns: int) -> PollResult:
+        if self._sock is None:
+            raise ProbeUnavailable("not started")
+        events = []
+        while self._queue:
+            data = self._queue.popleft()
+            self.received += 1
+            try:
+                pid, spans = span_protocol.decode(data)
+            except span_protocol.SpanDecodeError as exc:
+                self.decode_errors += 1
+                if self.decode_errors <= 3:
+                    log.warning("dropped a malformed span datagram: %s", exc)
+                continue
+            events.extend(self._ingest(pid, spans, now_ns))
+        return PollResult(events=events, snapshot=self._snapshot(now_ns))
+
+    def _ingest(self, pid: int, spans, now_ns: int) -> list[Event]:
+        comm = self._comms.get(pid)
+        sender = self._senders.setdefault(pid, {"comm": comm, "ranks": set(), "last_seen_ns": 0, "spans": 0})
+        sender["last_seen_ns"] = now_ns
+        sender["spans"] += len(spans)
+        self.spans_total += len(spans)
+        out = []
+        for span in spans:
+            sender["ranks"].add(span.rank)
+            if span.kind == "step" and "num_waiting" in span.attrs:  # rank 0's scheduler state after the step
+                for key in ENGINE_GAUGES:
+                    sender[key] = span.attrs.get(key)
+            kind = "engine.step" if span.kind == "step" else f"request.{span.phase}"
+            out.append(Event(kind, self.name, span.start_ns, span.end_ns, pid=pid, comm=comm, attrs={
+                "request_id": span.request_id, "rank": span.rank, "tokens": span.tokens,
+                "batch_size": span.batch_size, **span.attrs}))
+            if span.kind == "request":
+                self.book.add(pid, span)
+        return out
+
+    def _snapshot(self, now_ns: int) -> dict:
+        senders = {str(p): {**s, "ranks": sorted(s["ranks"])} for p, s in self._senders.items()}
+        return {"t_ns": now_ns, "socket": self.config.socket, "received_total": self.received,
+                "decode_errors_total": self.decode_errors, "queue_drops_total": self.queue_drops,
+                "spans_total": self.spans_total, "senders": senders, "watch_pids": sorted(self._senders),
+                "in_flight": len(self.book.in_flight), "finished_total": self.book.finished_total,
+                "histograms": {str(p): {m: h.to_dict() for m, h in hs.items()} for p, hs in self.book.hists.items()},
+                "recent": list(self.book.recent)}
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=2)
+            self._thread = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+            try:
+                os.unlink(self.config.socket)
+            except FileNotFoundError:
+                pass
+        self.set_status(ProbeState.STOPPED, "stopped")
