@@ -6,6 +6,7 @@ import fcntl
 import logging
 import logging.handlers
 import os
+import select
 import signal
 import sys
 import time
@@ -77,7 +78,7 @@ class PidFile:
         return None
 
 
-def daemonize(ready_timeout_s: float = 180.0) -> tuple[bool, int]:
+def daemonize() -> tuple[bool, int]:
     """Double-fork. In the parent returns (False, read_fd) to wait on; in the daemon returns (True, write_fd)."""
     read_fd, write_fd = os.pipe()
     if os.fork() > 0:
@@ -97,11 +98,18 @@ def daemonize(ready_timeout_s: float = 180.0) -> tuple[bool, int]:
 
 
 def wait_ready(read_fd: int, timeout_s: float = 180.0) -> tuple[bool, str]:
-    """Parent side: the daemon writes 'ok' or 'error: ...' once it has started or failed."""
+    """Parent side: the daemon writes 'ok' or 'error: ...' once it has started or failed, then closes the pipe.
+
+    Gives up after `timeout_s` (a daemon stuck in start-up, e.g. compiling BPF on a loaded host, keeps running and
+    may still come up; the message says where to look)."""
     deadline = time.monotonic() + timeout_s
     chunks = b""
     with os.fdopen(read_fd, "rb", buffering=0) as fh:
-        while time.monotonic() < deadline:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fh], [], [], left)[0]:
+                return False, (f"no word from the agent within {timeout_s:g} s of starting; it may still be "
+                               "starting: see `agent status` and its log file")
             data = fh.read(4096)
             if not data:
                 break

@@ -1,8 +1,17 @@
-"""Small /proc readers shared by probes and the agent (comm names, liveness, threads, cgroup ids)."""
+"""Process facts shared by probes and the agent: comm names, liveness, threads, cgroup ids.
+
+psutil gives the process list. Three readers stay on /proc because psutil answers a different question:
+the comm comes from /proc/PID/comm (psutil's name() expands a 15-character comm from the command line, so it would
+not match the comm BPF programs report), and thread ids from listing /proc/PID/task (psutil's threads() also reads
+every thread's CPU times, work the sched probe does not need when it registers a process's threads), and liveness
+from /proc/ID, which holds for thread ids too (psutil.pid_exists is False for a thread).
+"""
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import psutil
 
 
 def comm_of(pid: int) -> str:
@@ -14,6 +23,7 @@ def comm_of(pid: int) -> str:
 
 
 def is_alive(pid: int) -> bool:
+    """True for a live process or thread id (psutil.pid_exists says False for thread ids)."""
     return os.path.exists(f"/proc/{pid}")
 
 
@@ -25,7 +35,7 @@ def threads_of(pid: int) -> list[int]:
 
 
 def all_pids() -> list[int]:
-    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
+    return psutil.pids()
 
 
 def cgroup_id(path: str) -> int:

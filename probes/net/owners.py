@@ -5,6 +5,9 @@ in hot bins first appear (every poll) and again when a burst is reported, at mos
 (reading every process's fd table) is paid per poll with new hot flows, not per packet. Owners are cached by
 5-tuple, so a flow keeps its owner after the process exits; a socket that opens, bursts and closes within one
 poll has no owner (pid 0).
+
+Not psutil.net_connections(): it reads the socket tables of the caller's own network namespace, while the probe may
+watch another one (`probes.net.netns`); here the tables are read through a process inside the watched namespace.
 """
 from __future__ import annotations
 
