@@ -5,12 +5,10 @@ span counters are read from the SpanEmitter at scrape time by a custom collector
 """
 from __future__ import annotations
 
-try:
-    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-except ImportError:  # hosts without prometheus-client (the GPU hosts): same API, plain text exposition
-    from gpusleuth.engine.prom_lite import (CollectorRegistry, Counter, CounterMetricFamily, Gauge,  # noqa: I001
-                                            GaugeMetricFamily, Histogram, generate_latest)
+from typing import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from gpusleuth.engine.sequence import Sequence
 from gpusleuth.engine.spans import SpanEmitter
@@ -26,7 +24,7 @@ class _SpanCollector:
     def __init__(self, emitter: SpanEmitter, kernels: str) -> None:
         self.emitter, self.kernels = emitter, kernels
 
-    def collect(self):
+    def collect(self) -> Iterator[Metric]:
         yield CounterMetricFamily("gpusleuth_engine_spans_sent", "Spans delivered to the agent socket",
                                   value=self.emitter.num_sent)
         yield CounterMetricFamily("gpusleuth_engine_spans_dropped", "Spans dropped (no agent listening or busy)",
@@ -38,6 +36,8 @@ class _SpanCollector:
 
 
 class EngineMetrics:
+    """The engine's metrics in one fresh registry (`registry`), which the server's /metrics exposes."""
+
     def __init__(self, model_name: str, emitter: SpanEmitter, kernels: str = "torch") -> None:
         self.registry = CollectorRegistry()
         self.model_name = model_name
@@ -75,6 +75,7 @@ class EngineMetrics:
 
     def on_step(self, num_tokens: int, num_running: int, num_waiting: int, kv_usage: float,
                 num_preempted: int) -> None:
+        """After a step: its token count and the scheduler's state at its end."""
         self.step_tokens.observe(num_tokens)
         self.running.set(num_running)
         self.waiting.set(num_waiting)
@@ -90,6 +91,7 @@ class EngineMetrics:
             self.itl.observe((now_ns - seq.last_token_ns) / 1e9)
 
     def on_finish(self, seq: Sequence) -> None:
+        """After `seq` finished (or was aborted): its latency and length histograms."""
         s = 1e-9
         reason = seq.finish_reason or "abort"
         self._success.labels(self.model_name, reason).inc()
@@ -106,4 +108,5 @@ class EngineMetrics:
             self.tpot.observe((seq.last_token_ns - seq.first_token_ns) * s / (seq.num_output - 1))
 
     def render(self) -> bytes:
+        """The registry in Prometheus text format 0.0.4 (the server negotiates the format itself)."""
         return generate_latest(self.registry)

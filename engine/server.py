@@ -124,6 +124,9 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    # Text 0.0.4 whatever Accept says. prometheus_client >= 0.23 (choose_encoder) answers a scraper asking for
+    # OpenMetrics without escaping=allow-utf-8 (Prometheus 2.x) with `vllm_...` sample names, which breaks vLLM
+    # dashboards (client_python issue #1177). The library names this content type only from 0.23 on.
     data = request.app[LOOP_KEY].engine.metrics.render()
     return web.Response(body=data, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 

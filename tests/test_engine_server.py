@@ -149,6 +149,19 @@ def test_models_health_metrics(server):
         assert want in names, want
 
 
+def test_metrics_stay_text_with_vllm_names_when_openmetrics_is_asked(server):
+    """Prometheus 2.x asks for OpenMetrics first; prometheus_client would answer with `vllm_` names there."""
+    _post(server, "/v1/completions", json.dumps({"prompt": "metrics again", "max_tokens": 2}))
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.request("GET", "/metrics", headers={"Accept": "application/openmetrics-text;version=1.0.0,application/"
+                 "openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"})
+    resp = conn.getresponse()
+    data = resp.read().decode()
+    conn.close()
+    assert resp.status == 200 and resp.getheader("Content-Type") == "text/plain; version=0.0.4; charset=utf-8"
+    names = {s.name for fam in text_string_to_metric_families(data) for s in fam.samples}
+    assert "vllm:generation_tokens_total" in names and not any(n.startswith("vllm_") for n in names)
+
 def _wait(predicate, timeout: float = 20.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -139,40 +139,6 @@ def test_fault_config_from_dict_names_bad_keys():
     assert exc.value.key == "fsync_mb"
 
 
-def test_metrics_without_prometheus_client_parse_the_same(monkeypatch):
-    """GPU hosts lack prometheus-client: the built-in fallback must expose the same series, parseable."""
-    import importlib
-    import sys
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    import gpusleuth.engine.metrics as metrics_mod
-
-    def samples(text: bytes) -> dict:
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value
-                for fam in text_string_to_metric_families(text.decode()) for s in fam.samples
-                if not s.name.endswith("_created")}
-
-    engine = make_engine()
-    engine.generate([engine.tokenizer.encode("metrics")], PARAMS)
-    real = samples(engine.metrics.render())
-    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # import now fails
-    monkeypatch.setitem(sys.modules, "prometheus_client.core", None)
-    lite_mod = importlib.reload(metrics_mod)
-    try:
-        lite = lite_mod.EngineMetrics("tiny", engine.emitter, "torch")
-        engine.metrics = lite
-        engine.generate([engine.tokenizer.encode("metrics")], PARAMS)
-        got = samples(lite.render())
-    finally:
-        monkeypatch.undo()
-        importlib.reload(metrics_mod)
-    assert "prometheus_client" not in type(lite.registry).__module__
-    assert set(got) == set(real)
-    key = ("vllm:generation_tokens_total", (("model_name", "tiny"),))
-    assert got[key] == real[key] == PARAMS.max_tokens
-
-
 def test_step_spans_carry_scheduler_state_to_the_agent_and_the_tui(tmp_path):
     from gpusleuth.probes.spans.probe import SpanConfig, SpanProbe
     from gpusleuth.tui.views import engine_gauges
