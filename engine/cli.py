@@ -19,7 +19,6 @@ from gpusleuth.engine.faults import FaultConfig
 from gpusleuth.engine.sequence import SamplingError, SamplingParams
 
 EXIT_CONFIG = 2
-EXIT_RUNTIME = 1
 
 
 def _add_engine_flags(p: argparse.ArgumentParser) -> None:

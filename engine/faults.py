@@ -41,10 +41,6 @@ class FaultConfig:
         if self.fsync_dir and not os.path.isdir(self.fsync_dir):
             raise ConfigError("fsync_dir", f"{self.fsync_dir} is not a directory")
 
-    @property
-    def is_any(self) -> bool:
-        return bool(self.allreduce_delay_ms or self.scheduler_sleep_ms or self.gpu_ballast_gib or self.fsync_mb)
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -1,7 +1,8 @@
 """The one place the engine picks its tensor ops: fused Triton kernels on CUDA, their torch references elsewhere.
 
-Every op comes from `gpusleuth.kernels` (see notes/KERNEL_API.md); the engine never re-implements them. The only
-op defined here is the KV-cache write, which is plain indexing and not part of the kernels' interface.
+Every op comes from `gpusleuth.kernels`, whose interface is what that package exports plus each wrapper's checks;
+the engine never re-implements them. The only op defined here is the KV-cache write, which is plain indexing and
+not part of the kernels' interface.
 """
 from __future__ import annotations
 

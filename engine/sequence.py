@@ -79,10 +79,6 @@ class Sequence:
         return len(self.token_ids)
 
     @property
-    def output_ids(self) -> list[int]:
-        return self.token_ids[self.num_prompt:]
-
-    @property
     def num_output(self) -> int:
         return len(self.token_ids) - self.num_prompt
 

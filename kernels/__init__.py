@@ -2,7 +2,7 @@
 
 Every wrapper checks shapes, dtypes and strides (``ValueError`` naming the problem), then runs its Triton kernel
 where ``is_triton_available(device)`` (CUDA with triton, or any device under ``TRITON_INTERPRET=1``) and its torch
-reference otherwise. The interface is fixed in notes/KERNEL_API.md.
+reference otherwise. The interface is what this module exports (``__all__``) plus each wrapper's checks.
 """
 
 from ._runtime import interpret_enabled, is_triton_available

@@ -1,7 +1,8 @@
 """Paged decode attention (one new query token per sequence) over the engine's KV blocks, with GQA and split-KV.
 
-Layout (see KERNEL_API): ``k_cache``/``v_cache`` ``[num_blocks, block_size, Hk, D]``; ``block_tables[B, max_blocks]``
-int32; ``context_lens[B]`` counts the valid tokens including the current one. Token p of sequence b lives in slot
+Layout (``paged_decode_attention`` checks the shapes and dtypes): ``k_cache``/``v_cache``
+``[num_blocks, block_size, Hk, D]``; ``block_tables[B, max_blocks]`` int32; ``context_lens[B]`` counts the valid
+tokens including the current one. Token p of sequence b lives in slot
 ``block_tables[b, p // block_size] * block_size + p % block_size``.
 
 Kernel: one program per (sequence, KV head, split). It loads the G = Hq / Hk query heads that share the KV head once
