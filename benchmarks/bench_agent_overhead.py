@@ -25,12 +25,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_engine_common import ensure_gpusleuth_importable, log  # noqa: E402
-
-ensure_gpusleuth_importable()
 import bench_engine_serving as serving  # noqa: E402
 import stack_check  # noqa: E402
-from tests.agent_helpers import write_config  # noqa: E402
+from bench_engine_common import log  # noqa: E402
+from gpusleuth.agent.harness import write_config  # noqa: E402
 
 EXPORTER = "127.0.0.1:19466"
 

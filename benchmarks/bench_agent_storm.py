@@ -13,16 +13,15 @@ import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+from bench_syscall_overhead import Loop, build_loop
+from gpusleuth.agent.harness import AGENT, write_config
+
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE.parent))
-from benchmarks.bench_syscall_overhead import Loop, build_loop  # noqa: E402
-from tests.agent_helpers import AGENT, write_config  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

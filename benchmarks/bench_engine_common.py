@@ -1,21 +1,10 @@
-"""Shared by the engine benchmarks: make `gpusleuth` importable from a checkout that is not pip-installed (the GPU
-hosts have no network), and progress logging."""
+"""Shared by the engine benchmarks: progress logging. (`gpusleuth` must be importable: installed, or on an
+uninstalled checkout through benchmarks/checkout_env.sh, which gpu_session.sh sources.)"""
 from __future__ import annotations
 
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for tests.checkout_shim
-from tests.checkout_shim import ensure_gpusleuth_importable as _ensure  # noqa: E402
-
-
-
-def ensure_gpusleuth_importable() -> None:
-    """gpusleuth.engine and .kernels importable from this checkout (see tests/checkout_shim.py)."""
-    _ensure("gpusleuth.engine.config")
-    _ensure("gpusleuth.kernels")
 
 
 def log(msg: str) -> None:
+    """Print `msg` with the time of day, at once (benchmarks run under timeouts that would eat buffered output)."""
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)

@@ -24,17 +24,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bench_engine_common import ensure_gpusleuth_importable, log
-
-ensure_gpusleuth_importable()
-from gpusleuth.engine.batch import build_step_input  # noqa: E402
-from gpusleuth.engine.config import EngineConfig, preset  # noqa: E402
-from gpusleuth.engine.engine import LLMEngine  # noqa: E402
-from gpusleuth.engine.runner import ModelRunner  # noqa: E402
-from gpusleuth.engine.scheduler import StepPlan  # noqa: E402
-from gpusleuth.engine.sequence import SamplingParams, Sequence  # noqa: E402
-from gpusleuth.engine.spans import SpanEmitter  # noqa: E402
-from gpusleuth.engine.tokenizer import load_tokenizer  # noqa: E402
+from bench_engine_common import log
+from gpusleuth.engine.batch import build_step_input
+from gpusleuth.engine.config import EngineConfig, preset
+from gpusleuth.engine.engine import LLMEngine
+from gpusleuth.engine.runner import ModelRunner
+from gpusleuth.engine.scheduler import StepPlan
+from gpusleuth.engine.sequence import SamplingParams, Sequence
+from gpusleuth.engine.spans import SpanEmitter
+from gpusleuth.engine.tokenizer import load_tokenizer
 
 CEILING_H100 = 178.0
 TARGET = 160.0

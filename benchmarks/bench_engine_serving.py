@@ -30,9 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_engine_common import ensure_gpusleuth_importable, log
-
-ensure_gpusleuth_importable()  # before the server subprocess starts: it inherits PYTHONPATH
+from bench_engine_common import log
 
 
 def make_requests(args) -> list[tuple[list[int], int]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from bench_engine_decode import engine_decode, log  # makes gpusleuth importable without an install
+from bench_engine_decode import engine_decode, log
 from gpusleuth.engine.config import EngineConfig, ModelSource, preset
 from gpusleuth.engine.engine import LLMEngine
 from gpusleuth.engine.spans import SpanEmitter

@@ -20,15 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for tests.checkout_shim
-from tests.checkout_shim import ensure_gpusleuth_importable as _ensure  # noqa: E402
-
 REPO = Path(__file__).resolve().parent.parent
-
-
-def ensure_gpusleuth_importable() -> None:
-    """gpusleuth.probes importable from this checkout (see tests/checkout_shim.py)."""
-    _ensure("gpusleuth.probes.gpu.probe")
 
 SMI_FIELDS = ("utilization.gpu,utilization.memory,clocks.sm,clocks.mem,power.draw,temperature.gpu,"
               "temperature.memory,memory.used,memory.free,memory.reserved,pstate,clocks_event_reasons.active,"
@@ -229,7 +221,6 @@ def main() -> None:
                     "CPU at, 1 GPU (e.g. 1.0: what a slower cadence would cost)")
     ap.add_argument("--child-gpus", type=int, default=-1, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    ensure_gpusleuth_importable()
     if args.child_gpus >= 0:
         return child(args)
     log(f"starting ({'fake NVML' if args.fake else 'real NVML'})")

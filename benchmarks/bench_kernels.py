@@ -38,11 +38,10 @@ if ARGS.smoke:  # before triton is imported: its library @jit functions pick the
 
 import torch  # noqa: E402
 
-from bench_kernels_common import (Compiler, copy_bandwidth_gbs, ensure_gpusleuth_importable, fmt_row,  # noqa: E402
-                                  log, rel_err, row, safe_check, time_fn)
-
-ensure_gpusleuth_importable()
 import gpusleuth.kernels as K  # noqa: E402
+from bench_kernels_common import (Compiler, copy_bandwidth_gbs, fmt_row, log, rel_err, row, safe_check,  # noqa: E402
+                                  time_fn)
+
 # the modules themselves (gpusleuth.kernels.swiglu the attribute is the function of that name)
 rms_mod, rope_mod, swiglu_mod = (sys.modules[f"gpusleuth.kernels.{m}"] for m in ("rmsnorm", "rope", "swiglu"))
 

@@ -12,16 +12,8 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout, for tests.checkout_shim
-from tests.checkout_shim import ensure_gpusleuth_importable as _ensure  # noqa: E402
 
 import torch
-
-def ensure_gpusleuth_importable() -> None:
-    """gpusleuth.kernels importable from this checkout (see tests/checkout_shim.py)."""
-    _ensure("gpusleuth.kernels")
 
 SMALL_BYTES = 64 << 20  # below this, time a CUDA graph of replays (launch overhead would dominate)
 

@@ -14,17 +14,16 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+from bench_net_overhead import device_name
+from gpusleuth.probes.net.probe import NetConfig, NetProbe
+from gpusleuth.probes.net.testbed import veth_pair, wait_line
+
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE.parent))
-from benchmarks.bench_net_overhead import device_name  # noqa: E402
-from gpusleuth.probes.net.probe import NetConfig, NetProbe  # noqa: E402
-from tests.net_helpers import veth_pair, wait_line  # noqa: E402
 
 
 def poll_loop(probe: NetProbe, interval_s: float, stop: threading.Event, out: list) -> None:

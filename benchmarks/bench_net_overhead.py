@@ -22,10 +22,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from gpusleuth.probes.net.probe import NetConfig, NetProbe
+from gpusleuth.probes.net.testbed import veth_pair, wait_line
+
 HERE = Path(__file__).parent
-sys.path.insert(0, str(HERE.parent))
-from gpusleuth.probes.net.probe import NetConfig, NetProbe  # noqa: E402
-from tests.net_helpers import veth_pair, wait_line  # noqa: E402
 
 
 def device_name() -> str:

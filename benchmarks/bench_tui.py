@@ -5,7 +5,8 @@ engine, a recorder writing parquet; load: syscall loops, a 20 ms sleeper (50 slo
 (run-queue delays). Phase "engine host": the probes watch the load processes (as they watch engine processes in
 production). Phase "watch all": [watch] is_all on this shared box, whose syscall snapshot then holds every process
 seen in the last 10 minutes (MBs of JSON): the overview and syscalls screens only. Side by side in the same run:
-the same fetches without Textual ("fetch only"), and Textual drawing fixed data ("render only").
+the same fetches without Textual ("fetch only"), and Textual drawing a frame of the engine-host phase frozen in a
+FixedSource, so nothing is fetched ("render only").
 Target: <= 5 % of one core.
 
     sudo .venv/bin/python benchmarks/bench_tui.py [--seconds 20] [--out benchmarks/results/bench_tui.json]
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import platform
 import shutil
 import subprocess
@@ -23,10 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from gpusleuth.agent.harness import AGENT, run_agent, wait_for, write_config
 
-from tests.agent_helpers import AGENT, run_agent, wait_for, write_config  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TICK = os.sysconf("SC_CLK_TCK")
 SCREENS = [("1", "overview"), ("2", "requests"), ("3", "gpu"), ("4", "network"), ("5", "syscalls"), ("6", "events")]
@@ -37,10 +38,9 @@ LOADS = {
     "hog": "while True: pass\n",
 }
 SPAN_SENDER = """
-import os, socket, sys, time
-sys.path.insert(0, {root!r})
-from tests.tui_helpers import request_spans
+import os, socket, time
 from gpusleuth.probes.spans import wire as span_protocol
+from gpusleuth.probes.spans.synthetic import request_spans
 from gpusleuth.probes.spans.wire import Span
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 i = 0
@@ -56,8 +56,7 @@ while True:
     time.sleep(0.05)
 """
 FETCH_ONLY = """
-import sys, time
-sys.path.insert(0, {root!r})
+import time
 from gpusleuth.tui.source_live import LiveSource
 from gpusleuth.tui.screens.overview import OverviewScreen
 src = LiveSource({sock!r})
@@ -65,6 +64,14 @@ while True:
     t = time.monotonic()
     src.fetch(OverviewScreen.WANT)
     time.sleep(max(0.0, 0.5 - (time.monotonic() - t)))
+"""
+RENDER_FROZEN = """
+import pickle, sys
+from gpusleuth.tui.app import SleuthApp
+from gpusleuth.tui.source import FixedSource
+with open(sys.argv[1], "rb") as f:
+    frame = pickle.load(f)
+SleuthApp(FixedSource(frame, label="frozen frame")).run()
 """
 
 
@@ -150,6 +157,18 @@ def snapshot_sizes(sock: str) -> dict[str, int]:
         return {k: len(json.dumps(v)) for k, v in snaps.items()}
 
 
+def freeze_frame(sock: str, path: Path) -> None:
+    """Pickle one full Frame of the live agent to `path`, for the render-only reference."""
+    from gpusleuth.tui.source import Want  # noqa: PLC0415
+    from gpusleuth.tui.source_live import LiveSource  # noqa: PLC0415
+
+    source = LiveSource(sock)
+    try:
+        path.write_bytes(pickle.dumps(source.fetch(Want(is_events=True, is_requests=True))))
+    finally:
+        source.close()
+
+
 def start_agent(tmp: Path, is_all: bool) -> tuple[Path, int]:
     cfg = agent_config(tmp, is_all)
     started = run_agent("--config", str(cfg), "start")
@@ -158,12 +177,14 @@ def start_agent(tmp: Path, is_all: bool) -> tuple[Path, int]:
     return cfg, int((tmp / "agent.pid").read_text())
 
 
-def phase(name: str, is_all: bool, screens: list[tuple[str, str]], args, loads: list[subprocess.Popen]) -> dict:
-    """One agent configuration: start it, let it gather, measure the TUI on `screens` and the references."""
+def phase(name: str, is_all: bool, screens: list[tuple[str, str]], args, loads: list[subprocess.Popen],
+          frame_out: Path | None = None) -> dict:
+    """One agent configuration: start it, let it gather, measure the TUI on `screens` and the references; with
+    `frame_out`, also freeze one frame of it there."""
     tmp = Path(tempfile.mkdtemp(prefix="gpusleuth-bench-tui-"))
     cfg, agent_pid = start_agent(tmp, is_all)
     sock = str(tmp / "agent.sock")
-    sender = subprocess.Popen([sys.executable, "-c", SPAN_SENDER.format(root=str(ROOT), path=str(tmp / "spans.sock"))])
+    sender = subprocess.Popen([sys.executable, "-c", SPAN_SENDER.format(path=str(tmp / "spans.sock"))])
     try:
         from gpusleuth.agent.control.client import ControlClient  # noqa: PLC0415
         with ControlClient(sock) as c:
@@ -172,7 +193,9 @@ def phase(name: str, is_all: bool, screens: list[tuple[str, str]], args, loads: 
         out = {"watch_all": is_all, "snapshot_json_bytes": snapshot_sizes(sock)}
         print(f"phase {name}: snapshots {out['snapshot_json_bytes']}", flush=True)
         out["tui_live"] = run_tui_screens(sock, agent_pid, args.size, args.warmup, args.seconds, tmp, screens)
-        fetch = [sys.executable, "-c", FETCH_ONLY.format(root=str(ROOT), sock=sock)]
+        if frame_out is not None:
+            freeze_frame(sock, frame_out)
+        fetch = [sys.executable, "-c", FETCH_ONLY.format(sock=sock)]
         out["reference_fetch_only_pct"] = run_reference("fetch", fetch, args.warmup, args.seconds, None)
         print(f"  fetch only (no Textual)  {out['reference_fetch_only_pct']:5.2f} %", flush=True)
         return out
@@ -197,17 +220,18 @@ def main() -> int:
               "refresh_s": 0.5, "load_average_before": os.getloadavg()[0]}
     print(result["device"], flush=True)
     loads = [subprocess.Popen([sys.executable, "-c", code]) for code in LOADS.values()]
+    frozen = Path(tempfile.mkdtemp(prefix="gpusleuth-bench-tui-frame-")) / "frame.pickle"
     try:
-        result["engine_host"] = phase("engine host", False, SCREENS, args, loads)
+        result["engine_host"] = phase("engine host", False, SCREENS, args, loads, frame_out=frozen)
         if not args.skip_watch_all:
             result["watch_all"] = phase("watch all", True, [("1", "overview"), ("5", "syscalls")], args, loads)
-        demo = [sys.executable, "-c", f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
-                "from tests.tui_helpers import demo; demo()"]
-        result["reference_render_fixed_pct"] = run_reference("render", demo, args.warmup, args.seconds, args.size)
-        print(f"  render only (fixed data) {result['reference_render_fixed_pct']:5.2f} %", flush=True)
+        render = [sys.executable, "-c", RENDER_FROZEN, str(frozen)]
+        result["reference_render_fixed_pct"] = run_reference("render", render, args.warmup, args.seconds, args.size)
+        print(f"  render only (frozen frame) {result['reference_render_fixed_pct']:5.2f} %", flush=True)
     finally:
         for p in loads:
             p.kill()
+        shutil.rmtree(frozen.parent, ignore_errors=True)
     result["load_average_after"] = os.getloadavg()[0]
     live = result["engine_host"]["tui_live"]
     result["worst_screen_pct"] = max(v["tui"] for v in live.values() if isinstance(v, dict))

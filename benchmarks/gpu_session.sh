@@ -14,11 +14,19 @@
 #   poll        benchmarks/bench_gpu_poll.py (1 GPU and all GPUs, nvidia-smi -lms 100 beside it)
 #   profile     benchmarks/profile_decode_step.py (llama3-8b batch-1 decode, kernels and idle gaps; TPs in $PROFILE_TPS)
 #   decode      benchmarks/bench_engine_decode.py (llama3-8b batch-1 decode vs the GEMV ceiling)
+# The checkout is not installed there: benchmarks/checkout_env.sh (sourced below) puts it on PYTHONPATH as
+# `gpusleuth` and installs the wheels carried in .whl/ (git-ignored) under a temp folder. The engine needs
+# prometheus_client, which GPU hosts often lack; on a machine with network, in the checkout, fetch the version
+# the project's venv has (a pure-Python py3-none-any wheel, which pip accepts for any --platform):
+#   v=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("prometheus-client"))')
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux2014_x86_64 -d .whl "prometheus_client==$v"
 set -uo pipefail
 out=${1:?usage: gpu_session.sh RESULTS_DIR STAGE...}
 shift
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
+source benchmarks/checkout_env.sh
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 ngpu=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU' || true)
 agent=/opt/gpusleuth/bin/agent

@@ -21,9 +21,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench_engine_common import ensure_gpusleuth_importable
-
-ensure_gpusleuth_importable()  # children find gpusleuth through PYTHONPATH too
 STEP = re.compile(r"^step \d+$")
 IN_STEP = re.compile(r"(?:^|:)(step \d+)(?:/|:|$)")  # "step 6/kernel" (renamed) or "<domain>:step 6:..." (column)
 

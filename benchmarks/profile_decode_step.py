@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from bench_engine_decode import build_engine, log  # makes gpusleuth importable without an install
+from bench_engine_decode import build_engine, log
 from gpusleuth.engine.config import EngineConfig, ModelSource
 from gpusleuth.engine.engine import LLMEngine
 from gpusleuth.engine.sequence import SamplingParams

@@ -20,10 +20,7 @@ import urllib.request
 from collections import Counter, defaultdict
 from typing import Any
 
-from bench_engine_common import ensure_gpusleuth_importable
-
-ensure_gpusleuth_importable()
-from gpusleuth.agent.control.client import ControlClient  # noqa: E402
+from gpusleuth.agent.control.client import ControlClient
 
 HOST_KINDS_EXCLUDED = ("request.", "engine.")
 

@@ -1,56 +1,12 @@
-"""Helpers for tests that run the real agent: temp configs, CLI invocation, free ports, workloads."""
+"""Helpers only the tests use for a real agent: its exporter port, pid, BPF programs, child workloads.
+
+Temp configs, the `agent` command and waiting live in gpusleuth.agent.harness (benchmarks use them too).
+"""
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
-
-VENV_BIN = Path(sys.executable).parent
-AGENT = str(VENV_BIN / "agent")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def write_config(tmp: Path, probes: list[str] | None, extra: str = "", flush_s: float | None = 1.0,
-                 listen: str = "", watch: str | None = "comms = []\nrescan_interval_s = 0.5") -> Path:
-    """A config whose every path is under `tmp`; the exporter listens on `listen` or a free port. `probes`,
-    `flush_s` or `watch` (the body of [watch]) left None keep the agent's defaults."""
-    text = f"""
-[agent]
-pid_file = "{tmp}/agent.pid"
-log_file = "{tmp}/agent.log"
-[control]
-socket = "{tmp}/agent.sock"
-[recorder]
-directory = "{tmp}/rec"
-{"" if flush_s is None else f"flush_interval_s = {flush_s}"}
-[exporter]
-listen = "{listen or f'127.0.0.1:{free_port()}'}"
-"""
-    if watch is not None:
-        text += f"[watch]\n{watch}\n"
-    if probes is not None:
-        text += f"[probes]\nenabled = {probes!r}\n".replace("'", '"')
-    text += _net_state(tmp, probes, extra)
-    path = tmp / "agent.toml"
-    path.write_text(text)
-    return path
-
-
-def _net_state(tmp: Path, probes: list[str] | None, extra: str) -> str:
-    """Give each test agent its own tc ownership record, so concurrent test agents never contend for filters."""
-    if (probes is not None and "net" not in probes) or "state_dir" in extra:
-        return extra
-    line = f'state_dir = "{tmp}/state"'
-    if "[probes.net]" in extra:
-        return extra.replace("[probes.net]", f"[probes.net]\n{line}", 1)
-    return f"\n[probes.net]\n{line}\n" + extra
 
 
 def exporter_port(config: Path) -> int:
@@ -58,23 +14,6 @@ def exporter_port(config: Path) -> int:
         if line.startswith("listen"):
             return int(line.split(":")[-1].strip('" '))
     raise AssertionError("no listen line")
-
-
-def run_agent(*args: str, timeout: float = 120, user: str | None = None) -> subprocess.CompletedProcess:
-    cmd = [AGENT, *args]
-    if user:
-        cmd = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", "--", *cmd]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-
-
-def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def agent_pid(tmp: Path) -> int | None:

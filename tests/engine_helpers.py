@@ -8,19 +8,12 @@ from pathlib import Path
 
 import torch
 
-
-
-from tests.checkout_shim import ensure_gpusleuth_importable  # noqa: E402
-
-ensure_gpusleuth_importable("gpusleuth.engine.config")
-ensure_gpusleuth_importable("gpusleuth.kernels")
-
-from gpusleuth.engine.config import EngineConfig, ModelConfig, preset  # noqa: E402
-from gpusleuth.engine.engine import LLMEngine  # noqa: E402
-from gpusleuth.engine.loop import EngineLoop  # noqa: E402
-from gpusleuth.engine.runner import ModelRunner  # noqa: E402
-from gpusleuth.engine.spans import SpanEmitter  # noqa: E402
-from gpusleuth.engine.tokenizer import load_tokenizer  # noqa: E402
+from gpusleuth.engine.config import EngineConfig, ModelConfig, preset
+from gpusleuth.engine.engine import LLMEngine
+from gpusleuth.engine.loop import EngineLoop
+from gpusleuth.engine.runner import ModelRunner
+from gpusleuth.engine.spans import SpanEmitter
+from gpusleuth.engine.tokenizer import load_tokenizer
 
 PROMPTS = ["The quick brown fox", "GPU inference engines batch requests continuously, so a long prompt",
            "Ünïcödé bytes ✓ and a third prompt that is longer than the others by a fair margin of text."]

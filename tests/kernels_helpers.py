@@ -19,13 +19,6 @@ import types
 import pytest
 import torch
 
-
-
-from tests.checkout_shim import ensure_gpusleuth_importable  # noqa: E402
-
-ensure_gpusleuth_importable("gpusleuth.kernels")
-
-
 KERNEL_MODULES = ("rmsnorm", "rope", "swiglu", "softmax", "attention_decode", "attention_prefill")
 
 # Unit roundoff-ish spacing (machine epsilon) of each dtype.

@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.agent_helpers import (agent_pid, bpf_prog_ids, prog_ids_of, run_agent, spawn_python, wait_for,
-                                 write_config)
+from gpusleuth.agent.harness import run_agent, wait_for, write_config
+from tests.agent_helpers import agent_pid, bpf_prog_ids, prog_ids_of, spawn_python
 
 pytestmark = pytest.mark.root
 

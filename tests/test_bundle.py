@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent_helpers import AGENT, free_port, wait_for
+from gpusleuth.agent.harness import AGENT, free_port, wait_for
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(shutil.which("apt-get") is None, reason="bundling downloads Debian packages: needs apt")]

@@ -20,8 +20,9 @@ from gpusleuth.agent.store import Store
 from gpusleuth.exporters.net import NetCollector
 from gpusleuth.probes.net.probe import NetConfig, NetProbe
 from gpusleuth.probes.net.attach import OUR_PRIO
-from tests.net_helpers import (ADDR_A, ADDR_B, HELPER, PYTHON, TCP_PORT, UDP_BURST_PORT, ForeignFilter, qdisc_kinds, sh,
-                               tc_available, tc_filters, veth_pair, wait_line)
+from gpusleuth.probes.net.testbed import (ADDR_A, ADDR_B, PYTHON, TCP_PORT, UDP_BURST_PORT, role_args, sh, veth_pair,
+                                          wait_line)
+from tests.net_helpers import ForeignFilter, qdisc_kinds, tc_available, tc_filters
 
 pytestmark = [pytest.mark.root, pytest.mark.skipif(bool(tc_available()), reason=tc_available() or "ok")]
 BIN_NS = 100_000
@@ -301,8 +302,9 @@ def test_conflict_at_our_priority_fails_cleanly_and_touches_nothing(pair, state_
 
 def test_live_owner_is_refused_other_state_dirs_coexist_and_kill9_frees(pair, state_dir, tmp_path):
     from gpusleuth.probes.base import ProbeUnavailable
-    holder = subprocess.Popen([PYTHON, str(HELPER), "hold_probe", "--netns", pair.ns_a, "--ifname", pair.if_a,
-                               "--state-dir", state_dir], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(role_args("hold_probe", "--netns", pair.ns_a, "--ifname", pair.if_a,
+                                        "--state-dir", state_dir), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
     try:
         assert '"started": true' in holder.stdout.readline()
         same_dir = NetProbe(NetConfig(netns=pair.ns_a, interfaces=[pair.if_a], state_dir=state_dir,
@@ -325,7 +327,8 @@ def test_live_owner_is_refused_other_state_dirs_coexist_and_kill9_frees(pair, st
 
 
 def test_agent_kill9_then_start_leaves_one_set_and_stop_removes_our_clsact(pair, tmp_path):
-    from tests.agent_helpers import agent_pid, run_agent, write_config
+    from gpusleuth.agent.harness import run_agent, write_config
+    from tests.agent_helpers import agent_pid
     assert "clsact" not in qdisc_kinds(pair.ns_a, pair.if_a)
     cfg = write_config(tmp_path, ["net"], extra=f'\n[probes.net]\nnetns = "{pair.ns_a}"\n'
                                                f'interfaces = ["{pair.if_a}"]\nstate_dir = "{tmp_path}/state"\n')
@@ -357,7 +360,7 @@ def test_agent_kill9_then_start_leaves_one_set_and_stop_removes_our_clsact(pair,
     ('interfaces = ["gs-nosuch0"]', "probes.net.interfaces[0]"),
 ])
 def test_cli_exits_2_naming_the_key(tmp_path, toml, key):
-    from tests.agent_helpers import run_agent, write_config
+    from gpusleuth.agent.harness import run_agent, write_config
     path = write_config(tmp_path, ["net"], extra=f"\n[probes.net]\n{toml}\n")
     out = run_agent("--config", str(path), "start", "--foreground")
     assert out.returncode == 2, out.stderr

@@ -10,7 +10,8 @@ import urllib.request
 
 import pytest
 
-from tests.agent_helpers import exporter_port, free_port, run_agent, spawn_python, wait_for, write_config
+from gpusleuth.agent.harness import free_port, run_agent, wait_for, write_config
+from tests.agent_helpers import exporter_port, spawn_python
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(shutil.which("prometheus") is None,

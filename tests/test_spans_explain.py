@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from gpusleuth.agent.control.client import ControlClient
-from tests.agent_helpers import run_agent, spawn_python, wait_for, write_config
+from gpusleuth.agent.harness import run_agent, wait_for, write_config
+from tests.agent_helpers import spawn_python
 
 pytestmark = pytest.mark.root
 

@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 
 from gpusleuth.agent.control.client import ControlClient
+from gpusleuth.agent.harness import AGENT, run_agent, wait_for, write_config
 from gpusleuth.probes.records import monotonic_ns
+from gpusleuth.probes.spans.synthetic import request_spans, send_spans
 from gpusleuth.tui.app import SCREENS, SleuthApp
 from gpusleuth.tui.screens.help import HelpScreen
 from gpusleuth.tui.source_live import LiveSource
-from tests.agent_helpers import AGENT, run_agent, spawn_python, wait_for, write_config
-from tests.tui_helpers import panel_text, request_spans, send_spans, table_rows, until
+from tests.agent_helpers import spawn_python
+from tests.tui_helpers import panel_text, table_rows, until
 
 pytestmark = [pytest.mark.root, pytest.mark.anyio]
 

@@ -192,30 +192,3 @@ def table_rows(app, table_id: str) -> list[list[str]]:
     """Every row of a RowTable as plain strings."""
     return app.screen.query_one(f"#{table_id}").plain_rows()
 
-
-def send_spans(path: str, spans: list) -> None:
-    """Datagrams to the agent's span intake, as the engine sends them (probes/span_protocol.py)."""
-    import socket  # noqa: PLC0415
-
-    from gpusleuth.probes.spans import wire as span_protocol  # noqa: PLC0415
-
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-        for i in range(0, len(spans), 50):
-            s.sendto(span_protocol.encode(os.getpid(), spans[i:i + 50]), path)
-
-
-def request_spans(request_id: str, start_ns: int, queue_s: float, prefill_s: float, decode_s: float,
-                  output_tokens: int = 32) -> list:
-    """The spans of one finished request (queued -> prefill -> decode -> finished) with its TTFT/TPOT/e2e."""
-    from gpusleuth.probes.spans.wire import Span  # noqa: PLC0415
-
-    q_end = start_ns + int(queue_s * 1e9)
-    p_end = q_end + int(prefill_s * 1e9)
-    end = p_end + int(decode_s * 1e9)
-    ttft = (p_end - start_ns) / 1e9
-    return [Span("request", "queued", request_id, 0, start_ns, q_end, tokens=100),
-            Span("request", "prefill", request_id, 0, q_end, p_end, tokens=100, batch_size=4),
-            Span("request", "decode", request_id, 0, p_end, end, tokens=output_tokens - 1, batch_size=4),
-            Span("request", "finished", request_id, 0, end, end, tokens=output_tokens,
-                 attrs={"ttft_s": ttft, "tpot_s": decode_s / (output_tokens - 1), "e2e_s": (end - start_ns) / 1e9,
-                        "status": "stop"})]

@@ -1,5 +1,8 @@
 """Fixtures for tests/gpu/test_gpu_*.py: skip cleanly without a GPU, nvidia-smi readings, a real GpuProbe, and
-helper processes (a torch GEMM load, a process that holds GPU memory). Imports only what the GPU hosts have."""
+helper processes (a torch GEMM load, a process that holds GPU memory). Imports only what the GPU hosts have.
+
+gpusleuth must be importable: installed, or, on an uninstalled checkout (the GPU hosts), through
+benchmarks/gpu_session.sh or `source benchmarks/checkout_env.sh`."""
 from __future__ import annotations
 
 import shutil
@@ -10,13 +13,6 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import pytest
-
-
-
-from tests.checkout_shim import ensure_gpusleuth_importable  # noqa: E402 (GPU hosts run an uninstalled checkout)
-
-ensure_gpusleuth_importable("gpusleuth.probes.gpu.probe")
-
 
 
 def _skip_reason() -> str:
