@@ -1,16 +1,15 @@
 """Packaging: the repository root *is* the `gpusleuth` package, so `probes/gpu/nvml.py` is `gpusleuth.probes.gpu.nvml`.
 
 Everything else is in pyproject.toml. Only the package list needs code: setuptools' automatic discovery names
-packages after their folders (`agent`), and the namespace prefix `gpusleuth.` is added here once, so a new
-subpackage (any folder with an `__init__.py` under a room) needs no edit anywhere.
+packages after their folders (`agent`), and the namespace prefix `gpusleuth.` is added here once. The tree is the
+truth: every folder with an `__init__.py` (a room at the top, a subpackage below it) is installed, with no edit
+anywhere. tests/ and benchmarks/ have no `__init__.py`; they are excluded by name as well, so they never install.
 """
 from setuptools import find_packages, setup
 
-# The rooms of the user's layout that are code (tests/ and benchmarks/ are not installed).
-ROOMS = ("agent", "probes", "engine", "kernels", "tui", "exporters", "runbooks")
+NOT_INSTALLED = ["tests", "tests.*", "benchmarks", "benchmarks.*"]
 
 setup(
     package_dir={"gpusleuth": "."},
-    packages=[f"gpusleuth.{name}" for name in find_packages(include=[f"{room}*" for room in ROOMS])
-              if name.split(".")[0] in ROOMS],
+    packages=[f"gpusleuth.{name}" for name in find_packages(exclude=NOT_INSTALLED)],
 )
