@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, TypedDict
 
 from gpusleuth.agent.store import Store
 from gpusleuth.probes.base import Probe, ProbeState, ProbeStatus, ProbeUnavailable
@@ -13,10 +13,23 @@ from gpusleuth.probes.records import monotonic_ns
 log = logging.getLogger(__name__)
 
 
+class ProbeHealth(TypedDict):
+    """One probe in the agent's health snapshot: ProbeStatus.to_dict() plus how its polls went."""
+
+    state: str  # ProbeState value
+    reason: str
+    path: str  # which implementation path the probe took
+    details: dict[str, Any]
+    polls: int
+    poll_errors: int
+    last_poll_s: float  # duration of the last poll
+    last_error: str
+
+
 class ProbeRunner:
     """Owns one probe's lifecycle and poll thread; never lets a probe failure take the agent down."""
 
-    def __init__(self, name: str, probe: Probe | None, store: Store, on_snapshot: Callable[[str, dict], None],
+    def __init__(self, name: str, probe: Probe | None, store: Store, on_snapshot: Callable[[str, Any], None],
                  unavailable_reason: str = "") -> None:
         self.name = name
         self.probe = probe
@@ -91,14 +104,12 @@ class ProbeRunner:
                 log.exception("probe %s failed to stop cleanly", self.name)
         self._is_started = False
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ProbeHealth:
         if self.probe is None or not self._is_started:
             st = ProbeStatus(ProbeState.UNAVAILABLE, self._reason or "not started")
             if self.probe is not None and self.probe.status().state == ProbeState.STOPPED and not self._reason:
                 st = self.probe.status()
         else:
             st = self.probe.status()
-        out = st.to_dict()
-        out.update(polls=self.polls, poll_errors=self.poll_errors, last_poll_s=self.last_poll_s,
-                   last_error=self.last_error)
-        return out
+        return ProbeHealth(**st.to_dict(), polls=self.polls, poll_errors=self.poll_errors,
+                           last_poll_s=self.last_poll_s, last_error=self.last_error)

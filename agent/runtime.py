@@ -14,6 +14,7 @@ from gpusleuth.agent import memory
 from gpusleuth.agent.config import Config
 from gpusleuth.agent.control.methods import ControlApi
 from gpusleuth.agent.control.server import ControlServer
+from gpusleuth.agent.health import AgentHealth
 from gpusleuth.agent.probe_runner import ProbeRunner
 from gpusleuth.agent.recorder import Recorder
 from gpusleuth.agent.store import Store
@@ -22,6 +23,7 @@ from gpusleuth.probes import registry
 from gpusleuth.probes.base import WatchSet
 from gpusleuth.probes.bpf.compiler import release_compiler_memory
 from gpusleuth.probes.records import monotonic_ns, wall_offset_ns
+from gpusleuth.probes.spans.snapshot import SpansSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +93,12 @@ class Agent:
         probe.update_watch(self.watch)
         return ProbeRunner(name, probe, self.store, self._on_snapshot)
 
-    def _on_snapshot(self, name: str, snapshot: dict) -> None:
+    def _on_snapshot(self, name: str, snapshot: Any) -> None:
         """Processes that announce themselves (engine span senders) join the watch set."""
-        for pid in snapshot.get("watch_pids", ()):
-            if self.watcher.add_span_sender(int(pid)):
+        if not isinstance(snapshot, SpansSnapshot):
+            return
+        for pid in snapshot.watch_pids:
+            if self.watcher.add_span_sender(pid):
                 self._watch_dirty.set()
 
     def run(self) -> None:
@@ -150,11 +154,12 @@ class Agent:
     def _publish_health(self) -> None:
         self.store.set_snapshot("agent", self.health())
 
-    def health(self) -> dict[str, Any]:
-        return {"pid": os.getpid(), "uptime_s": (monotonic_ns() - self.started_ns) / 1e9,
-                "probes": {n: r.status() for n, r in self.runners.items()}, "store": self.store.stats(),
-                "recorder": self.recorder.status() if self.recorder else None,
-                "rss_bytes": self._process.memory_info().rss}
+    def health(self) -> AgentHealth:
+        """The agent's own snapshot ("agent"): probe states and poll costs, store, recorder, memory."""
+        return AgentHealth(pid=os.getpid(), uptime_s=(monotonic_ns() - self.started_ns) / 1e9,
+                           probes={n: r.status() for n, r in self.runners.items()}, store=self.store.stats(),
+                           recorder=self.recorder.status() if self.recorder else None,
+                           rss_bytes=self._process.memory_info().rss)
 
     def status(self) -> dict[str, Any]:
         out = self.health()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, TypedDict
 
 from gpusleuth.probes.records import Event, Sample
 
@@ -48,6 +48,22 @@ class _Ring:
         return items, self.next_seq, lost
 
 
+class StoreStats(TypedDict):
+    """The store's ring sizes and losses (part of the agent's health snapshot)."""
+
+    samples: int  # records held now
+    events: int
+    sample_capacity: int
+    event_capacity: int
+    samples_total: int  # appended since start
+    events_total: int
+    samples_evicted: int  # aged out of a full ring
+    events_evicted: int
+    samples_dropped: int  # evicted before the recorder wrote them
+    events_dropped: int
+    approx_bytes: int
+
+
 class Store:
     """Bounded, thread-safe rings of Samples and Events plus the latest snapshot per source."""
 
@@ -58,7 +74,7 @@ class Store:
         self._lock = threading.Lock()
         self._samples = _Ring(deque(maxlen=n_samples), n_samples)
         self._events = _Ring(deque(maxlen=n_events), n_events)
-        self._snapshots: dict[str, dict[str, Any]] = {}
+        self._snapshots: dict[str, Any] = {}  # source -> its snapshot object (probes/<room>/snapshot.py)
         self._recorded = {"samples": 0, "events": 0}  # next seq the recorder has not yet written
         self._is_recording = False
         self.memory_cap_bytes = memory_cap_bytes
@@ -72,16 +88,17 @@ class Store:
             self._samples.extend(samples, floor_s)
             self._events.extend(events, floor_e)
 
-    def set_snapshot(self, source: str, snapshot: dict[str, Any]) -> None:
-        """Replace `source`'s latest state (a JSON-serialisable dict; treat it as immutable once stored)."""
+    def set_snapshot(self, source: str, snapshot: Any) -> None:
+        """Replace `source`'s latest state (its probe's snapshot type; treat it as immutable once stored)."""
         with self._lock:
             self._snapshots[source] = snapshot
 
-    def snapshot(self, source: str) -> dict[str, Any] | None:
+    def snapshot(self, source: str) -> Any:
+        """`source`'s latest snapshot, or None before its first poll."""
         with self._lock:
             return self._snapshots.get(source)
 
-    def snapshots(self) -> dict[str, dict[str, Any]]:
+    def snapshots(self) -> dict[str, Any]:
         with self._lock:
             return dict(self._snapshots)
 
@@ -122,7 +139,7 @@ class Store:
         out = [s for s in records if (series is None or s.series == series) and lo <= s.t_ns <= hi]
         return out[-limit:] if limit else out
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> StoreStats:
         with self._lock:
             s, e = self._samples, self._events
             return {

@@ -37,14 +37,17 @@ the exact dcgm name, labels, unit and value; rate()/increase() work on them unch
 """
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any, Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from gpusleuth.probes.gpu.snapshot import GpmMetrics, GpuSnapshot, GpuState
+
 COUNTER_TYPE = "unknown"  # see "Type note" above; "counter" if the server only ever speaks text format 0.0.4
 LABELS = ("gpu", "UUID", "pci_bus_id", "device", "modelName", "Hostname", "DCGM_FI_DRIVER_VERSION")
 
-# (dcgm name, type, help, snapshot key; "gpm.<k>" reads the GPM sub-dict)
+# (dcgm name, type, help, GpuState field)
 DEVICE_METRICS: tuple[tuple[str, str, str, str], ...] = (
     ("DCGM_FI_DEV_SM_CLOCK", "gauge", "SM clock frequency (in MHz).", "sm_clock_mhz"),
     ("DCGM_FI_DEV_MEM_CLOCK", "gauge", "Memory clock frequency (in MHz).", "mem_clock_mhz"),
@@ -82,7 +85,8 @@ DEVICE_METRICS: tuple[tuple[str, str, str, str], ...] = (
     ("DCGM_FI_PROF_NVLINK_RX_BYTES", "gauge", "The rate of data received over NVLink, in bytes per second.",
      "nvlink_rx_bytes_s"),
 )
-# Exported per GPU, and per MIG instance (with GPU_I_* labels) where MIG is on.
+# (dcgm name, type, help, GpmMetrics field); exported per GPU, and per MIG instance (with GPU_I_* labels) where MIG
+# is on.
 PROF_METRICS: tuple[tuple[str, str, str, str], ...] = (
     ("DCGM_FI_PROF_GR_ENGINE_ACTIVE", "gauge", "Ratio of time the graphics engine is active.", "gr_engine_active"),
     ("DCGM_FI_PROF_SM_ACTIVE", "gauge", "The ratio of cycles an SM has at least 1 warp assigned.", "sm_active"),
@@ -96,6 +100,9 @@ PROF_METRICS: tuple[tuple[str, str, str, str], ...] = (
     ("DCGM_FI_PROF_PIPE_FP16_ACTIVE", "gauge", "Ratio of cycles the fp16 pipes are active.", "fp16_active"),
 )
 MIG_FB = ("DCGM_FI_DEV_FB_FREE", "DCGM_FI_DEV_FB_USED", "DCGM_FI_DEV_FB_RESERVED")
+# The tables name snapshot fields; a renamed field must fail here, at import, not silently drop a series.
+assert {m[3] for m in DEVICE_METRICS} <= {f.name for f in fields(GpuState)}, "DEVICE_METRICS names a missing field"
+assert {m[3] for m in PROF_METRICS} <= {f.name for f in fields(GpmMetrics)}, "PROF_METRICS names a missing field"
 
 
 def _family(name: str, kind: str, doc: str) -> Metric:
@@ -104,11 +111,10 @@ def _family(name: str, kind: str, doc: str) -> Metric:
     return Metric(name, doc, COUNTER_TYPE)
 
 
-def gpu_labels(snap: dict[str, Any], gpu: dict[str, Any]) -> dict[str, str]:
+def gpu_labels(snap: GpuSnapshot, gpu: GpuState) -> dict[str, str]:
     """dcgm-exporter's label set for one GPU."""
-    return {"gpu": str(gpu["index"]), "UUID": gpu["uuid"], "pci_bus_id": gpu["pci_bus_id"], "device": gpu["device"],
-            "modelName": gpu["name"], "Hostname": snap.get("hostname", ""),
-            "DCGM_FI_DRIVER_VERSION": snap.get("driver_version", "")}
+    return {"gpu": str(gpu.index), "UUID": gpu.uuid, "pci_bus_id": gpu.pci_bus_id, "device": gpu.device,
+            "modelName": gpu.name, "Hostname": snap.hostname, "DCGM_FI_DRIVER_VERSION": snap.driver_version}
 
 
 class DcgmCollector:
@@ -118,27 +124,27 @@ class DcgmCollector:
         self.store = store
 
     def collect(self) -> Iterator[Metric]:
-        snap = self.store.snapshot("gpu")
-        if not snap:
+        snap: GpuSnapshot | None = self.store.snapshot("gpu")
+        if snap is None:
             return
         families: dict[str, Metric] = {}
         for name, kind, doc, _ in DEVICE_METRICS + PROF_METRICS:
             families[name] = _family(name, kind, doc)
-        for gpu in snap.get("gpus", []):
+        for gpu in snap.gpus:
             labels = gpu_labels(snap, gpu)
-            if gpu.get("is_lost"):  # values would be stale: only the last XID (often 79) stays; gpusleuth_gpu_lost=1
-                _add(families["DCGM_FI_DEV_XID_ERRORS"], labels, gpu.get("last_xid"))
+            if gpu.is_lost:  # values would be stale: only the last XID (often 79) stays; gpusleuth_gpu_lost=1
+                _add(families["DCGM_FI_DEV_XID_ERRORS"], labels, gpu.last_xid)
                 continue
             for name, _, _, key in DEVICE_METRICS:
-                _add(families[name], labels, gpu.get(key))
+                _add(families[name], labels, getattr(gpu, key))
             for name, _, _, key in PROF_METRICS:
-                _add(families[name], labels, (gpu.get("gpm") or {}).get(key))
-            for inst in gpu.get("mig_instances") or []:
-                mig_labels = {**labels, "GPU_I_PROFILE": inst["profile"], "GPU_I_ID": str(inst["gi_id"])}
-                for name, key in zip(MIG_FB, ("fb_free_mib", "fb_used_mib", "fb_reserved_mib")):
-                    _add(families[name], mig_labels, inst.get(key))
+                _add(families[name], labels, getattr(gpu.gpm, key))
+            for inst in gpu.mig_instances:
+                mig_labels = {**labels, "GPU_I_PROFILE": inst.profile, "GPU_I_ID": str(inst.gi_id)}
+                for name, value in zip(MIG_FB, (inst.fb_free_mib, inst.fb_used_mib, inst.fb_reserved_mib)):
+                    _add(families[name], mig_labels, value)
                 for name, _, _, key in PROF_METRICS:
-                    _add(families[name], mig_labels, (inst.get("gpm") or {}).get(key))
+                    _add(families[name], mig_labels, getattr(inst.gpm, key))
         yield from (f for f in families.values() if f.samples)
 
 

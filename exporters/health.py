@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from gpusleuth.agent.health import AgentHealth
+
 STATES = ("ok", "degraded", "unavailable", "stopped")
 
 
@@ -13,7 +15,7 @@ class AgentHealthCollector:
         self.store = store
 
     def collect(self):
-        snap = self.store.snapshot("agent")
+        snap: AgentHealth | None = self.store.snapshot("agent")
         if not snap:
             return
         up = GaugeMetricFamily("gpusleuth_agent_uptime_seconds", "Seconds since the agent started")

@@ -9,9 +9,8 @@ FIRST_SLOT, LAST_SLOT = 8, 35
 BOUNDS = [(s, slot_upper_seconds(s)) for s in range(FIRST_SLOT, LAST_SLOT + 1)]
 
 
-def prometheus_buckets(slot_counts: dict[str, int], total: int) -> list[tuple[str, float]]:
-    """[(le, cumulative count)] from sparse {"slot": count}, ending with +Inf = total."""
-    counts = {int(s): c for s, c in slot_counts.items()}
+def prometheus_buckets(counts: dict[int, int], total: int) -> list[tuple[str, float]]:
+    """[(le, cumulative count)] from sparse {slot: count}, ending with +Inf = total."""
     out = []
     running = sum(c for s, c in counts.items() if s < FIRST_SLOT)
     for slot, upper in BOUNDS:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from gpusleuth.probes.spans.snapshot import LatencyHistogram, SpansSnapshot
+
 HELP = {
     "queue": "Time engine requests waited before their first scheduling",
     "prefill": "Time from first scheduling to the first token",
@@ -13,12 +15,12 @@ HELP = {
 }
 
 
-def _buckets(h: dict) -> list[tuple[str, float]]:
+def _buckets(h: LatencyHistogram) -> list[tuple[str, float]]:
     out, running = [], 0
-    for bound, count in zip(h["bounds"], h["counts"]):
+    for bound, count in zip(h.bounds, h.counts):
         running += count
         out.append((repr(float(bound)), float(running)))
-    out.append(("+Inf", float(h["count"])))
+    out.append(("+Inf", float(h.count)))
     return out
 
 
@@ -27,24 +29,28 @@ class RequestCollector:
         self.store = store
 
     def collect(self):
-        snap = self.store.snapshot("spans")
-        if not snap:
+        snap: SpansSnapshot | None = self.store.snapshot("spans")
+        if snap is None:
             return
         families = {m: HistogramMetricFamily(f"gpusleuth_request_{m}_seconds", text, labels=["pid"])
                     for m, text in HELP.items()}
-        for pid, hists in snap["histograms"].items():
+        for pid, hists in snap.histograms.items():
             for metric, h in hists.items():
                 if metric in families:
-                    families[metric].add_metric([pid], _buckets(h), h["sum"])
+                    families[metric].add_metric([str(pid)], _buckets(h), h.sum)
         yield from families.values()
         spans = CounterMetricFamily("gpusleuth_spans_received", "Engine spans received", labels=["pid"])
-        for pid, s in snap["senders"].items():
-            spans.add_metric([pid], s["spans"])
+        for pid, s in snap.senders.items():
+            spans.add_metric([str(pid)], s.spans)
         yield spans
         bad = CounterMetricFamily("gpusleuth_span_datagrams_rejected", "Span datagrams dropped", labels=["reason"])
-        bad.add_metric(["malformed"], snap["decode_errors_total"])
-        bad.add_metric(["queue_full"], snap["queue_drops_total"])
+        bad.add_metric(["malformed"], snap.decode_errors_total)
+        bad.add_metric(["queue_full"], snap.queue_drops_total)
         yield bad
         in_flight = GaugeMetricFamily("gpusleuth_requests_in_flight", "Requests seen started but not finished")
-        in_flight.add_metric([], snap["in_flight"])
+        in_flight.add_metric([], snap.in_flight)
         yield in_flight
+        evicted = CounterMetricFamily("gpusleuth_requests_evicted_in_flight", "In-flight requests forgotten "
+                                      "unfinished because too many were open (an engine that never finishes them)")
+        evicted.add_metric([], snap.evicted_in_flight)
+        yield evicted

@@ -4,6 +4,7 @@ from __future__ import annotations
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 from gpusleuth.exporters.histograms import prometheus_buckets
+from gpusleuth.probes.kernel.snapshot import SyscallSnapshot
 
 
 class SyscallCollector:
@@ -13,22 +14,22 @@ class SyscallCollector:
         self.store = store
 
     def collect(self):
-        snap = self.store.snapshot("syscalls")
-        if not snap:
+        snap: SyscallSnapshot | None = self.store.snapshot("syscalls")
+        if snap is None:
             return
         hist = HistogramMetricFamily("gpusleuth_syscall_latency_seconds",
                                      "Syscall latency of watched processes (log2 buckets, kernel-aggregated)",
                                      labels=["pid", "comm", "syscall"])
-        for pid, proc in snap["processes"].items():
-            for name, h in proc["syscalls"].items():
-                hist.add_metric([pid, proc["comm"], name], prometheus_buckets(h["buckets"], h["count"]),
-                                h["sum_ns"] / 1e9)
+        for pid, proc in snap.processes.items():
+            labels = [str(pid), proc.comm]
+            for name, h in proc.syscalls.items():
+                hist.add_metric([*labels, name], prometheus_buckets(h.buckets, h.count), h.sum_ns / 1e9)
         yield hist
         slow = CounterMetricFamily("gpusleuth_slow_syscalls", "Syscalls slower than probes.syscalls.slow_threshold_ms")
-        slow.add_metric([], snap["slow_events_total"])
+        slow.add_metric([], snap.slow_events_total)
         yield slow
         lost = CounterMetricFamily("gpusleuth_syscall_probe_lost", "Kernel records lost because a map or buffer "
                                    "was full", labels=["what"])
-        lost.add_metric(["histogram_keys"], snap["lost_keys"])
-        lost.add_metric(["slow_events"], snap["lost_events"])
+        lost.add_metric(["histogram_keys"], snap.lost_keys)
+        lost.add_metric(["slow_events"], snap.lost_events)
         yield lost

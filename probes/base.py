@@ -1,9 +1,9 @@
 """The probe contract: start / poll / stop / status, plus what a probe needs from the host.
 
 A probe is a library object. The agent runs each started probe's `poll` in its own thread every
-`config.interval_s`, puts the returned Samples and Events in its store, and keeps the returned snapshot (a
-JSON-serialisable dict) as the probe's latest state for exporters, the control socket and the TUI. Nothing on a
-scrape or render path calls into the probe.
+`config.interval_s`, puts the returned Samples and Events in its store, and keeps the returned snapshot (a slots
+dataclass defined in the probe's own snapshot.py, e.g. probes/gpu/snapshot.py) as the probe's latest state for
+exporters, the control socket and the TUI. Nothing on a scrape or render path calls into the probe.
 """
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ class PollResult:
 
     samples: list[Sample] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
-    snapshot: dict[str, Any] | None = None
+    # The probe's snapshot type (its room's snapshot.py); a new object each poll, never changed once returned.
+    snapshot: Any = None
 
 
 class ProbeUnavailable(Exception):

@@ -193,6 +193,7 @@ class FakeNvml:
         self.calls: Counter[str] = Counter()
         self.is_initialized = False
         self.event_sets: list[EventSet] = []
+        self.is_wait_lost_aware = False  # True: an event wait answers GPU_IS_LOST while a registered GPU is lost
         self._gpm_seq = 0
         self._handles = [Handle(g) for g in self.gpus]
         self._mig_handles: dict[tuple[int, int], Handle] = {}
@@ -513,6 +514,8 @@ class FakeNvml:
 
     def nvmlEventSetWait_v2(self, es: EventSet, timeout_ms: int) -> Any:
         self._check("")
+        if self.is_wait_lost_aware and any(self.gpus[i].is_lost for i in es.masks):
+            raise NVMLError(15)
         with es.cond:
             if not es.queue:
                 es.cond.wait(timeout_ms / 1000)

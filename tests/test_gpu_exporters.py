@@ -125,6 +125,24 @@ def test_lost_gpu_keeps_only_last_xid_and_is_flagged():
     probe.stop()
 
 
+def test_event_waits_failed_by_a_lost_gpu_are_counted_and_exported():
+    fake = FakeNvml(2)
+    fake.is_wait_lost_aware = True
+    registry, probe, store = scrape_setup(fake)
+    assert registry.get_sample_value("gpusleuth_gpu_xid_lost_waits_total", {}) == 0
+    fake.gpus[1].is_lost = True
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        snap = probe.poll(time.monotonic_ns()).snapshot
+        if snap.xid.lost_waits >= 2:
+            break
+        time.sleep(0.02)
+    store.set_snapshot("gpu", snap)
+    assert snap.xid.lost_waits >= 2 and snap.xid.is_running  # backs off and keeps waiting for the other GPU
+    assert registry.get_sample_value("gpusleuth_gpu_xid_lost_waits_total", {}) == snap.xid.lost_waits
+    probe.stop()
+
+
 def test_xid_counter_per_code_counts_every_occurrence():
     fake = FakeNvml(1)
     registry, probe, store = scrape_setup(fake)
@@ -133,7 +151,7 @@ def test_xid_counter_per_code_counts_every_occurrence():
     deadline = time.monotonic() + 3
     while time.monotonic() < deadline:
         snap = probe.poll(time.monotonic_ns()).snapshot
-        if sum(snap["gpus"][0]["xid_counts"].values()) == 4:
+        if sum(snap.gpus[0].xid_counts.values()) == 4:
             break
         time.sleep(0.02)
     store.set_snapshot("gpu", snap)

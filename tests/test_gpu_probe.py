@@ -9,10 +9,12 @@ import time
 import pytest
 from fake_nvml import FakeGpu, FakeNvml
 
+from gpusleuth.probes import snapshot_codec
 from gpusleuth.probes.config import ConfigError
 from gpusleuth.probes.base import ProbeState, ProbeUnavailable
 from gpusleuth.probes.gpu.probe import GpuConfig, GpuProbe
 from gpusleuth.probes.gpu.rates import CounterRate, counter_delta
+from gpusleuth.probes.gpu.snapshot import GpmMetrics
 from gpusleuth.probes.records import wall_offset_ns
 
 MIB = 1 << 20
@@ -29,7 +31,7 @@ def started(fake: FakeNvml, tmp_path=None, **cfg) -> GpuProbe:
 
 
 def gpu_snap(result, index=0):
-    return next(g for g in result.snapshot["gpus"] if g["index"] == index)
+    return next(g for g in result.snapshot.gpus if g.index == index)
 
 
 def test_units_on_intake_match_nvml_quirks():
@@ -41,15 +43,15 @@ def test_units_on_intake_match_nvml_quirks():
     g.power_limit_mw = 350_000
     probe = started(fake)
     snap = gpu_snap(probe.poll(time.monotonic_ns()))
-    assert snap["power_w"] == pytest.approx(312.345)
-    assert snap["power_limit_w"] == pytest.approx(350.0)  # mW like power usage
-    assert (snap["gpu_temp_c"], snap["mem_temp_c"], snap["sm_clock_mhz"], snap["mem_clock_mhz"]) == (61, 70, 1755, 2619)
-    assert snap["fb_used_mib"] == 5000  # floor to the MiB like nvidia-smi, reserved not counted as used
-    assert snap["fb_reserved_mib"] == 700
-    assert snap["fb_free_mib"] == (80 * 1024 * MIB - 5000 * MIB - MIB + 1 - 700 * MIB) // MIB
-    assert (snap["util_gpu_pct"], snap["util_mem_pct"], snap["pstate"]) == (97, 41, 0)
-    assert snap["clock_event_reason_names"] == ["sw_power_cap", "hw_thermal_slowdown"]
-    assert snap["device"] == "nvidia0" and snap["pci_bus_id"] == "00000000:18:00.0"
+    assert snap.power_w == pytest.approx(312.345)
+    assert snap.power_limit_w == pytest.approx(350.0)  # mW like power usage
+    assert (snap.gpu_temp_c, snap.mem_temp_c, snap.sm_clock_mhz, snap.mem_clock_mhz) == (61, 70, 1755, 2619)
+    assert snap.fb_used_mib == 5000  # floor to the MiB like nvidia-smi, reserved not counted as used
+    assert snap.fb_reserved_mib == 700
+    assert snap.fb_free_mib == (80 * 1024 * MIB - 5000 * MIB - MIB + 1 - 700 * MIB) // MIB
+    assert (snap.util_gpu_pct, snap.util_mem_pct, snap.pstate) == (97, 41, 0)
+    assert snap.clock_event_reason_names == ["sw_power_cap", "hw_thermal_slowdown"]
+    assert snap.device == "nvidia0" and snap.pci_bus_id == "00000000:18:00.0"
     probe.stop()
 
 
@@ -59,7 +61,7 @@ def test_memory_v1_fallback_counts_reserved_as_used_and_reports_no_reserved():
     g.mem_used, g.mem_reserved = 1000 * MIB, 300 * MIB
     probe = started(fake)
     snap = gpu_snap(probe.poll(time.monotonic_ns()))
-    assert snap["fb_used_mib"] == 1300 and snap["fb_reserved_mib"] is None
+    assert snap.fb_used_mib == 1300 and snap.fb_reserved_mib is None
     probe.poll(time.monotonic_ns())
     assert fake.calls["nvmlDeviceGetMemoryInfo"] == 3  # v2 tried once, then v1 each poll
     probe.stop()
@@ -78,11 +80,11 @@ def test_counters_become_rates_using_field_timestamps():
     g.nvlink_rx_kib += 3000
     g.pcie_tx_bytes += 5_000_000
     snap = gpu_snap(probe.poll(time.monotonic_ns()))
-    assert snap["power_avg_w"] == pytest.approx(400.0)
-    assert snap["nvlink_tx_bytes_s"] == pytest.approx(1000 * 1024 / 0.25)
-    assert snap["nvlink_rx_bytes_s"] == pytest.approx(3000 * 1024 / 0.25)
-    assert snap["pcie_tx_bytes_s"] == pytest.approx(20_000_000)
-    assert snap["energy_mj"] == 1_100_000  # the raw counter, in mJ like DCGM
+    assert snap.power_avg_w == pytest.approx(400.0)
+    assert snap.nvlink_tx_bytes_s == pytest.approx(1000 * 1024 / 0.25)
+    assert snap.nvlink_rx_bytes_s == pytest.approx(3000 * 1024 / 0.25)
+    assert snap.pcie_tx_bytes_s == pytest.approx(20_000_000)
+    assert snap.energy_mj == 1_100_000  # the raw counter, in mJ like DCGM
     probe.stop()
 
 
@@ -110,11 +112,11 @@ def test_gpm_metrics_are_ratios_between_polls():
     fake.gpus[0].gpm = {1: 96.0, 2: 88.5, 3: 40.0, 5: 71.0, 10: 33.0, 20: 10.0, 21: 2.0}
     probe = started(fake)
     snap = gpu_snap(probe.poll(time.monotonic_ns()))
-    assert snap["gpm"]["sm_active"] == pytest.approx(0.885)
-    assert snap["gpm"]["tensor_active"] == pytest.approx(0.71)
-    assert snap["gpm"]["dram_active"] == pytest.approx(0.33)
-    assert snap["gpm"]["fp64_active"] is None  # not answered by this GPU: unknown, not 0
-    assert snap["pcie_tx_bytes_s"] == pytest.approx(10 * MIB)  # no PCIe counters here: GPM's rate
+    assert snap.gpm.sm_active == pytest.approx(0.885)
+    assert snap.gpm.tensor_active == pytest.approx(0.71)
+    assert snap.gpm.dram_active == pytest.approx(0.33)
+    assert snap.gpm.fp64_active is None  # not answered by this GPU: unknown, not 0
+    assert snap.pcie_tx_bytes_s == pytest.approx(10 * MIB)  # no PCIe counters here: GPM's rate
     assert fake.calls["nvmlGpmSampleGet"] == 2  # one at start, one per poll (buffers swap)
     probe.stop()
 
@@ -124,7 +126,7 @@ def test_gpm_unsupported_gpu_reports_no_prof_values():
     fake.gpus[0].is_gpm_supported = False
     probe = started(fake)
     snap = gpu_snap(probe.poll(time.monotonic_ns()))
-    assert snap["gpm"] == {} and "no gpm" in probe.status().path
+    assert snap.gpm == GpmMetrics() and "no gpm" in probe.status().path
     probe.stop()
 
 
@@ -135,7 +137,7 @@ def test_unsupported_calls_are_not_repeated_each_poll():
     for _ in range(5):
         snap = gpu_snap(probe.poll(time.monotonic_ns()))
         time.sleep(0.011)
-    assert snap["pstate"] is None and snap["enc_util_pct"] is None
+    assert snap.pstate is None and snap.enc_util_pct is None
     assert fake.calls["nvmlDeviceGetPerformanceState"] == 1
     assert fake.calls["nvmlDeviceGetEncoderUtilization"] == 1
     assert fake.calls["nvmlDeviceGetFieldValues"] == 5
@@ -171,13 +173,13 @@ def test_processes_with_memory_util_and_command(tmp_path):
     g.processes = [{"pid": 4242, "used": 3 * 1024 * MIB, "kind": "C"}, {"pid": 77, "used": None, "kind": "CG"}]
     g.proc_util = [(4242, now_us - 900_000, 20, 5), (4242, now_us - 100_000, 93, 41), (77, now_us - 10_000_000, 9, 1)]
     probe = started(fake, tmp_path)
-    procs = {p["pid"]: p for p in gpu_snap(probe.poll(time.monotonic_ns()))["processes"]}
-    assert procs[4242]["comm"] == "python3" and procs[4242]["cmdline"] == "python3 serve.py --tp 2"
-    assert procs[4242]["used_mib"] == 3072 and procs[4242]["type"] == "C"
-    assert (procs[4242]["sm_util_pct"], procs[4242]["mem_util_pct"]) == (93, 41)  # newest sample
-    assert procs[77]["comm"] == "proc77"  # not in our /proc: NVML's name
-    assert procs[77]["used_mib"] is None and procs[77]["type"] == "C+G"
-    assert procs[77]["sm_util_pct"] is None  # its only sample is 10 s old: unknown, not 9 %
+    procs = {p.pid: p for p in gpu_snap(probe.poll(time.monotonic_ns())).processes}
+    assert procs[4242].comm == "python3" and procs[4242].cmdline == "python3 serve.py --tp 2"
+    assert procs[4242].used_mib == 3072 and procs[4242].type == "C"
+    assert (procs[4242].sm_util_pct, procs[4242].mem_util_pct) == (93, 41)  # newest sample
+    assert procs[77].comm == "proc77"  # not in our /proc: NVML's name
+    assert procs[77].used_mib is None and procs[77].type == "C+G"
+    assert procs[77].sm_util_pct is None  # its only sample is 10 s old: unknown, not 9 %
     probe.stop()
 
 
@@ -191,9 +193,9 @@ def test_gpu_lost_mid_run_emits_event_and_others_keep_sampling():
     lost = [e for e in result.events if e.kind == "gpu_lost"]
     assert len(lost) == 1 and lost[0].attrs["gpu"] == 1 and lost[0].attrs["uuid"] == fake.gpus[1].uuid
     assert "NVML error 15" in lost[0].attrs["reason"]  # GPU_IS_LOST, with the call that saw it
-    snaps = {g["index"]: g for g in result.snapshot["gpus"]}
-    assert snaps[1]["is_lost"] and "power_w" not in snaps[1]  # no stale numbers for a lost GPU
-    assert snaps[2]["power_w"] == pytest.approx(450.0) and snaps[0]["power_w"] is not None
+    snaps = {g.index: g for g in result.snapshot.gpus}
+    assert snaps[1].is_lost and snaps[1].power_w is None  # no stale numbers for a lost GPU
+    assert snaps[2].power_w == pytest.approx(450.0) and snaps[0].power_w is not None
     assert probe.status().state is ProbeState.DEGRADED and "GPU 1 lost" in probe.status().reason
     calls = fake.calls["nvmlDeviceGetPowerUsage"]
     result = probe.poll(time.monotonic_ns())
@@ -207,7 +209,7 @@ def test_all_gpus_lost_makes_the_probe_unavailable_but_poll_still_works():
     probe = started(fake)
     fake.gpus[0].is_lost = True
     result = probe.poll(time.monotonic_ns())
-    assert result.snapshot["gpus"][0]["is_lost"]
+    assert result.snapshot.gpus[0].is_lost
     assert probe.status().state is ProbeState.UNAVAILABLE
     probe.stop()
 
@@ -251,7 +253,7 @@ def test_real_pynvml_on_a_host_without_driver_is_unavailable_and_says_why():
 def test_selected_gpus_only_and_bad_index_named():
     fake = FakeNvml(4)
     probe = started(fake, gpus=[1, 3])
-    assert [g["index"] for g in probe.poll(time.monotonic_ns()).snapshot["gpus"]] == [1, 3]
+    assert [g.index for g in probe.poll(time.monotonic_ns()).snapshot.gpus] == [1, 3]
     probe.stop()
     with pytest.raises(ProbeUnavailable, match=r"probes.gpu.gpus lists GPU 9 but NVML sees 4"):
         started(FakeNvml(4), gpus=[9])
@@ -265,7 +267,7 @@ def test_throttle_interval_becomes_an_event():
     fake.gpus[0].reasons = 0x4
     t_start = time.monotonic_ns()
     snap = gpu_snap(probe.poll(t_start))
-    assert snap["throttle_since_ns"] == t_start
+    assert snap.throttle_since_ns == t_start
     fake.gpus[0].reasons = 0x0
     t_end = time.monotonic_ns()
     events = probe.poll(t_end).events
@@ -303,12 +305,17 @@ def test_config_loads_from_toml_section():
         from_mapping({"probes": {"gpu": {"xid_wait_ms": 99999}}})
 
 
-def test_snapshot_is_json_serialisable():
+def test_snapshot_crosses_the_control_socket_as_json_and_back():
     import json
+    import warnings
     fake = FakeNvml(2)
     probe = started(fake)
     result = probe.poll(time.monotonic_ns())
-    assert json.loads(json.dumps(result.snapshot))["gpus"][1]["uuid"] == fake.gpus[1].uuid
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a value of another type than its field declares would warn here
+        wire = json.loads(json.dumps(snapshot_codec.encode("gpu", result.snapshot)))
+    assert wire["gpus"][1]["uuid"] == fake.gpus[1].uuid
+    assert snapshot_codec.decode("gpu", wire) == result.snapshot
     assert abs(wall_offset_ns() - (time.time_ns() - time.monotonic_ns())) < 5_000_000
     probe.stop()
 
@@ -318,7 +325,7 @@ def test_old_driver_without_v3_process_calls_does_not_break_polling():
     fake.gpus[0].processes = [{"pid": 4242, "used": MIB}]
     probe = started(fake)
     snap = gpu_snap(probe.poll(time.monotonic_ns()))
-    assert snap["processes"] == [] and snap["power_w"] == 70.0  # unknown, and the rest still sampled
+    assert snap.processes == [] and snap.power_w == 70.0  # unknown, and the rest still sampled
     assert "nvmlDeviceGetComputeRunningProcesses:FunctionNotFound" in probe.status().details["nvml_errors"]
     probe.stop()
 
@@ -330,7 +337,7 @@ def test_pcie_rate_falls_back_to_nvml_throughput_on_the_detail_interval_only():
     probe = started(fake)
     first = gpu_snap(probe.poll(time.monotonic_ns()))
     second = gpu_snap(probe.poll(time.monotonic_ns()))
-    assert first["pcie_tx_bytes_s"] == second["pcie_tx_bytes_s"] == 3 * 1024 * 1000
+    assert first.pcie_tx_bytes_s == second.pcie_tx_bytes_s == 3 * 1024 * 1000
     assert fake.calls["nvmlDeviceGetPcieThroughput"] == 2  # tx+rx once: each call blocks NVML for 20 ms
     assert "pcie from nvml_throughput" in probe.status().path
     probe.stop()
@@ -346,8 +353,8 @@ def test_gpm_falls_back_to_core_metrics_when_the_driver_refuses_the_list():
         return real_get(req)
     fake.nvmlGpmMetricsGet = old_driver
     probe = started(fake)
-    assert gpu_snap(probe.poll(time.monotonic_ns()))["gpm"] == {}
-    assert gpu_snap(probe.poll(time.monotonic_ns()))["gpm"]["sm_active"] == pytest.approx(0.12)
+    assert gpu_snap(probe.poll(time.monotonic_ns())).gpm == GpmMetrics()
+    assert gpu_snap(probe.poll(time.monotonic_ns())).gpm.sm_active == pytest.approx(0.12)
     probe.stop()
 
 
@@ -356,9 +363,9 @@ def test_pcie_counters_never_trigger_the_slow_fallback():
     fake.gpus[0].unsupported_fields = set()  # PCIe byte counters exist
     probe = started(fake)
     first = gpu_snap(probe.poll(time.monotonic_ns()))
-    assert first["pcie_tx_bytes_s"] is None  # a counter rate needs two reads: unknown, not GPM's or 0
+    assert first.pcie_tx_bytes_s is None  # a counter rate needs two reads: unknown, not GPM's or 0
     fake.gpus[0].pcie_tx_bytes += 1000
-    assert gpu_snap(probe.poll(time.monotonic_ns()))["pcie_tx_bytes_s"] > 0
+    assert gpu_snap(probe.poll(time.monotonic_ns())).pcie_tx_bytes_s > 0
     assert fake.calls["nvmlDeviceGetPcieThroughput"] == 0 and "pcie from counters" in probe.status().path
     probe.stop()
 
@@ -402,7 +409,7 @@ def test_energy_counter_is_read_on_its_own_tier_and_carried_between():
     finally:
         probe.stop()
     assert asked == [True, False, False, False, False, True, False, False, False, False, True]
-    assert snaps[3]["energy_mj"] == snaps[0]["energy_mj"]  # the last read, not a made-up value
-    assert snaps[5]["energy_mj"] - snaps[0]["energy_mj"] == 5 * 300_000
-    assert snaps[5]["power_avg_w"] == pytest.approx(300.0) and snaps[7]["power_avg_w"] == pytest.approx(300.0)
+    assert snaps[3].energy_mj == snaps[0].energy_mj  # the last read, not a made-up value
+    assert snaps[5].energy_mj - snaps[0].energy_mj == 5 * 300_000
+    assert snaps[5].power_avg_w == pytest.approx(300.0) and snaps[7].power_avg_w == pytest.approx(300.0)
     assert fake.calls.get("nvmlDeviceGetTotalEnergyConsumption", 0) == 0  # the field answered: no direct call

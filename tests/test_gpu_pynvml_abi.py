@@ -288,16 +288,16 @@ def test_full_poll_through_real_pynvml(real_binding, tmp_path):
     g.pcie_rx_bytes += 10_000_000
     result = probe.poll(time.monotonic_ns())
     snap = result.snapshot
-    gpu = snap["gpus"][1]
-    assert snap["driver_version"] == "570.86.15" and snap["nvml_version"] == "12.570.86.15"
-    assert gpu["uuid"] == g.uuid and gpu["pci_bus_id"] == g.bus_id and gpu["name"] == g.name  # str, not bytes
-    assert gpu["power_w"] == pytest.approx(401.5) and gpu["fb_used_mib"] == 12_345 and gpu["fb_reserved_mib"] == 600
-    assert gpu["power_limit_w"] == pytest.approx(700.0)  # nvmlDeviceGetEnforcedPowerLimit through the C ABI
-    assert gpu["clock_event_reason_names"] == ["sw_power_cap"]
-    assert gpu["nvlink_tx_bytes_s"] == pytest.approx(2048 * 1024 / 0.5)
-    assert gpu["pcie_rx_bytes_s"] == pytest.approx(20_000_000) and "pcie from counters" in probe.status().path
-    assert gpu["gpm"]["sm_active"] == pytest.approx(0.91) and gpu["gpm"]["tensor_active"] == pytest.approx(0.55)
-    assert [(p["pid"], p["used_mib"], p["sm_util_pct"]) for p in gpu["processes"]] == [(9001, 5120, 77)]
+    gpu = snap.gpus[1]
+    assert snap.driver_version == "570.86.15" and snap.nvml_version == "12.570.86.15"
+    assert gpu.uuid == g.uuid and gpu.pci_bus_id == g.bus_id and gpu.name == g.name  # str, not bytes
+    assert gpu.power_w == pytest.approx(401.5) and gpu.fb_used_mib == 12_345 and gpu.fb_reserved_mib == 600
+    assert gpu.power_limit_w == pytest.approx(700.0)  # nvmlDeviceGetEnforcedPowerLimit through the C ABI
+    assert gpu.clock_event_reason_names == ["sw_power_cap"]
+    assert gpu.nvlink_tx_bytes_s == pytest.approx(2048 * 1024 / 0.5)
+    assert gpu.pcie_rx_bytes_s == pytest.approx(20_000_000) and "pcie from counters" in probe.status().path
+    assert gpu.gpm.sm_active == pytest.approx(0.91) and gpu.gpm.tensor_active == pytest.approx(0.55)
+    assert [(p.pid, p.used_mib, p.sm_util_pct) for p in gpu.processes] == [(9001, 5120, 77)]
     assert [s.value for s in first.samples if s.series == "gpu.util_pct.nvml"] == [64]
     assert not probe.status().details["nvml_errors"], probe.status().details
     probe.stop()
@@ -323,8 +323,8 @@ def test_mig_through_real_pynvml(real_binding):
     fake.gpus[0].migs = [FakeMig(gi_id=5, profile="4g.40gb", gpm={2: 60.0})]
     probe = GpuProbe(GpuConfig(is_xid_enabled=False, counters_interval_s=0), nvml=pynvml)
     probe.start()
-    inst = probe.poll(time.monotonic_ns()).snapshot["gpus"][0]["mig_instances"]
-    assert [(i["gi_id"], i["profile"], i["gpm"]["sm_active"]) for i in inst] == [(5, "4g.40gb", 0.6)]
+    inst = probe.poll(time.monotonic_ns()).snapshot.gpus[0].mig_instances
+    assert [(i.gi_id, i.profile, i.gpm.sm_active) for i in inst] == [(5, "4g.40gb", 0.6)]
     probe.stop()
 
 
@@ -336,5 +336,5 @@ def test_lost_gpu_through_real_pynvml(real_binding):
     result = probe.poll(time.monotonic_ns())
     assert [e.attrs["gpu"] for e in result.events if e.kind == "gpu_lost"] == [0]
     assert "GPU is lost" in next(e for e in result.events if e.kind == "gpu_lost").attrs["reason"]
-    assert result.snapshot["gpus"][1]["power_w"] == 70.0
+    assert result.snapshot.gpus[1].power_w == 70.0
     probe.stop()

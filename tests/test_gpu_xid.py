@@ -48,9 +48,9 @@ def test_xid_becomes_event_with_name_and_counts_per_code():
     assert (fell.attrs["name"], fell.attrs["severity"], fell.attrs["gpu"]) == ("gpu_fallen_off_bus", "fatal", 1)
     assert fell.attrs["uuid"] == fake.gpus[1].uuid and fell.start_ns <= time.monotonic_ns()
     assert [e.kind for e in events if e.kind != "gpu_xid"] == ["gpu_double_bit_ecc"]
-    gpu1 = snap["gpus"][1]
-    assert gpu1["xid_counts"] == {"13": 2, "79": 1}  # a counter per code, not just the last value
-    assert gpu1["last_xid"] in (13, 79) and snap["gpus"][0]["event_counts"] == {"double_bit_ecc": 1}
+    gpu1 = snap.gpus[1]
+    assert gpu1.xid_counts == {13: 2, 79: 1}  # a counter per code, not just the last value
+    assert gpu1.last_xid in (13, 79) and snap.gpus[0].event_counts == {"double_bit_ecc": 1}
     probe.stop()
 
 
@@ -150,7 +150,7 @@ def test_no_event_support_degrades_with_reason_and_sampling_goes_on():
     assert probe.status().state is ProbeState.DEGRADED
     assert "XID events unavailable: no GPU supports NVML critical-event registration" in probe.status().reason
     snap = probe.poll(time.monotonic_ns()).snapshot
-    assert snap["gpus"][0]["power_w"] == 70.0 and snap["xid"]["is_running"] is False
+    assert snap.gpus[0].power_w == 70.0 and snap.xid.is_running is False
     probe.stop()
 
 

@@ -148,19 +148,19 @@ def test_counters_agree_with_interface_stats_over_a_mixed_run(pair, state_dir):
         probe.stop()
         for sink in sinks:
             sink.kill()
-    dirs = result.snapshot["interfaces"][pair.if_a]["directions"]
+    dirs = result.snapshot.interfaces[pair.if_a].directions
     registry = scrape(store)
     for ours, theirs in (("egress", "tx"), ("ingress", "rx")):
         for unit in ("bytes", "packets"):
             kernel = after[f"{theirs}_{unit}"] - before[f"{theirs}_{unit}"]
             assert kernel > (5_000_000 if unit == "bytes" else 15_000)  # the run was mixed and busy
-            assert abs(dirs[ours][unit] - kernel) <= 0.001 * kernel, (ours, unit, dirs[ours][unit], kernel)
+            assert abs(getattr(dirs[ours], unit) - kernel) <= 0.001 * kernel, (ours, unit, dirs[ours], kernel)
             exported = registry.get_sample_value(f"gpusleuth_net_{unit}_total",
                                                  {"interface": pair.if_a, "direction": ours})
-            assert exported == dirs[ours][unit]
+            assert exported == getattr(dirs[ours], unit)
     # On a saturated 2-core box the poller itself can be starved past ring_s: bins are then lost (and reported),
     # but the totals above stay exact because late counts land in newer bins, never nowhere.
-    if any(d["lost_bins"] for d in dirs.values()):
+    if any(d.lost_bins for d in dirs.values()):
         assert "bins lost" in probe.status().reason or probe.status().state.value == "stopped"
 
 
@@ -188,7 +188,7 @@ def test_retransmits_agree_with_tcp_retranssegs_under_5pct_loss(pair, state_dir)
         sink.kill()
     kernel = snmp1["RetransSegs"] - snmp0["RetransSegs"]
     remote = f"{ADDR_B}:{TCP_PORT}"
-    ours = result.snapshot["tcp"]["retransmits"]["by_remote"].get(remote, 0)
+    ours = result.snapshot.tcp.retransmits.by_remote.get(remote, 0)
     assert dropped > 20 and kernel > 20, (dropped, kernel)
     assert abs(ours - kernel) <= 0.05 * kernel, (ours, kernel)
     assert scrape(store).get_sample_value("gpusleuth_net_tcp_retransmit_segments_total", {"remote": remote}) == ours
@@ -202,8 +202,8 @@ def test_retransmits_agree_with_tcp_retranssegs_under_5pct_loss(pair, state_dir)
                  and e.attrs.get("dst") == remote]
     flow_drops = sum(e.attrs["count"] for e in ours_drop)
     assert abs(flow_drops - dropped) <= max(2, 0.01 * dropped), (flow_drops, dropped,
-                                                                 result.snapshot["tcp"]["missed_events"])
-    assert result.snapshot["tcp"]["drops"]["by_reason"].get("TC_INGRESS", 0) >= flow_drops
+                                                                 result.snapshot.tcp.missed_events)
+    assert result.snapshot.tcp.drops.by_reason.get("TC_INGRESS", 0) >= flow_drops
 
 
 @pytest.mark.parametrize("allow_raw", [True, False], ids=["raw_tracepoints", "classic_tracepoints"])
@@ -226,7 +226,7 @@ def test_drops_to_a_closed_port_are_counted_with_reason_and_remote(pair, allow_r
     assert sum(e.attrs["count"] for e in ours) == n
     assert {e.attrs["reason"] for e in ours} == {"NO_SOCKET"}
     assert {e.attrs["remote"] for e in ours} == {f"{ADDR_A}:40001"}  # the destination is ours: the sender is remote
-    assert snap["drops"]["by_remote"][f"{ADDR_A}:40001"] == n
+    assert snap.drops.by_remote[f"{ADDR_A}:40001"] == n
 
 
 def test_qdisc_backlog_and_drops_match_tc(pair, state_dir):
@@ -239,19 +239,18 @@ def test_qdisc_backlog_and_drops_match_tc(pair, state_dir):
         backlogs = []
         while flood.poll() is None:
             time.sleep(0.2)
-            backlogs.append(probe.poll(time.monotonic_ns()).snapshot["interfaces"][pair.if_a]["qdisc"]
-                            ["backlog_bytes"])
+            backlogs.append(probe.poll(time.monotonic_ns()).snapshot.interfaces[pair.if_a].qdisc.backlog_bytes)
         wait_line(flood)
         time.sleep(0.3)  # let tbf empty its queue
-        snap = probe.poll(time.monotonic_ns()).snapshot["interfaces"][pair.if_a]["qdisc"]
+        snap = probe.poll(time.monotonic_ns()).snapshot.interfaces[pair.if_a].qdisc
         tc = json.loads(sh(f"tc -n {pair.ns_a} -s -j qdisc show dev {pair.if_a}").stdout)
     finally:
         probe.stop()
         sink.kill()
     root = next(q for q in tc if q["kind"] == "tbf")
     assert max(backlogs) > 10_000  # 200 Mb/s into a 20 Mb/s shaper: the queue filled
-    assert snap["kind"] == "tbf" and snap["drops"] == root["drops"] > 0
-    assert snap["packets"] == root["packets"] and snap["backlog_bytes"] == root["backlog"] == 0
+    assert snap.kind == "tbf" and snap.drops == root["drops"] > 0
+    assert snap.packets == root["packets"] and snap.backlog_bytes == root["backlog"] == 0
 
 
 def _ours(ns: str, ifname: str) -> dict[str, int]:
@@ -276,7 +275,7 @@ def test_foreign_clsact_and_filters_survive_start_and_stop(pair, state_dir):
         sh(f"ip netns exec {pair.ns_a} ping -c 5 -i 0.05 -q {ADDR_B}")
         result = probe.poll(time.monotonic_ns())
         assert late.counts()[0] - seen0 >= 5
-        assert result.snapshot["interfaces"][pair.if_a]["directions"]["egress"]["packets"] >= 5
+        assert result.snapshot.interfaces[pair.if_a].directions["egress"].packets >= 5
         probe.stop()
         after = [(f["pref"], f["kind"]) for f in tc_filters(pair.ns_a, pair.if_a, "egress")]
         assert after == before and _ours(pair.ns_a, pair.if_a) == {"ingress": 0, "egress": 0}

@@ -49,9 +49,8 @@ def _runq_of_waker(probe: SchedProbe, with_hog: bool):
             hog.kill()
             hog.wait()
         waker.communicate("exit\n", timeout=10)
-    proc = result.snapshot["processes"][str(waker.pid)]
-    buckets = {int(k): v for k, v in proc["runq"]["buckets"].items()}
-    return quantile_from_buckets(buckets, 0.5), proc["runq"]["count"], result, waker.pid
+    proc = result.snapshot.processes[waker.pid]
+    return quantile_from_buckets(proc.runq.buckets, 0.5), proc.runq.count, result, waker.pid
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +77,11 @@ def test_hog_on_the_wakers_cpu_delays_it(probe):
     assert len(delays) >= 50
     # the task that ran before the waker got the CPU is, for most delays, the hog
     assert sum(e.attrs["prev_comm"].startswith("python") for e in delays) >= len(delays) // 2
-    threads = result.snapshot["threads"]
-    assert threads[str(pid)]["runq_ns"] > 50e6
+    threads = result.snapshot.threads
+    assert threads[pid].runq_ns > 50e6
 
 
 def test_off_cpu_time_per_thread(probe):
     _, _, result, pid = _runq_of_waker(probe, with_hog=False)
-    off = result.snapshot["threads"][str(pid)]["offcpu_ns"]
+    off = result.snapshot.threads[pid].offcpu_ns
     assert off >= 100 * 1e6 * 0.9, off  # 100 sleeps of >= 1 ms

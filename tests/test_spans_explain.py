@@ -10,6 +10,7 @@ import pytest
 
 from gpusleuth.agent.control.client import ControlClient
 from gpusleuth.agent.harness import run_agent, wait_for, write_config
+from gpusleuth.probes import snapshot_codec
 from tests.agent_helpers import spawn_python
 
 pytestmark = pytest.mark.root
@@ -102,9 +103,10 @@ def test_span_sender_is_watched_and_explain_names_the_syscall(agent):
     assert "fsync" in shown and "nanosleep" not in shown  # idle waits are counted, not listed
     assert report["idle_waits_hidden"] >= 1
 
-    snap = client.call("snapshot", sources=["spans"])["spans"]
-    ttft = snap["histograms"][str(engine.pid)]["ttft"]
-    assert ttft["count"] == 1 and abs(ttft["sum"] - row["ttft_s"]) < 1e-9
+    snap = snapshot_codec.decode("spans", client.call("snapshot", sources=["spans"])["spans"])
+    ttft = snap.histograms[engine.pid]["ttft"]
+    assert ttft.count == 1 and abs(ttft.sum - row["ttft_s"]) < 1e-9
+    assert snap.watch_pids == [engine.pid] and snap.senders[engine.pid].spans == 5  # step, queued .. finished
 
 
 def test_malformed_datagrams_are_counted_not_fatal(agent):
@@ -113,8 +115,9 @@ def test_malformed_datagrams_are_counted_not_fatal(agent):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     for payload in (b"not json", b'{"v": 99}', b'{"v":1,"pid":1,"spans":[{"kind":"request"}]}'):
         sock.sendto(payload, str(tmp / "spans.sock"))
-    snap = wait_for(lambda: (s := client.call("snapshot", sources=["spans"]).get("spans")) and
-                    s["decode_errors_total"] == 3 and s, timeout=10)
-    assert snap["spans_total"] == 0
+    def spans():
+        return snapshot_codec.decode("spans", client.call("snapshot", sources=["spans"])["spans"])
+    snap = wait_for(lambda: (s := spans()).decode_errors_total == 3 and s, timeout=10)
+    assert snap.spans_total == 0
     assert client.call("status")["probes"]["spans"]["state"] == "ok"
     assert os.stat(tmp / "spans.sock").st_mode & 0o777 == 0o666

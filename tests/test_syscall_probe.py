@@ -60,16 +60,16 @@ def test_nanosleep_histogram_and_slow_events():
         probe.stop()
         child.communicate("done\n", timeout=10)
 
-    hist = result.snapshot["processes"][str(child.pid)]["syscalls"]["nanosleep"]
+    hist = result.snapshot.processes[child.pid].syscalls["nanosleep"]
     # slot 23 holds [2^22, 2^23) ns = [4.19, 8.39) ms: the 4-8 ms bucket
-    assert hist["buckets"].get("23", 0) >= 195, hist
-    assert hist["count"] == 200
+    assert hist.buckets.get(23, 0) >= 195, hist
+    assert hist.count == 200
 
     slow = sorted((e for e in result.events if e.pid == child.pid and e.attrs["syscall"] == "nanosleep"),
                   key=lambda e: e.start_ns)
     assert len(slow) == 200
     worst = max(abs(e.duration_ns - (t1 - t0)) for e, (t0, t1) in zip(slow, spans))
-    print(f"FIGURE nanosleep: 4-8 ms bucket {hist['buckets'].get('23', 0)}/200, slow events {len(slow)}, "
+    print(f"FIGURE nanosleep: 4-8 ms bucket {hist.buckets.get(23, 0)}/200, slow events {len(slow)}, "
           f"worst duration error {worst / 1e3:.1f} us")
     for event, (t0, t1) in zip(slow, spans):
         assert abs(event.duration_ns - (t1 - t0)) <= 1_000_000, (event, t1 - t0)
@@ -99,7 +99,7 @@ def test_getppid_count_matches_syscount():
         child.stdin.write("go\n")
         child.stdin.flush()
         assert child.stdout.readline().strip() == "done"
-        ours = probe.poll(monotonic_ns()).snapshot["processes"][str(child.pid)]["syscalls"]["getppid"]["count"]
+        ours = probe.poll(monotonic_ns()).snapshot.processes[child.pid].syscalls["getppid"].count
         child.stdin.write("exit\n")
         child.stdin.flush()
         child.wait(timeout=10)
@@ -128,7 +128,7 @@ def test_unwatched_process_is_not_counted():
     finally:
         probe.stop()
         child.communicate("exit\n", timeout=10)
-    assert str(child.pid) not in snap["processes"]
+    assert child.pid not in snap.processes
 
 
 def test_status_names_the_path_taken():
@@ -175,5 +175,5 @@ def test_cgroup_filter_watches_processes_in_the_cgroup(tmp_path):
         for child in (inside, outside):
             child.communicate("exit\n", timeout=10)
         os.rmdir(cg)
-    assert snap["processes"][str(inside.pid)]["syscalls"]["getppid"]["count"] == 10_000
-    assert str(outside.pid) not in snap["processes"]
+    assert snap.processes[inside.pid].syscalls["getppid"].count == 10_000
+    assert outside.pid not in snap.processes

@@ -7,7 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from gpusleuth.probes.bpf.log2_hist import quantile_from_buckets
+from gpusleuth.probes.bpf.log2_hist import Log2Counts, quantile_from_buckets
+from gpusleuth.probes.kernel.snapshot import SchedSnapshot, SyscallProcess, SyscallSnapshot
+from gpusleuth.probes.net.snapshot import DirectionTotals, InterfaceState, NetSnapshot
 from gpusleuth.tui import fmt, views
 from gpusleuth.tui.history import FrameHistory, hist_delta
 from gpusleuth.tui.source import Frame, Want
@@ -29,18 +31,18 @@ def test_spark_places_points_by_time_and_leaves_gaps():
 
 
 def test_hist_delta_subtracts_and_detects_counter_reset():
-    ref = {"count": 10, "sum_ns": 1000, "buckets": {"3": 6, "5": 4}}
-    now = {"count": 15, "sum_ns": 1900, "buckets": {"3": 6, "5": 7, "9": 2}}
+    ref = Log2Counts(count=10, sum_ns=1000, buckets={3: 6, 5: 4})
+    now = Log2Counts(count=15, sum_ns=1900, buckets={3: 6, 5: 7, 9: 2})
     assert hist_delta(now, ref) == {"count": 5, "sum_ns": 900, "buckets": {5: 3, 9: 2}}
     assert hist_delta(ref, ref) is None
-    restarted = {"count": 2, "sum_ns": 50, "buckets": {"1": 2}}  # fewer than before: the counters began again
+    restarted = Log2Counts(count=2, sum_ns=50, buckets={1: 2})  # fewer than before: the counters began again
     assert hist_delta(restarted, ref) == {"count": 2, "sum_ns": 50, "buckets": {1: 2}}
 
 
-def _sys_snap(t_s: float, count: int, slow: int) -> dict:
-    buckets = {"12": count - slow, **({"25": slow} if slow else {})}
-    return {"t_ns": int(t_s * S), "processes": {"42": {"comm": "w", "syscalls": {
-        "read": {"count": count, "sum_ns": count * 1000 + slow * 20_000_000, "buckets": buckets}}}}}
+def _sys_snap(t_s: float, count: int, slow: int) -> SyscallSnapshot:
+    buckets = {12: count - slow, **({25: slow} if slow else {})}
+    return SyscallSnapshot(t_ns=int(t_s * S), processes={42: SyscallProcess("w", {
+        "read": Log2Counts(count=count, sum_ns=count * 1000 + slow * 20_000_000, buckets=buckets)})})
 
 
 def test_history_windows_use_a_reference_window_seconds_old():
@@ -59,7 +61,8 @@ def test_history_windows_use_a_reference_window_seconds_old():
 
 def test_net_rates_from_cumulative_bytes():
     h = FrameHistory()
-    snap = lambda t, b: {"t_ns": int(t * S), "interfaces": {"eth0": {"directions": {"egress": {"bytes": b}}}}}
+    snap = lambda t, b: NetSnapshot(t_ns=int(t * S), interfaces={"eth0": InterfaceState(directions={  # noqa: E731
+        "egress": DirectionTotals(bytes=b)})})
     h.update_net(snap(1.0, 1000))
     h.update_net(snap(1.5, 1000 + 125_000))  # 125 kB in 0.5 s = 2 Mb/s
     assert h.series["net.eth0.egress_bps"][-1] == (int(1.5 * S), pytest.approx(2e6))
@@ -85,7 +88,7 @@ def test_missing_reason_names_the_fix():
     assert views.missing_reason(frame, "gpu") == "gpu probe unavailable: libnvidia-ml.so.1 not found"
     assert "add \"net\" to probes.enabled" in views.missing_reason(frame, "net")
     assert "waiting for its first poll" in views.missing_reason(frame, "sched")
-    frame.snapshots["sched"] = {"t_ns": 1}
+    frame.snapshots["sched"] = SchedSnapshot(t_ns=1)
     assert views.missing_reason(frame, "sched") is None
 
 

@@ -6,6 +6,11 @@ import os
 import time
 from typing import Any
 
+from gpusleuth.probes.gpu.snapshot import GpmMetrics, GpuProcess, GpuSnapshot, GpuState
+from gpusleuth.probes.kernel.snapshot import SchedSnapshot, SyscallSnapshot
+from gpusleuth.probes.net.snapshot import (DirectionTotals, DropCounts, InterfaceState, LastBurst, NetSnapshot,
+                                           RetransmitCounts, RootQdisc, TcpSnapshot)
+from gpusleuth.probes.spans.snapshot import SpanSender, SpansSnapshot
 from gpusleuth.tui.source import Frame, FixedSource
 
 T0 = 1_000_000_000_000  # the fixed frame's "now" on the monotonic clock (1000 s after boot)
@@ -23,22 +28,34 @@ def _wave(i: int, period: float, lo: float, hi: float) -> float:
     return lo + (hi - lo) * (0.5 + 0.5 * math.sin(i / period))
 
 
-def _gpu(index: int, throttled: bool) -> dict[str, Any]:
-    return {
-        "index": index, "uuid": f"GPU-0000000{index}-aaaa-bbbb-cccc-dddddddddddd", "name": "NVIDIA H100 80GB HBM3",
-        "pci_bus_id": f"00000000:1{index}:00.0", "device": f"nvidia{index}", "is_lost": False, "lost_reason": "",
-        "is_mig": False, "util_gpu_pct": 87 - 30 * index, "util_mem_pct": 41, "sm_clock_mhz": 1755,
-        "mem_clock_mhz": 2619, "power_w": 612.5 - 200 * index, "power_avg_w": 600.1, "power_limit_w": 700,
-        "gpu_temp_c": 66 + index, "mem_temp_c": 71, "pstate": 0,
-        "clock_event_reasons": 0x004 if throttled else 0, "throttle_since_ns": T0 - 12 * S if throttled else None,
-        "fb_total_mib": 81559, "fb_used_mib": 61234 - 20000 * index, "fb_free_mib": 20325, "fb_reserved_mib": 0,
-        "pcie_tx_bytes_s": 1.2e9, "pcie_rx_bytes_s": 3.4e8, "nvlink_tx_bytes_s": 4.1e10, "nvlink_rx_bytes_s": 4.0e10,
-        "ecc_sbe_vol": 0, "ecc_dbe_vol": 0, "remapped_rows_cor": 0, "remapped_rows_unc": 0,
-        "gpm": {"sm_active": 0.62 - 0.2 * index, "sm_occupancy": 0.35, "tensor_active": 0.41, "dram_active": 0.55},
-        "processes": [{"pid": 4242, "comm": "python3", "type": "compute", "used_mib": 60100 - 20000 * index,
-                       "sm_util_pct": 80 - 30 * index, "mem_util_pct": 40}],
-        "xid_counts": {"79": 1} if throttled else {}, "last_xid": 79 if throttled else 0,
-    }
+def _gpu(index: int, throttled: bool) -> GpuState:
+    return GpuState(
+        index=index, uuid=f"GPU-0000000{index}-aaaa-bbbb-cccc-dddddddddddd", name="NVIDIA H100 80GB HBM3",
+        pci_bus_id=f"00000000:1{index}:00.0", device=f"nvidia{index}", is_lost=False, lost_reason="",
+        is_mig=False, util_gpu_pct=87 - 30 * index, util_mem_pct=41, sm_clock_mhz=1755,
+        mem_clock_mhz=2619, power_w=612.5 - 200 * index, power_avg_w=600.1, power_limit_w=700.0,
+        gpu_temp_c=66 + index, mem_temp_c=71, pstate=0,
+        clock_event_reasons=0x004 if throttled else 0, throttle_since_ns=T0 - 12 * S if throttled else None,
+        fb_total_mib=81559, fb_used_mib=61234 - 20000 * index, fb_free_mib=20325, fb_reserved_mib=0,
+        pcie_tx_bytes_s=1.2e9, pcie_rx_bytes_s=3.4e8, nvlink_tx_bytes_s=4.1e10, nvlink_rx_bytes_s=4.0e10,
+        ecc_sbe_vol=0, ecc_dbe_vol=0, remapped_rows_cor=0, remapped_rows_unc=0,
+        gpm=GpmMetrics(sm_active=0.62 - 0.2 * index, sm_occupancy=0.35, tensor_active=0.41, dram_active=0.55),
+        processes=[GpuProcess(pid=4242, comm="python3", type="compute", used_mib=60100 - 20000 * index,
+                              sm_util_pct=80 - 30 * index, mem_util_pct=40)],
+        xid_counts={79: 1} if throttled else {}, last_xid=79 if throttled else 0,
+    )
+
+
+def _net() -> NetSnapshot:
+    last_burst = LastBurst(start_ns=T0 - 45_800_000_000, end_ns=T0 - 45_799_200_000, bytes=1_250_000, peak_bps=9.6e9)
+    eth0 = InterfaceState(kind="physical", speed_mbps=10000.0, threshold_bps=5e9, directions={
+        "ingress": DirectionTotals(bytes=910_000_000_000, bursts=3, last_burst=last_burst),
+        "egress": DirectionTotals(bytes=22_000_000_000, bursts=0, last_burst=None)},
+        qdisc=RootQdisc(kind="fq_codel", backlog_bytes=0, drops=12))
+    tcp = TcpSnapshot(retransmits=RetransmitCounts(segments=4, skbs=2, by_remote={"10.0.0.7:51234": 4},
+                                                   by_process={"4242/python3": 4}),
+                      drops=DropCounts(count=1, by_reason={"TCP_OLD_DATA": 1}), missed_events=0)
+    return NetSnapshot(t_ns=T0, interfaces={"eth0": eth0}, tcp=tcp)
 
 
 def _series(num_gpus: int) -> dict[str, list[tuple[int, float]]]:
@@ -110,20 +127,12 @@ def fixed_frame(*, has_gpu: bool = True, num_gpus: int = 2) -> Frame:
     probes = {name: {"state": "ok", "reason": "", "path": "", "polls": 100, "poll_errors": 0, "last_poll_s": 0.001}
               for name in ("syscalls", "sched", "net", "gpu", "spans")}
     snapshots: dict[str, Any] = {
-        "syscalls": {"t_ns": T0, "processes": {}}, "sched": {"t_ns": T0, "processes": {}},
-        "net": {"t_ns": T0, "interfaces": {"eth0": {"kind": "physical", "speed_mbps": 10000.0, "threshold_bps": 5e9,
-                "directions": {"ingress": {"bytes": 9.1e11, "bursts": 3, "last_burst": {
-                    "start_ns": T0 - 45_800_000_000, "end_ns": T0 - 45_799_200_000, "bytes": 1_250_000,
-                    "peak_bps": 9.6e9}}, "egress": {"bytes": 2.2e10, "bursts": 0, "last_burst": None}},
-                "qdisc": {"kind": "fq_codel", "backlog_bytes": 0, "drops": 12}}},
-                "tcp": {"retransmits": {"segments": 4, "skbs": 2, "by_remote": {"10.0.0.7:51234": 4},
-                                        "by_process": {"4242/python3": 4}},
-                        "drops": {"count": 1, "by_reason": {"TCP_OLD_DATA": 1}}, "missed_events": 0}},
-        "spans": {"t_ns": T0, "in_flight": 15, "senders": {"4242": {"comm": "python3", "ranks": [0], "spans": 9000,
-                                                    "queue_depth": 3, "num_running": 12, "kv_usage": 0.63}}},
+        "syscalls": SyscallSnapshot(t_ns=T0), "sched": SchedSnapshot(t_ns=T0), "net": _net(),
+        "spans": SpansSnapshot(t_ns=T0, in_flight=15, senders={4242: SpanSender(
+            comm="python3", ranks=[0], spans=9000, num_waiting=3, num_running=12, kv_usage=0.63)}),
     }
     if has_gpu:
-        snapshots["gpu"] = {"t_ns": T0, "gpus": [_gpu(i, throttled=i == 1) for i in range(num_gpus)]}
+        snapshots["gpu"] = GpuSnapshot(t_ns=T0, gpus=[_gpu(i, throttled=i == 1) for i in range(num_gpus)])
     else:
         probes["gpu"] = {"state": "unavailable", "reason": "NVML library not found (no NVIDIA driver on this host)",
                          "path": "", "polls": 0, "poll_errors": 0, "last_poll_s": 0}

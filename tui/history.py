@@ -7,60 +7,64 @@ scan its sample ring on every refresh.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
+from gpusleuth.probes.bpf.log2_hist import Log2Counts
+from gpusleuth.probes.gpu.snapshot import GpuSnapshot, GpuState
+from gpusleuth.probes.kernel.snapshot import SchedSnapshot, SyscallSnapshot
+from gpusleuth.probes.net.snapshot import NetSnapshot
 from gpusleuth.tui.source import HISTORY_S, WINDOW_S
 
-GPU_SERIES = ("util_gpu_pct", "power_w", "fb_used_mib", "gpu_temp_c")
-GPM_SERIES = ("sm_active",)
+# Sparkline series per GPU, named like the agent's "gpu.<name>" sample series (backfilled from those at connect).
+GPU_SERIES: dict[str, Callable[[GpuState], float | None]] = {
+    "util_gpu_pct": lambda g: g.util_gpu_pct, "power_w": lambda g: g.power_w, "fb_used_mib": lambda g: g.fb_used_mib,
+    "gpu_temp_c": lambda g: g.gpu_temp_c, "sm_active": lambda g: g.gpm.sm_active}
 
 
-def hist_delta(now: dict[str, Any], ref: dict[str, Any] | None) -> dict[str, Any] | None:
-    """now - ref of one cumulative histogram {"buckets", "count", "sum_ns"}; None when nothing happened."""
-    count = int(now.get("count", 0))
+def hist_delta(now: Log2Counts, ref: Log2Counts | None) -> dict[str, Any] | None:
+    """now - ref of one cumulative histogram as {"count", "sum_ns", "buckets"}; None when nothing happened."""
+    count = now.count
     if ref is not None:
-        ref_count = int(ref.get("count", 0))
-        if count < ref_count:  # the probe restarted or the pid was reused: the counters began again
+        if count < ref.count:  # the probe restarted or the pid was reused: the counters began again
             ref = None
-        elif count == ref_count:
+        elif count == ref.count:
             return None
     if ref is None:
         if count <= 0:
             return None
-        buckets = {int(k): int(v) for k, v in (now.get("buckets") or {}).items() if v}
-        return {"count": count, "sum_ns": int(now.get("sum_ns", 0)), "buckets": buckets}
-    ref_b = ref.get("buckets") or {}
+        return {"count": count, "sum_ns": now.sum_ns, "buckets": {k: v for k, v in now.buckets.items() if v}}
+    ref_b = ref.buckets
     buckets = {}
-    for k, v in (now.get("buckets") or {}).items():
-        d = int(v) - int(ref_b.get(k, 0))
+    for k, v in now.buckets.items():
+        d = v - ref_b.get(k, 0)
         if d > 0:
-            buckets[int(k)] = d
-    return {"count": count - int(ref.get("count", 0)), "sum_ns": int(now.get("sum_ns", 0)) - int(ref.get("sum_ns", 0)),
-            "buckets": buckets}
+            buckets[k] = d
+    return {"count": count - ref.count, "sum_ns": now.sum_ns - ref.sum_ns, "buckets": buckets}
 
 
-def syscall_window(now: dict[str, Any], ref: dict[str, Any] | None) -> list[dict[str, Any]]:
+def syscall_window(now: SyscallSnapshot, ref: SyscallSnapshot | None) -> list[dict[str, Any]]:
     """Rows {"pid", "comm", "syscall", "count", "sum_ns", "buckets"} of what changed between two snapshots."""
     rows = []
-    ref_procs = (ref or {}).get("processes") or {}
-    for pid, proc in (now.get("processes") or {}).items():
-        ref_calls = (ref_procs.get(pid) or {}).get("syscalls") or {} if ref is not None else None
-        for name, hist in (proc.get("syscalls") or {}).items():
-            d = hist_delta(hist, ref_calls.get(name) if ref_calls is not None else None)
+    ref_procs = ref.processes if ref is not None else {}
+    for pid, proc in now.processes.items():
+        ref_proc = ref_procs.get(pid)
+        ref_calls = ref_proc.syscalls if ref_proc is not None else {}
+        for name, hist in proc.syscalls.items():
+            d = hist_delta(hist, ref_calls.get(name))
             if d is not None:
-                rows.append({"pid": int(pid), "comm": proc.get("comm", ""), "syscall": name, **d})
+                rows.append({"pid": pid, "comm": proc.comm, "syscall": name, **d})
     return rows
 
 
-def runq_window(now: dict[str, Any], ref: dict[str, Any] | None) -> list[dict[str, Any]]:
+def runq_window(now: SchedSnapshot, ref: SchedSnapshot | None) -> list[dict[str, Any]]:
     """Rows {"pid", "comm", "count", "sum_ns", "buckets"} of run-queue waits between two sched snapshots."""
     rows = []
-    ref_procs = (ref or {}).get("processes") or {}
-    for pid, proc in (now.get("processes") or {}).items():
-        ref_h = (ref_procs.get(pid) or {}).get("runq") if ref is not None else None
-        d = hist_delta(proc.get("runq") or {}, ref_h if ref is not None else None)
+    ref_procs = ref.processes if ref is not None else {}
+    for pid, proc in now.processes.items():
+        ref_proc = ref_procs.get(pid)
+        d = hist_delta(proc.runq, ref_proc.runq if ref_proc is not None else None)
         if d is not None:
-            rows.append({"pid": int(pid), "comm": proc.get("comm", ""), **d})
+            rows.append({"pid": pid, "comm": proc.comm, **d})
     return rows
 
 
@@ -71,7 +75,7 @@ class FrameHistory:
         self.history_ns = int(history_s * 1e9)
         self.window_ns = int(window_s * 1e9)
         self.series: dict[str, deque[tuple[int, float]]] = {}
-        self._refs: dict[str, deque[tuple[int, dict]]] = {"syscalls": deque(), "sched": deque()}
+        self._refs: dict[str, deque[tuple[int, Any]]] = {"syscalls": deque(), "sched": deque()}
         self._last_net: dict[str, tuple[int, float]] = {}
 
     def add_point(self, key: str, t_ns: int, value: float | None) -> None:
@@ -92,26 +96,22 @@ class FrameHistory:
         merged.extend(existing)
         self.series[key] = merged
 
-    def update_gpu(self, snap: dict[str, Any] | None) -> None:
-        if not snap:
+    def update_gpu(self, snap: GpuSnapshot | None) -> None:
+        if snap is None:
             return
-        t = int(snap.get("t_ns", 0))
-        for gpu in snap.get("gpus") or []:
-            idx = gpu.get("index")
-            for name in GPU_SERIES:
-                self.add_point(f"gpu.{idx}.{name}", t, gpu.get(name))
-            for name in GPM_SERIES:
-                self.add_point(f"gpu.{idx}.{name}", t, (gpu.get("gpm") or {}).get(name))
+        for gpu in snap.gpus:
+            for name, value in GPU_SERIES.items():
+                self.add_point(f"gpu.{gpu.index}.{name}", snap.t_ns, value(gpu))
 
-    def update_net(self, snap: dict[str, Any] | None) -> None:
+    def update_net(self, snap: NetSnapshot | None) -> None:
         """Bits per second per interface and direction, from the cumulative byte counters."""
-        if not snap:
+        if snap is None:
             return
-        t = int(snap.get("t_ns", 0))
-        for iface, info in (snap.get("interfaces") or {}).items():
-            for direction, d in (info.get("directions") or {}).items():
+        t = snap.t_ns
+        for iface, info in snap.interfaces.items():
+            for direction, d in info.directions.items():
                 key = f"net.{iface}.{direction}_bps"
-                total = float(d.get("bytes", 0))
+                total = float(d.bytes)
                 last = self._last_net.get(key)
                 self._last_net[key] = (t, total)
                 if last is not None and t > last[0] and total >= last[1]:
@@ -123,12 +123,12 @@ class FrameHistory:
         recent = sum(1 for r in requests if (r.get("end_ns") or 0) >= t_ns - self.window_ns)
         self.add_point("engine.rps", t_ns, recent * 1e9 / self.window_ns)
 
-    def window(self, source: str, snap: dict[str, Any] | None) -> tuple[list[dict[str, Any]], bool]:
+    def window(self, source: str, snap: SyscallSnapshot | SchedSnapshot | None) -> tuple[list[dict[str, Any]], bool]:
         """Rows over the last window for "syscalls" or "sched", and whether a full window was available."""
-        if not snap:
+        if snap is None:
             return [], False
         refs = self._refs[source]
-        t = int(snap.get("t_ns", 0))
+        t = snap.t_ns
         if not refs or t - refs[-1][0] >= 1e9:  # one reference a second is enough
             refs.append((t, snap))
         while len(refs) > 1 and refs[1][0] <= t - self.window_ns:

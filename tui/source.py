@@ -34,6 +34,8 @@ class Want:
 class Frame:
     """Everything one refresh shows. Times are CLOCK_MONOTONIC ns; add wall_offset_ns for wall-clock time.
 
+    snapshots: source -> its snapshot object, the type its probe defines (probes/<room>/snapshot.py, e.g.
+               "gpu" -> GpuSnapshot), decoded by probes/snapshot_codec.py; a recording rebuilds "gpu" and "net".
     series: sparkline histories, key -> [(t_ns, value)], e.g. "gpu.0.util_gpu_pct", "net.eth0.egress_bps".
     windows: {"syscalls": [row], "runq": [row]} over the last `window_s`, each row {"pid", "comm", ("syscall"),
              "count", "sum_ns", "buckets": {slot: n} | None}; None buckets mean only averages are known.
@@ -45,7 +47,7 @@ class Frame:
     t_ns: int = 0
     wall_offset_ns: int = 0
     status: dict[str, Any] = field(default_factory=dict)
-    snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
+    snapshots: dict[str, Any] = field(default_factory=dict)
     series: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     windows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     window_s: float = WINDOW_S

@@ -7,7 +7,10 @@ from collections import deque
 from typing import Any
 
 from gpusleuth.agent.control.client import ControlClient, ControlError, ControlPermissionDenied
-from gpusleuth.tui.history import GPM_SERIES, GPU_SERIES, FrameHistory
+from gpusleuth.probes import snapshot_codec
+from gpusleuth.probes.kernel.snapshot import SchedSnapshot, SyscallSnapshot
+from gpusleuth.probes.spans.snapshot import RequestRow
+from gpusleuth.tui.history import GPU_SERIES, FrameHistory
 from gpusleuth.tui.source import HISTORY_S, DataSource, Frame, SourceError, Want
 
 MAX_EVENTS = 2000  # kept client-side for the Events screen
@@ -62,7 +65,7 @@ class LiveSource(DataSource):
         self._lock = threading.Lock()  # one connection, used by the refresh worker and the detail worker
         self._events_until: int | None = None
         self._is_backfilled = False
-        self._snaps: dict[str, dict] = {}
+        self._snaps: dict[str, Any] = {}  # source -> its latest snapshot object
         self._window_cache: dict[str, tuple] = {}
 
     def call(self, method: str, **params: Any) -> Any:
@@ -103,7 +106,7 @@ class LiveSource(DataSource):
         frame.series = self.history.snapshot_series()
         return frame
 
-    def _snapshots(self, sources: list[str], now_ns: int) -> dict[str, dict]:
+    def _snapshots(self, sources: list[str], now_ns: int) -> dict[str, Any]:
         """Latest snapshot per source. A probe that polls on an interval is asked again only once its next poll
         is due: the syscall and sched snapshots can be large (every process when watching all), and decoding
         an unchanged one twice a second is most of what the TUI would cost."""
@@ -112,24 +115,32 @@ class LiveSource(DataSource):
             fresh = self._call("snapshot", sources=due) or {}
             for source in due:
                 if source in fresh:
-                    self._snaps[source] = fresh[source]
+                    self._snaps[source] = self._decode(source, fresh[source])
                 else:
                     self._snaps.pop(source, None)  # the probe is gone
         return {s: self._snaps[s] for s in sources if s in self._snaps}
 
+    def _decode(self, source: str, data: Any) -> Any:
+        try:
+            return snapshot_codec.decode(source, data)
+        except snapshot_codec.SnapshotMismatch as exc:
+            raise SourceError(str(exc)) from None
+
     def _is_due(self, source: str, now_ns: int) -> bool:
         snap = self._snaps.get(source)
-        interval = (snap or {}).get("interval_s")
-        return not snap or not interval or now_ns - int(snap.get("t_ns", 0)) >= interval * 1e9
+        if snap is None:
+            return True
+        interval = snap.interval_s if isinstance(snap, (SyscallSnapshot, SchedSnapshot)) else 0.0
+        return not interval or now_ns - snap.t_ns >= interval * 1e9
 
-    def _windows(self, want: Want, snaps: dict[str, dict], frame: Frame) -> None:
+    def _windows(self, want: Want, snaps: dict[str, Any], frame: Frame) -> None:
         """Windowed latency rows, recomputed only when the probe's snapshot is new (same list object otherwise,
         so screens can skip re-ranking it)."""
         for source, key in (("syscalls", "syscalls"), ("sched", "runq")):
             if source not in want.sources:
                 continue
             snap = snaps.get(source)
-            t = (snap or {}).get("t_ns")
+            t = snap.t_ns if snap is not None else None
             cached = self._window_cache.get(key)
             if cached is None or cached[0] != t:
                 cached = self._window_cache[key] = (t, *self.history.window(source, snap))
@@ -137,11 +148,11 @@ class LiveSource(DataSource):
             if not cached[2]:
                 frame.notes[f"window.{key}"] = "window still filling"
 
-    def _requests(self, snaps: dict[str, dict], frame: Frame) -> list[dict[str, Any]] | None:
+    def _requests(self, snaps: dict[str, Any], frame: Frame) -> list[RequestRow] | None:
         """The span intake's recent requests (the `requests` method's source) without a second call."""
         spans = snaps.get("spans")
-        if spans is not None and isinstance(spans.get("recent"), list):
-            return spans["recent"][-REQUESTS_SHOWN:]
+        if spans is not None:
+            return spans.recent[-REQUESTS_SHOWN:]
         try:
             return self._call("requests", limit=REQUESTS_SHOWN)
         except Unsupported as exc:
@@ -157,7 +168,7 @@ class LiveSource(DataSource):
         """Recent minutes of GPU and network series from the agent's sample ring, once, so sparklines start full."""
         self._is_backfilled = True
         start = now_ns - int(HISTORY_S * 1e9)
-        for name in (*GPU_SERIES, *GPM_SERIES):
+        for name in GPU_SERIES:
             by_gpu: dict[str, list[tuple[int, float]]] = {}
             for s in self._call("samples", series=f"gpu.{name}", start_ns=start, limit=BACKFILL_LIMIT) or []:
                 by_gpu.setdefault((s.get("labels") or {}).get("gpu", "?"), []).append((s["t_ns"], s["value"]))

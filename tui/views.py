@@ -6,20 +6,19 @@ from typing import Any
 
 from gpusleuth.probes.kernel.syscall_table import WAIT_SYSCALLS
 from gpusleuth.probes.gpu.fields import NOT_THROTTLING, decode_reasons
+from gpusleuth.probes.gpu.snapshot import GpuSnapshot
 from gpusleuth.probes.bpf.log2_hist import quantile_from_buckets
+from gpusleuth.probes.net.snapshot import NetSnapshot
+from gpusleuth.probes.spans.snapshot import SpansSnapshot
 from gpusleuth.tui import fmt
 from gpusleuth.tui.source import Frame
 
 STATE_MARK = {"ok": "●", "degraded": "◐", "unavailable": "✖", "stopped": "○", "recorded": "●", "absent": "○"}
-# spans snapshot keys we understand for engine gauges, newest name first
-QUEUE_KEYS = ("queue_depth", "num_waiting", "waiting")
-RUNNING_KEYS = ("num_running", "running")
-KV_KEYS = ("kv_usage", "kv_cache_usage")
 
 
 def missing_reason(frame: Frame, probe: str) -> str | None:
     """Why `probe` has no snapshot in this frame (None when it has one)."""
-    if frame.snapshots.get(probe):
+    if frame.snapshots.get(probe) is not None:
         return None
     probes = (frame.status or {}).get("probes")
     if probes is None:
@@ -50,25 +49,24 @@ def percentile(values: list[float], q: float) -> float | None:
     return vals[min(len(vals) - 1, max(0, math.ceil(q * len(vals)) - 1))]
 
 
-def gpu_rows(snap: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """One normalised row per GPU: percentages 0..100, throttle reasons that are real slowdowns."""
+def gpu_rows(snap: GpuSnapshot | None) -> list[dict[str, Any]]:
+    """One normalised row per GPU: percentages 0..100, throttle reasons that are real slowdowns; "raw" is the
+    GpuState itself."""
     rows = []
-    for g in (snap or {}).get("gpus") or []:
-        gpm = g.get("gpm") or {}
-        mask = g.get("clock_event_reasons")
-        names = g.get("clock_event_reason_names")
+    for g in (snap.gpus if snap is not None else []):
+        mask, names = g.clock_event_reasons, g.clock_event_reason_names
         if names is None and mask is not None:
             names = decode_reasons(int(mask))
         throttling = [n for n in names or [] if n not in decode_reasons(NOT_THROTTLING)]
-        sm = gpm.get("sm_active")
+        sm = g.gpm.sm_active
         rows.append({
-            "index": g.get("index"), "name": g.get("name") or f"GPU {g.get('index')}", "uuid": g.get("uuid", ""),
-            "util": g.get("util_gpu_pct"), "sm_active": None if sm is None else sm * 100,
-            "power": g.get("power_w"), "power_limit": g.get("power_limit_w") or g.get("enforced_power_limit_w"),
-            "temp": g.get("gpu_temp_c"), "mem_used": g.get("fb_used_mib"), "mem_total": g.get("fb_total_mib"),
-            "throttle": throttling, "throttle_since_ns": g.get("throttle_since_ns"),
-            "is_lost": bool(g.get("is_lost")), "lost_reason": g.get("lost_reason", ""),
-            "last_xid": g.get("last_xid") or 0, "is_mig": bool(g.get("is_mig")), "raw": g})
+            "index": g.index, "name": g.name or f"GPU {g.index}", "uuid": g.uuid,
+            "util": g.util_gpu_pct, "sm_active": None if sm is None else sm * 100,
+            "power": g.power_w, "power_limit": g.power_limit_w,
+            "temp": g.gpu_temp_c, "mem_used": g.fb_used_mib, "mem_total": g.fb_total_mib,
+            "throttle": throttling, "throttle_since_ns": g.throttle_since_ns,
+            "is_lost": g.is_lost, "lost_reason": g.lost_reason,
+            "last_xid": g.last_xid, "is_mig": g.is_mig, "raw": g})
     return rows
 
 
@@ -131,35 +129,31 @@ def top_latency(rows: list[dict[str, Any]], n: int | None = None, text_filter: s
 
 def net_rows(frame: Frame) -> list[dict[str, Any]]:
     """Per interface and direction: current rate (last series point), bursts, last burst."""
+    snap: NetSnapshot | None = frame.snapshots.get("net")
     rows = []
-    for iface, info in sorted(((frame.snapshots.get("net") or {}).get("interfaces") or {}).items()):
-        for direction, d in sorted((info.get("directions") or {}).items()):
+    for iface, info in sorted((snap.interfaces if snap is not None else {}).items()):
+        for direction, d in sorted(info.directions.items()):
             points = frame.series.get(f"net.{iface}.{direction}_bps") or []
-            rows.append({"iface": iface, "direction": direction, "kind": info.get("kind", ""),
-                         "speed_mbps": info.get("speed_mbps"), "bps": points[-1][1] if points else None,
-                         "series": points, "bursts": int(d.get("bursts", 0)), "last_burst": d.get("last_burst"),
-                         "bytes": d.get("bytes"), "packets": d.get("packets"), "qdisc": info.get("qdisc"),
-                         "threshold_bps": info.get("threshold_bps")})
+            rows.append({"iface": iface, "direction": direction, "kind": info.kind,
+                         "speed_mbps": info.speed_mbps, "bps": points[-1][1] if points else None,
+                         "series": points, "bursts": d.bursts, "last_burst": d.last_burst,
+                         "bytes": d.bytes, "packets": d.packets, "qdisc": info.qdisc,
+                         "threshold_bps": info.threshold_bps})
     return rows
 
 
-def _first(d: dict[str, Any], keys: tuple[str, ...]) -> Any:
-    return next((d[k] for k in keys if d.get(k) is not None), None)
-
-
-def engine_gauges(spans: dict[str, Any] | None) -> dict[str, Any]:
+def engine_gauges(spans: SpansSnapshot | None) -> dict[str, Any]:
     """In-flight requests, and queue depth / running / KV usage where the engines report them, from the
     span-intake snapshot (per-sender values summed; KV usage: the fullest engine)."""
-    if not spans:
+    if spans is None:
         return {}
-    out: dict[str, Any] = {}
-    if spans.get("in_flight") is not None:
-        out["in_flight"] = spans["in_flight"]
-    parts = [spans, *(v for v in (spans.get("senders") or {}).values() if isinstance(v, dict))]
-    for key, names in (("queue", QUEUE_KEYS), ("running", RUNNING_KEYS), ("kv", KV_KEYS)):
-        vals = [v for p in parts if (v := _first(p, names)) is not None]
-        if vals:
-            out[key] = max(vals) if key == "kv" else sum(vals)
+    out: dict[str, Any] = {"in_flight": spans.in_flight}
+    senders = spans.senders.values()
+    for key, vals in (("queue", [s.num_waiting for s in senders]), ("running", [s.num_running for s in senders]),
+                      ("kv", [s.kv_usage for s in senders])):
+        known = [v for v in vals if v is not None]
+        if known:
+            out[key] = max(known) if key == "kv" else sum(known)
     return out
 
 

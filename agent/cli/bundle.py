@@ -26,7 +26,8 @@ DEBS = ("libbpfcc", "python3-bpfcc", "libclang-cpp14", "libllvm14", "libz3-4", "
 HOST_PROVIDES = {"torch", "triton", "numpy", "pandas", "pyarrow", "transformers", "psutil", "rich", "typer",
                  "httpx", "aiohttp", "pytest", "nvidia-ml-py", "tokenizers", "safetensors", "python-dateutil",
                  "pytz", "tzdata", "six", "packaging", "pygments", "typing-extensions", "markdown-it-py", "mdurl"}
-AGENT_ROOTS = ("prometheus-client", "textual", "pyroute2", "nvidia-ml-py")
+# pydantic brings pydantic-core (a compiled wheel), annotated-types and typing-inspection through its requirements.
+AGENT_ROOTS = ("prometheus-client", "textual", "pyroute2", "nvidia-ml-py", "pydantic")
 
 
 class BundleError(Exception):

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 from gpusleuth.agent.control.protocol import ControlError
 from gpusleuth.agent.diagnosis.explain import explain
 from gpusleuth.probes import registry
+from gpusleuth.probes import snapshot_codec
+from gpusleuth.probes.spans.snapshot import RequestRow
 
 if TYPE_CHECKING:
     from gpusleuth.agent.control.server import ControlServer
@@ -40,7 +42,9 @@ class ControlApi:
         return {"source": cfg.source, **{k: asdict(getattr(cfg, k)) for k in CONFIG_SECTIONS}}
 
     def snapshot(self, sources: list[str] | None = None) -> dict[str, Any]:
-        return {k: v for k, v in self.agent.store.snapshots().items() if not sources or k in sources}
+        """The latest snapshot of each source (or of `sources`), encoded by probes/snapshot_codec.py."""
+        snaps = self.agent.store.snapshots()
+        return snapshot_codec.encode_snapshots({k: v for k, v in snaps.items() if not sources or k in sources})
 
     def events(self, start_ns: int | None = None, end_ns: int | None = None, kinds: list[str] | None = None,
                pid: int | None = None, limit: int = 1000) -> list[dict[str, Any]]:
@@ -53,10 +57,10 @@ class ControlApi:
     def watch(self, pids: list[int]) -> list[int]:
         return self.agent.watch_pids({int(p) for p in pids})
 
-    def requests(self, limit: int = 200) -> list[dict[str, Any]]:
+    def requests(self, limit: int = 200) -> list[RequestRow]:
         """The most recent finished engine requests (newest last)."""
-        snap = self.agent.store.snapshot("spans") or {}
-        return list(snap.get("recent", []))[-int(limit):]
+        snap = self.agent.store.snapshot("spans")
+        return [] if snap is None else snap.recent[-int(limit):]
 
     def explain(self, request_id: str) -> dict[str, Any]:
         """A request's phases, the host evidence overlapping it, and ranked causes."""

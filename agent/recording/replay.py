@@ -103,9 +103,9 @@ class Replay:
                         "comm": c["comm"][i], "attrs": self._attrs[i], "seq": i + 1})
         return out
 
-    def snapshots(self, lo: int, c: int, bursts: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        """The GPU and network state at `c` (network totals over (lo, c]) rebuilt from the recorded series."""
-        out = {}
+    def snapshots(self, lo: int, c: int, bursts: list[dict[str, Any]]) -> dict[str, Any]:
+        """The GPU and network snapshots at `c` (network totals over (lo, c]) rebuilt from the recorded series."""
+        out: dict[str, Any] = {}
         gpu = gpu_snapshot(self.tables, c)
         if gpu is not None:
             out["gpu"] = gpu

@@ -1,16 +1,26 @@
-"""Rebuild snapshot-shaped state at a time cursor from recorded Samples and Events (see replay.py).
+"""Rebuild probe snapshots at a time cursor from recorded Samples and Events (see replay.py).
 
-Each function returns the subset of a probe's snapshot schema that the recorded series carry, so the screens
-read a recording exactly as they read a live agent.
+Each function builds the probe's own snapshot type (probes/gpu/snapshot.py, probes/net/snapshot.py) with the
+fields the recorded series carry, the rest at their defaults, so the screens read a recording exactly as they
+read a live agent.
 """
 from __future__ import annotations
 
-from typing import Any, Protocol
+from dataclasses import fields
+from types import UnionType
+from typing import Any, Protocol, get_args, get_type_hints
 
 from gpusleuth.probes.gpu.fields import decode_reasons
+from gpusleuth.probes.gpu.snapshot import GpmMetrics, GpuSnapshot, GpuState
+from gpusleuth.probes.net.snapshot import DirectionTotals, InterfaceState, LastBurst, NetSnapshot
 
 STALE_NS = 5_000_000_000  # a GPU value older than this at the cursor is not shown
-GPM = ("sm_active", "sm_occupancy", "tensor_active", "dram_active")
+GPM = frozenset(f.name for f in fields(GpmMetrics))
+# Recorded "gpu.<field>" series are numeric GpuState fields (probes/gpu/device.py CORE_SERIES); samples are floats.
+_KINDS = {name: set(get_args(t)) if isinstance(t, UnionType) else {t}
+          for name, t in get_type_hints(GpuState).items()}
+GPU_FIELDS = frozenset(name for name, kinds in _KINDS.items() if kinds & {int, float})
+INT_FIELDS = frozenset(name for name, kinds in _KINDS.items() if int in kinds and float not in kinds)
 
 
 class SeriesTable(Protocol):
@@ -21,59 +31,61 @@ class SeriesTable(Protocol):
     def window(self, lo: int, hi: int) -> range: ...
 
 
-def gpu_snapshot(tables: dict[str, SeriesTable], c: int) -> dict[str, Any] | None:
-    """{"t_ns", "gpus": [...]} with each GPU's latest recorded value per series in the last few seconds."""
-    gpus: dict[str, dict[str, Any]] = {}
+def gpu_snapshot(tables: dict[str, SeriesTable], c: int) -> GpuSnapshot | None:
+    """Each GPU's latest recorded value per series in the last few seconds."""
+    gpus: dict[str, GpuState] = {}
     for name, table in tables.items():
-        if not name.startswith("gpu.") or name.startswith("gpu.process."):
-            continue
         field = name[4:]
+        if not name.startswith("gpu.") or (field not in GPU_FIELDS and field not in GPM):
+            continue  # per-process series and NVML's own sample buffers ("gpu.util_pct.nvml") are not GPU fields
         seen: set[str] = set()
         for i in reversed(table.window(c - STALE_NS, c)):
             gpu = table.labels[i].get("gpu", "?")
-            if gpu in seen:
+            if gpu in seen or not gpu.isdigit():
                 continue
             seen.add(gpu)
-            g = gpus.setdefault(gpu, {"index": int(gpu) if gpu.isdigit() else gpu, "name": f"GPU {gpu}",
-                                      "gpm": {}, "processes": [], "is_lost": False})
+            g = gpus.get(gpu)
+            if g is None:
+                g = gpus[gpu] = GpuState(index=int(gpu), name=f"GPU {gpu}")
+            value = float(table.value[i])
             if field in GPM:
-                g["gpm"][field] = float(table.value[i])
+                setattr(g.gpm, field, value)
             else:
-                g[field] = float(table.value[i])
+                setattr(g, field, int(value) if field in INT_FIELDS else value)
     if not gpus:
         return None
     for g in gpus.values():
-        mask = g.get("clock_event_reasons")
-        if mask is not None:
-            g["clock_event_reasons"] = int(mask)
-            g["clock_event_reason_names"] = decode_reasons(int(mask))
-    return {"t_ns": c, "gpus": sorted(gpus.values(), key=lambda g: str(g["index"]))}
+        if g.clock_event_reasons is not None:
+            g.clock_event_reason_names = decode_reasons(g.clock_event_reasons)
+    return GpuSnapshot(t_ns=c, gpus=sorted(gpus.values(), key=lambda g: g.index))
 
 
 def net_snapshot(tables: dict[str, SeriesTable], bursts: list[dict[str, Any]], lo: int,
-                 c: int) -> dict[str, Any] | None:
+                 c: int) -> NetSnapshot | None:
     """Interfaces with byte/packet totals over (lo, c], burst counts and the last burst (from events)."""
-    interfaces: dict[str, dict[str, Any]] = {}
-    for series, field in (("net.bytes", "bytes"), ("net.packets", "packets")):
+    interfaces: dict[str, InterfaceState] = {}
+    for series in ("net.bytes", "net.packets"):
         table = tables.get(series)
         if table is None:
             continue
         for i in table.window(lo, c):
             lab = table.labels[i]
             d = _direction(interfaces, lab.get("interface", "?"), lab.get("direction", "?"))
-            d[field] += float(table.value[i])
+            if series == "net.bytes":
+                d.bytes += int(table.value[i])
+            else:
+                d.packets += int(table.value[i])
     for e in bursts:
         a = e.get("attrs") or {}
         d = _direction(interfaces, a.get("interface", "?"), a.get("direction", "?"))
-        d["bursts"] += 1
-        d["last_burst"] = {"start_ns": e["start_ns"], "end_ns": e["end_ns"], "bytes": a.get("bytes"),
-                           "peak_bps": a.get("peak_bps")}
-    return {"t_ns": c, "interfaces": interfaces} if interfaces else None
+        d.bursts += 1
+        d.last_burst = LastBurst(e["start_ns"], e["end_ns"], a.get("bytes", 0), a.get("peak_bps", 0.0))
+    return NetSnapshot(t_ns=c, interfaces=interfaces) if interfaces else None
 
 
-def _direction(interfaces: dict, iface: str, direction: str) -> dict[str, Any]:
-    info = interfaces.setdefault(iface, {"kind": "", "speed_mbps": None, "directions": {}, "qdisc": None})
-    return info["directions"].setdefault(direction, {"bytes": 0.0, "packets": 0.0, "bursts": 0, "last_burst": None})
+def _direction(interfaces: dict[str, InterfaceState], iface: str, direction: str) -> DirectionTotals:
+    info = interfaces.setdefault(iface, InterfaceState())
+    return info.directions.setdefault(direction, DirectionTotals())
 
 
 def series_points(tables: dict[str, SeriesTable], lo: int, hi: int) -> dict[str, list[tuple[int, float]]]:

@@ -1,4 +1,4 @@
-"""Cumulative log2 latency histograms built from kernel read-and-clear deltas.
+"""Cumulative log2 latency histograms built from kernel read-and-clear deltas, and their snapshot form.
 
 Slot s (bcc's bpf_log2l) holds values in [2^(s-1), 2^s) ns, so its Prometheus upper bound is 2^s ns.
 """
@@ -14,24 +14,34 @@ def slot_upper_seconds(slot: int) -> float:
 
 
 @dataclass(slots=True)
-class Log2Hist:
-    """A cumulative histogram: counts per slot, total count and sum in ns, and when it last changed."""
+class Log2Counts:
+    """One histogram as a snapshot carries it: counts are cumulative since the probe started."""
 
-    counts: list[int] = field(default_factory=lambda: [0] * NUM_SLOTS)
+    buckets: dict[int, int] = field(default_factory=dict)  # slot -> count, only slots that have any
+    count: int = 0
+    sum_ns: int = 0
+
+
+@dataclass(slots=True)
+class Log2Hist:
+    """A cumulative histogram: counts per slot (sparse), total count and sum in ns, and when it last changed."""
+
+    counts: dict[int, int] = field(default_factory=dict)  # sparse: a snapshot copies it in one C-level call
     count: int = 0
     sum_ns: int = 0
     last_change_ns: int = 0
 
     def add(self, slot: int, count: int, sum_ns: int, now_ns: int) -> None:
-        self.counts[min(slot, NUM_SLOTS - 1)] += count
+        if count:  # a snapshot lists only slots that have any
+            slot = min(slot, NUM_SLOTS - 1)
+            self.counts[slot] = self.counts.get(slot, 0) + count
         self.count += count
         self.sum_ns += sum_ns
         self.last_change_ns = now_ns
 
-    def to_dict(self) -> dict:
-        """JSON form: sparse {slot: count} plus totals (slots as strings for JSON keys)."""
-        return {"buckets": {str(s): c for s, c in enumerate(self.counts) if c}, "count": self.count,
-                "sum_ns": self.sum_ns}
+    def snapshot(self) -> Log2Counts:
+        """A copy that later adds do not change."""
+        return Log2Counts(dict(self.counts), self.count, self.sum_ns)
 
 
 def quantile_from_buckets(buckets: dict[int, int], q: float) -> float:

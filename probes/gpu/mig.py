@@ -8,11 +8,12 @@ nvmlGpmMigSampleGet), labelled like dcgm-exporter (GPU_I_ID, GPU_I_PROFILE). We 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gpusleuth.probes.gpu.gpm import GpmSampler
 from gpusleuth.probes.gpu.nvml import NA, Nvml, as_text, or_none
+from gpusleuth.probes.gpu.snapshot import MigState, gpm_metrics
 
 MIG_ENABLE = 1
 _PROFILE = re.compile(r"MIG\s+(\S+)\s*$")
@@ -32,7 +33,6 @@ class MigInstance:
     uuid: str
     profile: str
     gpm: GpmSampler | None = None
-    last: dict[str, Any] = field(default_factory=dict)
 
 
 def is_mig_enabled(lib: Nvml, handle: Any, key: Any) -> bool:
@@ -59,15 +59,15 @@ def enumerate_instances(lib: Nvml, handle: Any, key: Any) -> list[MigInstance]:
     return out
 
 
-def read_instance(lib: Nvml, inst: MigInstance, memory_version: Any) -> dict[str, Any]:
-    """Framebuffer use (MiB) and GPM ratios of one MIG instance."""
+def read_instance(lib: Nvml, inst: MigInstance, memory_version: Any) -> MigState:
+    """Framebuffer use (MiB), GPM ratios and GPM link rates of one MIG instance."""
     mem = lib.query("nvmlDeviceGetMemoryInfo", inst.handle, **({"version": memory_version} if memory_version else {}))
-    out: dict[str, Any] = {"gi_id": inst.gi_id, "ci_id": inst.ci_id, "uuid": inst.uuid, "profile": inst.profile,
-                           "fb_used_mib": None, "fb_free_mib": None, "fb_reserved_mib": None, "fb_total_mib": None}
+    gpm = {k: or_none(v) for k, v in (inst.gpm.read() if inst.gpm is not None else {}).items()}
+    out = MigState(inst.gi_id, inst.ci_id, inst.uuid, inst.profile, gpm=gpm_metrics(gpm),
+                   pcie_tx_bytes_s=gpm.get("pcie_tx_bytes_s"), pcie_rx_bytes_s=gpm.get("pcie_rx_bytes_s"),
+                   nvlink_tx_bytes_s=gpm.get("nvlink_tx_bytes_s"), nvlink_rx_bytes_s=gpm.get("nvlink_rx_bytes_s"))
     if mem is not NA:
-        out.update(fb_used_mib=mem.used // 1048576, fb_free_mib=mem.free // 1048576,
-                   fb_total_mib=mem.total // 1048576,
-                   fb_reserved_mib=getattr(mem, "reserved", 0) // 1048576 if memory_version else None)
-    gpm = inst.gpm.read() if inst.gpm is not None else {}
-    out["gpm"] = {k: or_none(v) for k, v in gpm.items()}
+        out.fb_used_mib, out.fb_free_mib = mem.used // 1048576, mem.free // 1048576
+        out.fb_total_mib = mem.total // 1048576
+        out.fb_reserved_mib = getattr(mem, "reserved", 0) // 1048576 if memory_version else None
     return out

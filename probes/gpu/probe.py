@@ -1,30 +1,10 @@
 """GPU probe: NVML sampling of every GPU, per-process use, GPM, NVML sample buffers, XID/critical events, MIG.
 
-Every NVML call goes through probes/nvml_query.Nvml (errors become NA; a lost GPU raises GpuLost, which marks that
+Every NVML call goes through probes/gpu/nvml.Nvml (errors become NA; a lost GPU raises GpuLost, which marks that
 GPU lost while the others keep sampling). XID and critical events come from an NVML event set in their own thread
-(probes/xid_events.py). The NVML module is injectable: GpuProbe(config, nvml=fake_module).
+(probes/gpu/xid.py). The NVML module is injectable: GpuProbe(config, nvml=fake_module).
 
-Snapshot schema (store.snapshot("gpu")); a value NVML cannot give is None, never a guess:
-  {"t_ns": int, "hostname": str, "driver_version": str, "nvml_version": str, "cuda_driver_version": int|None,
-   "xid": {"is_running": bool, "error": str, "registered": {gpu: [kinds]}, "waits": int},
-   "gpus": [{
-     "index", "uuid", "name", "pci_bus_id", "device" ("nvidia<minor>"), "is_lost": bool, "lost_reason": str,
-     "is_mig": bool, "mig_instances": [{"gi_id", "ci_id", "uuid", "profile", "fb_used_mib", "fb_free_mib",
-                                        "fb_reserved_mib", "fb_total_mib", "gpm": {...}}],
-     "util_gpu_pct", "util_mem_pct", "enc_util_pct", "dec_util_pct",            # %, None under MIG
-     "sm_clock_mhz", "mem_clock_mhz", "power_w", "power_avg_w" (from energy), "energy_mj" (counter),
-     "power_limit_w" (enforced limit, detail tier),
-     "gpu_temp_c", "mem_temp_c", "pstate" (0..15),
-     "clock_event_reasons" (bitmask), "clock_event_reason_names": [..], "throttle_since_ns": int|None,
-     "fb_total_mib", "fb_used_mib", "fb_free_mib", "fb_reserved_mib",              # MiB, floor
-     "pcie_tx_bytes_s", "pcie_rx_bytes_s", "pcie_replay_count", "nvlink_tx_bytes_s", "nvlink_rx_bytes_s",
-     "ecc_sbe_vol", "ecc_dbe_vol", "ecc_sbe_agg", "ecc_dbe_agg",
-     "remapped_rows_cor", "remapped_rows_unc", "row_remap_pending", "row_remap_failure",
-     "gpm": {"sm_active", "sm_occupancy", "tensor_active", "dram_active", "gr_engine_active",
-             "fp64_active", "fp32_active", "fp16_active"},                       # ratios 0..1
-     "processes": [{"pid", "comm", "cmdline", "type", "used_bytes", "used_mib", "sm_util_pct", "mem_util_pct",
-                    "gi_id", "ci_id"}],
-     "xid_counts": {"<code>": n}, "last_xid": int (0: none), "event_counts": {"<kind>": n}}]}
+The snapshot (`store.snapshot("gpu")`) is a probes/gpu/snapshot.py GpuSnapshot.
 Events: gpu_xid (attrs gpu, uuid, xid, name, severity, text; pid/comm from the kernel log where given),
 gpu_<kind> for other critical events, gpu_lost, gpu_throttle (interval, attrs reasons).
 """
@@ -40,6 +20,7 @@ from gpusleuth.probes.config import ConfigError, check_range
 from gpusleuth.probes.base import PollResult, Probe, ProbeState, ProbeUnavailable, Requirement
 from gpusleuth.probes.gpu.device import DeviceOptions, GpuDevice
 from gpusleuth.probes.gpu.requirements import host_requirements
+from gpusleuth.probes.gpu.snapshot import GpuSnapshot, GpuState, XidStatus
 from gpusleuth.probes.gpu.nvml import NA, GpuLost, Nvml, NvmlUnavailable, as_text, load_module, or_none
 from gpusleuth.probes.records import Event, wall_offset_ns
 from gpusleuth.probes.gpu.xid import RawGpuEvent, XidWatcher
@@ -229,36 +210,18 @@ class GpuProbe(Probe):
         attrs.update(xid=raw.data, name=xid_name(raw.data), severity=xid_severity(raw.data), text=raw.text)
         return Event("gpu_xid", "gpu", raw.t_ns, raw.t_ns, pid=raw.pid, comm=raw.comm, attrs=attrs)
 
-    def _snapshot(self, now_ns: int) -> dict[str, Any]:
-        gpus = [self._device_snapshot(d) for d in self.devices]
-        gpus += [{"index": i, "uuid": "", "name": "", "pci_bus_id": "", "device": "", "is_lost": True,
-                  "lost_reason": reason, "is_mig": False, **self._counts(i)}
+    def _snapshot(self, now_ns: int) -> GpuSnapshot:
+        gpus = [d.state(**self._counts(d.index)) for d in self.devices]
+        gpus += [GpuState(index=i, is_lost=True, lost_reason=reason, **self._counts(i))
                  for i, reason in self.lost_at_start.items()]
         w = self.watcher
-        return {"t_ns": now_ns, **self.info, "gpus": sorted(gpus, key=lambda g: g["index"]),
-                "xid": {"is_running": bool(w and w.is_running), "error": self._xid_error,
-                        "registered": {str(k): v for k, v in (w.registered if w else {}).items()},
-                        "waits": w.waits if w else 0}}
+        xid = XidStatus(is_running=w.is_running, error=self._xid_error, registered=dict(w.registered), waits=w.waits,
+                        lost_waits=w.lost_waits) if w is not None else XidStatus(error=self._xid_error)
+        return GpuSnapshot(t_ns=now_ns, **self.info, gpus=sorted(gpus, key=lambda g: g.index), xid=xid)
 
     def _counts(self, index: int) -> dict[str, Any]:
-        return {"xid_counts": {str(k): n for k, n in sorted(self.xid_counts.get(index, {}).items())},
-                "last_xid": self.last_xid.get(index, 0),
-                "event_counts": dict(self.event_counts.get(index, {}))}
-
-    def _device_snapshot(self, dev: GpuDevice) -> dict[str, Any]:
-        out: dict[str, Any] = {"index": dev.index, "uuid": dev.uuid, "name": dev.name, "pci_bus_id": dev.pci_bus_id,
-                               "device": dev.device, "is_lost": dev.is_lost, "lost_reason": dev.lost_reason,
-                               "is_mig": dev.is_mig, **self._counts(dev.index)}
-        if dev.is_lost:
-            return out  # no values for a lost GPU: the last ones would be stale
-        for key, value in dev.last.items():
-            if key == "gpm":
-                out["gpm"] = {k: or_none(v) for k, v in value.items()}
-            else:
-                out[key] = or_none(value)
-        out.update(dev.detail)
-        out["throttle_since_ns"] = dev.throttle.open_since_ns
-        return out
+        return {"xid_counts": dict(sorted(self.xid_counts.get(index, {}).items())),
+                "last_xid": self.last_xid.get(index, 0), "event_counts": dict(self.event_counts.get(index, {}))}
 
     def _update_status(self) -> None:
         lost = [d.index for d in self.devices if d.is_lost] + list(self.lost_at_start)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gpusleuth.probes.gpu.nvml import NA, Nvml, as_text
+from gpusleuth.probes.gpu.snapshot import GpuProcess
 
 NO_INSTANCE = 0xFFFFFFFF  # gpuInstanceId/computeInstanceId outside MIG
 CMDLINE_MAX = 200
@@ -50,21 +51,21 @@ class ProcessSampler:
         self._last_seen_us = 0
         self._util: dict[int, _UtilSample] = {}
 
-    def _running(self) -> dict[int, dict[str, Any]]:
-        procs: dict[int, dict[str, Any]] = {}
+    def _running(self) -> dict[int, GpuProcess]:
+        procs: dict[int, GpuProcess] = {}
         for kind, fn in (("C", "nvmlDeviceGetComputeRunningProcesses"), ("G", "nvmlDeviceGetGraphicsRunningProcesses")):
             for p in self._listed(fn):
                 entry = procs.get(p.pid)
                 used = getattr(p, "usedGpuMemory", None)
                 if entry is None:
                     gi, ci = getattr(p, "gpuInstanceId", NO_INSTANCE), getattr(p, "computeInstanceId", NO_INSTANCE)
-                    entry = procs[p.pid] = {"pid": int(p.pid), "type": kind, "used_bytes": None,
-                                            "gi_id": None if gi == NO_INSTANCE else int(gi),
-                                            "ci_id": None if ci == NO_INSTANCE else int(ci)}
-                elif kind not in entry["type"]:
-                    entry["type"] += "+" + kind
+                    entry = procs[p.pid] = GpuProcess(int(p.pid), kind, None,
+                                                      None if gi == NO_INSTANCE else int(gi),
+                                                      None if ci == NO_INSTANCE else int(ci))
+                elif kind not in entry.type:
+                    entry.type += "+" + kind
                 if used is not None:  # None: NVML cannot tell (WDDM); keep what the other list said
-                    entry["used_bytes"] = max(entry["used_bytes"] or 0, int(used))
+                    entry.used_bytes = max(entry.used_bytes or 0, int(used))
         return procs
 
     def _listed(self, fn: str) -> list[Any]:
@@ -91,9 +92,8 @@ class ProcessSampler:
         if samples:
             self._last_seen_us = max(self._last_seen_us, max(int(s.timeStamp) for s in samples))
 
-    def read(self, now_wall_us: int) -> list[dict[str, Any]]:
-        """One entry per process: pid, comm, cmdline, type (C/G/C+G), used_bytes, used_mib, sm_util_pct,
-        mem_util_pct, gi_id, ci_id (None outside MIG)."""
+    def read(self, now_wall_us: int) -> list[GpuProcess]:
+        """The processes on this GPU by pid, with command, memory and (fresh) utilisation."""
         procs = self._running()
         if self.is_util_enabled:
             self._update_util()
@@ -104,9 +104,11 @@ class ProcessSampler:
             comm, cmdline = read_command(pid, self.proc_root)
             if not comm:
                 comm = as_text(self.lib.query("nvmlSystemGetProcessName", pid, key=("proc_name",)))
-            used = entry["used_bytes"]
-            entry.update(comm=comm, cmdline=cmdline, used_mib=None if used is None else used // 1048576,
-                         sm_util_pct=util.sm if is_fresh else None, mem_util_pct=util.mem if is_fresh else None)
+            used = entry.used_bytes
+            entry.comm, entry.cmdline = comm, cmdline
+            entry.used_mib = None if used is None else used // 1048576
+            if is_fresh:
+                entry.sm_util_pct, entry.mem_util_pct = util.sm, util.mem
             out.append(entry)
         for pid in [p for p in self._util if p not in procs]:  # forget exited processes
             del self._util[pid]

@@ -4,12 +4,7 @@ From sched tracepoints only (sched_wakeup, sched_wakeup_new, sched_switch, sched
 thread's run-queue latency is the time from becoming runnable (woken, or preempted while runnable) to running; its
 off-CPU time is the time spent blocked. Delays above `slow_runq_ms` become Events naming the task that ran before.
 
-Snapshot schema (`store.snapshot("sched")`):
-  {"t_ns": int, "interval_s": float, "filter": "watched"|"all",
-   "processes": {"<pid>": {"comm": str, "runq": {"buckets": {"<slot>": n}, "count": n, "sum_ns": n}}},
-   "threads": {"<tid>": {"pid": int, "comm": str, "runq_ns": n, "offcpu_ns": n, "switches": n}},
-   "runq_delays_total": int, "lost_keys": int, "lost_events": int}
-Counts and times are cumulative since start; slot s holds [2^(s-1), 2^s) ns.
+The snapshot (`store.snapshot("sched")`) is a kernel/snapshot.py SchedSnapshot.
 """
 from __future__ import annotations
 
@@ -24,6 +19,7 @@ from gpusleuth.probes.base import PollResult, ProbeState
 from gpusleuth.probes.bpf.probe import BccProbe
 from gpusleuth.probes.bpf.log2_hist import Log2Hist
 from gpusleuth.probes.kernel.proc_info import is_alive, threads_of
+from gpusleuth.probes.kernel.snapshot import SchedProcess, SchedSnapshot, ThreadTimes
 from gpusleuth.probes.records import Event, Sample
 
 
@@ -127,13 +123,10 @@ class SchedProbe(BccProbe):
         for tid in [k for k, t in self._threads.items() if t.last_change_ns < horizon and not is_alive(k)]:
             del self._threads[tid]
 
-    def _snapshot(self, now_ns: int, lost: list[int]) -> dict:
-        processes = {str(tgid): {"comm": self._comms.get(tgid), "runq": h.to_dict()}
-                     for tgid, h in self._hists.items()}
-        threads = {str(tid): {"pid": t.pid, "comm": self._comms.get(tid), "runq_ns": t.runq_ns,
-                              "offcpu_ns": t.offcpu_ns, "switches": t.switches}
+    def _snapshot(self, now_ns: int, lost: list[int]) -> SchedSnapshot:
+        processes = {tgid: SchedProcess(self._comms.get(tgid), h.snapshot()) for tgid, h in self._hists.items()}
+        threads = {tid: ThreadTimes(t.pid, self._comms.get(tid), t.runq_ns, t.offcpu_ns, t.switches)
                    for tid, t in self._threads.items()}
-        return {"t_ns": now_ns, "interval_s": self.config.interval_s,
-                "filter": self.filter_name, "processes": processes,
-                "threads": threads, "runq_delays_total": self._delays_total,
-                "lost_keys": lost[0], "lost_events": lost[1]}
+        return SchedSnapshot(t_ns=now_ns, interval_s=self.config.interval_s, filter=self.filter_name,
+                             processes=processes, threads=threads, runq_delays_total=self._delays_total,
+                             lost_keys=lost[0], lost_events=lost[1])

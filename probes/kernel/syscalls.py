@@ -4,12 +4,7 @@ Histograms are aggregated in the kernel and read-and-cleared every `interval_s`;
 `slow_threshold_ms` cross to user space one by one (ring buffer). With a watch filter, unwatched processes cost
 one hash lookup per syscall entry.
 
-Snapshot schema (`store.snapshot("syscalls")`):
-  {"t_ns": int, "interval_s": float, "filter": "watched"|"all", "watched_tgids": int,
-   "processes": {"<pid>": {"comm": str, "syscalls": {"<name>": {"buckets": {"<slot>": n}, "count": n,
-                                                                  "sum_ns": n}}}},
-   "slow_events_total": int, "lost_keys": int, "lost_events": int}
-Bucket slot s holds latencies in [2^(s-1), 2^s) ns; counts are cumulative since the probe started.
+The snapshot (`store.snapshot("syscalls")`) is a kernel/snapshot.py SyscallSnapshot.
 """
 from __future__ import annotations
 
@@ -25,6 +20,7 @@ from gpusleuth.probes.base import PollResult, ProbeState, ProbeUnavailable
 from gpusleuth.probes.bpf.probe import BccProbe
 from gpusleuth.probes.bpf.log2_hist import Log2Hist
 from gpusleuth.probes.kernel.proc_info import is_alive
+from gpusleuth.probes.kernel.snapshot import SyscallProcess, SyscallSnapshot
 from gpusleuth.probes.records import Event, Sample
 from gpusleuth.probes.kernel.syscall_table import syscall_name
 
@@ -129,12 +125,13 @@ class SyscallProbe(BccProbe):
             del self._hists[k]
             self._comms.forget(k[0])
 
-    def _snapshot(self, now_ns: int, lost: list[int]) -> dict:
-        processes: dict[str, dict] = {}
+    def _snapshot(self, now_ns: int, lost: list[int]) -> SyscallSnapshot:
+        processes: dict[int, SyscallProcess] = {}
         for (tgid, nr), hist in self._hists.items():
-            proc = processes.setdefault(str(tgid), {"comm": self._comms.get(tgid), "syscalls": {}})
-            proc["syscalls"][syscall_name(nr)] = hist.to_dict()
-        return {"t_ns": now_ns, "interval_s": self.config.interval_s,
-                "filter": self.filter_name, "watched_tgids": len(self._watch.tgids),
-                "processes": processes, "slow_events_total": self._slow_total,
-                "lost_keys": lost[0], "lost_events": lost[1]}
+            proc = processes.get(tgid)
+            if proc is None:
+                proc = processes[tgid] = SyscallProcess(self._comms.get(tgid))
+            proc.syscalls[syscall_name(nr)] = hist.snapshot()
+        return SyscallSnapshot(t_ns=now_ns, interval_s=self.config.interval_s, filter=self.filter_name,
+                               watched_tgids=len(self._watch.tgids), processes=processes,
+                               slow_events_total=self._slow_total, lost_keys=lost[0], lost_events=lost[1])

@@ -1,23 +1,14 @@
 """Network probe: byte/packet counts in 100 µs bins per interface and direction (tc clsact eBPF), microbursts with
 their top flows and owning processes, TCP retransmits and skb drops, and qdisc backlog/drops.
 
-Kernel side: net_tc.c counts every packet at the clsact ingress/egress hooks into rings of time bins (sized for
-`ring_s`); each poll drains the complete bins (net_ring.py) and runs the burst detector (net_bursts.py) over them.
-tcp_trace.c aggregates retransmits and drops from tracepoints; qdisc_stats.py reads netlink statistics.
+Kernel side: tc.c counts every packet at the clsact ingress/egress hooks into rings of time bins (sized for
+`ring_s`); each poll drains the complete bins (ring.py) and runs the burst detector (bursts.py) over them.
+tcp.c aggregates retransmits and drops from tracepoints; qdisc.py reads netlink statistics.
 
-Snapshot schema (`store.snapshot("net")`), counters cumulative since start:
-  {"t_ns": int, "bin_ns": int, "netns": str, "path": str,
-   "interfaces": {"<if>": {"ifindex": int, "kind": str, "speed_mbps": float|null, "threshold_bps": float,
-       "directions": {"ingress"|"egress": {"bytes": n, "packets": n, "bursts": n, "lost_bins": n, "mixed_bins": n,
-           "late_bytes": n, "threshold_bytes_per_bin": n,
-           "duration_seconds": {"bounds": [s...], "counts": [n per bucket, last = +Inf], "sum": s, "count": n},
-           "peak_bps": {same shape, bits/s}, "last_burst": {"start_ns", "end_ns", "bytes", "peak_bps"}|null}},
-       "qdisc": {"kind", "handle", "backlog_bytes", "qlen", "drops", "requeues", "overlimits", "bytes", "packets",
-                 "qdiscs": [...]}|null}},
-   "tcp": tcp_trace.TcpTracer.snapshot() | null, "kernel": {"overrun_writes": n, "hot_flows_lost": n}}
+The snapshot (`store.snapshot("net")`) is a probes/net/snapshot.py NetSnapshot.
 Events: kind "net.microburst" (attrs interface, direction, bytes, packets, peak_bps, mean_bps, bins, hot_bins,
 threshold_bps, is_truncated, top_flows[{proto, src, dst, bytes (sampled estimate), samples, pid, comm}]),
-"net.tcp_retransmit" and "net.skb_drop" (see tcp_trace.py).
+"net.tcp_retransmit" and "net.skb_drop" (see tcp.py).
 """
 from __future__ import annotations
 

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from gpusleuth.probes.net.snapshot import QdiscEntry, RootQdisc
+
 TC_H_ROOT = 0xFFFFFFFF
 _NO_QUEUE = ("clsact", "ingress")
+_COUNTERS = ("backlog_bytes", "qlen", "drops", "requeues", "overlimits", "bytes", "packets")
 
 
 def _handle(h: int) -> str:
@@ -16,7 +19,7 @@ def _handle(h: int) -> str:
 
 
 def _counters(msg: Any) -> dict[str, int]:
-    out = {"backlog_bytes": 0, "qlen": 0, "drops": 0, "requeues": 0, "overlimits": 0, "bytes": 0, "packets": 0}
+    out = dict.fromkeys(_COUNTERS, 0)
     stats2 = msg.get_attr("TCA_STATS2")
     if stats2 is not None:
         queue = stats2.get_attr("TCA_STATS_QUEUE") or {}
@@ -32,17 +35,19 @@ def _counters(msg: Any) -> dict[str, int]:
     return out
 
 
-def read_qdiscs(ipr: Any, index: int) -> dict[str, Any] | None:
+def read_qdiscs(ipr: Any, index: int) -> RootQdisc | None:
     """Root totals plus every queueing qdisc of interface `index`; None if it has no root qdisc."""
-    listed, root = [], None
+    listed: list[QdiscEntry] = []
+    root = None
     for msg in ipr.get_qdiscs(index=index):
         kind = msg.get_attr("TCA_KIND")
         if kind in _NO_QUEUE:
             continue
-        entry = {"kind": kind, "handle": _handle(msg["handle"]), "parent": _handle(msg["parent"]), **_counters(msg)}
+        entry = QdiscEntry(kind, _handle(msg["handle"]), **_counters(msg), parent=_handle(msg["parent"]))
         listed.append(entry)
         if msg["parent"] == TC_H_ROOT:
             root = entry
     if root is None:
         return None
-    return {**{k: v for k, v in root.items() if k != "parent"}, "qdiscs": listed}
+    counters = {k: getattr(root, k) for k in _COUNTERS}
+    return RootQdisc(root.kind, root.handle, **counters, qdiscs=listed)

@@ -13,6 +13,7 @@ from gpusleuth.probes.net.owners import OwnerResolver
 from gpusleuth.probes.net.state import FlowBook, RingState, burst_event, flow_dicts, record_burst
 from gpusleuth.probes.net.tc import DIRECTIONS, RingLayout, TcPrograms
 from gpusleuth.probes.net.qdisc import read_qdiscs
+from gpusleuth.probes.net.snapshot import InterfaceState, NetSnapshot, RootQdisc, TcpSnapshot
 from gpusleuth.probes.records import Sample
 
 log = logging.getLogger(__name__)
@@ -176,19 +177,16 @@ class NetRun:
                 seen.add(key)
                 self.owners.owner(*key)
 
-    def _snapshot(self, now_ns: int, tcp_snap: dict | None) -> dict[str, Any]:
-        ifaces: dict[str, Any] = {}
-        for link in self.links:
-            info = dict(self.iface_info[link.name])
-            info["directions"] = {}
-            info["qdisc"] = self._qdisc(link) if self.cfg.is_qdisc_enabled else None
-            ifaces[link.name] = info
+    def _snapshot(self, now_ns: int, tcp_snap: TcpSnapshot | None) -> NetSnapshot:
+        ifaces = {link.name: InterfaceState(**self.iface_info[link.name],
+                                            qdisc=self._qdisc(link) if self.cfg.is_qdisc_enabled else None)
+                  for link in self.links}
         for ring in self.rings:
-            ifaces[ring.iface]["directions"][ring.direction] = ring.to_dict()
-        return {"t_ns": now_ns, "bin_ns": self.tc.layout.bin_ns, "netns": self.cfg.netns, "path": self.path,
-                "interfaces": ifaces, "tcp": tcp_snap, "kernel": self.tc.stats()}
+            ifaces[ring.iface].directions[ring.direction] = ring.snapshot()
+        return NetSnapshot(t_ns=now_ns, bin_ns=self.tc.layout.bin_ns, netns=self.cfg.netns, path=self.path,
+                           interfaces=ifaces, tcp=tcp_snap, kernel=self.tc.stats())
 
-    def _qdisc(self, link: Any) -> dict | None:
+    def _qdisc(self, link: Any) -> RootQdisc | None:
         try:
             return read_qdiscs(self.ipr, link.index)
         except Exception as exc:  # pyroute2 NetlinkError: the interface went away; report no qdisc
@@ -204,7 +202,7 @@ class NetRun:
             reasons.append(f"{lost} bins lost because a poll came more than ring_s late "
                            "(raise probes.net.ring_s or lower probes.net.interval_s)")
         if self.tc is not None and self.tc.rings is not None:
-            flows_lost = self.tc.stats()["hot_flows_lost"]
+            flows_lost = self.tc.stats().hot_flows_lost
             if flows_lost:
                 reasons.append(f"{flows_lost} hot-flow records lost (raise probes.net.max_hot_flows)")
         if self.tcp_reason:

@@ -4,11 +4,11 @@ from __future__ import annotations
 import bisect
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
 
 from gpusleuth.probes.net.bursts import Burst, BurstDetector
 from gpusleuth.probes.net.owners import OwnerResolver
 from gpusleuth.probes.net.ring import Drained
+from gpusleuth.probes.net.snapshot import BoundedHist, DirectionTotals, LastBurst
 from gpusleuth.probes.net.tc import HotFlow
 from gpusleuth.probes.records import Event
 
@@ -32,8 +32,8 @@ class Hist:
         self.counts[bisect.bisect_left(self.bounds, value)] += 1
         self.sum += value
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"bounds": list(self.bounds), "counts": list(self.counts), "sum": self.sum, "count": sum(self.counts)}
+    def snapshot(self) -> BoundedHist:
+        return BoundedHist(list(self.bounds), list(self.counts), self.sum, sum(self.counts))
 
 
 @dataclass(slots=True)
@@ -52,7 +52,7 @@ class RingState:
     late_bytes: int = 0
     durations: Hist = field(default_factory=lambda: Hist(DURATION_BOUNDS_S))
     peaks: Hist = field(default_factory=lambda: Hist(PEAK_BOUNDS_BPS))
-    last_burst: dict[str, Any] | None = None
+    last_burst: LastBurst | None = None
 
     def account(self, drained: Drained) -> list[Burst]:
         self.bytes += drained.total_bytes
@@ -62,11 +62,9 @@ class RingState:
         self.late_bytes += drained.late_bytes
         return self.detector.feed(drained.first_bin, drained.bytes, drained.packets)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"bytes": self.bytes, "packets": self.packets, "bursts": self.bursts, "lost_bins": self.lost_bins,
-                "mixed_bins": self.mixed_bins, "late_bytes": self.late_bytes,
-                "threshold_bytes_per_bin": self.threshold_bytes, "duration_seconds": self.durations.to_dict(),
-                "peak_bps": self.peaks.to_dict(), "last_burst": self.last_burst}
+    def snapshot(self) -> DirectionTotals:
+        return DirectionTotals(self.bytes, self.packets, self.bursts, self.lost_bins, self.mixed_bins, self.late_bytes,
+                               self.threshold_bytes, self.durations.snapshot(), self.peaks.snapshot(), self.last_burst)
 
 
 class FlowBook:
@@ -135,5 +133,4 @@ def record_burst(ring: RingState, event: Event) -> None:
     ring.bursts += 1
     ring.durations.observe(event.duration_ns / 1e9)
     ring.peaks.observe(event.attrs["peak_bps"])
-    ring.last_burst = {"start_ns": event.start_ns, "end_ns": event.end_ns, "bytes": event.attrs["bytes"],
-                       "peak_bps": event.attrs["peak_bps"]}
+    ring.last_burst = LastBurst(event.start_ns, event.end_ns, event.attrs["bytes"], event.attrs["peak_bps"])

@@ -18,6 +18,7 @@ from gpusleuth.probes.bpf import compiler as bpf_compiler
 from gpusleuth.probes.bpf import host as bpf_host
 from gpusleuth.probes.bpf import maps as bpf_maps
 from gpusleuth.probes.net.ring import SLOT_DTYPE, BinRings, Drained
+from gpusleuth.probes.net.snapshot import KernelStats
 
 C_SOURCE = Path(__file__).with_name("tc.c")
 GROUP_NS = 10_000_000  # hot flows are grouped per 10 ms, so each burst takes the flows of the groups it spans
@@ -133,9 +134,9 @@ class TcPrograms:
                                v.bytes, v.packets))
         return out
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> KernelStats:
         vals = [v.value for _, v in self._bpf["stats"].items()]
-        return {"overrun_writes": vals[0], "hot_flows_lost": vals[1]}
+        return KernelStats(overrun_writes=vals[0], hot_flows_lost=vals[1])
 
     def close(self) -> None:
         if self.rings is not None:

@@ -22,6 +22,7 @@ from gpusleuth.probes.base import ProbeUnavailable
 from gpusleuth.probes.net.owners import OwnerResolver
 from gpusleuth.probes.records import Event, Sample
 from gpusleuth.probes.net.tcp_counters import BoundedCounter
+from gpusleuth.probes.net.snapshot import DropCounts, RetransmitCounts, TcpLostKeys, TcpSnapshot
 
 log = logging.getLogger(__name__)
 C_SOURCE = Path(__file__).with_name("tcp.c")
@@ -61,7 +62,7 @@ def _endpoint(addr: str, port: int) -> str:
 
 
 class TcpTracer:
-    """Loads tcp_trace.c; `poll` returns (samples, events, snapshot)."""
+    """Loads tcp.c; `poll` returns (samples, events, snapshot)."""
 
     def __init__(self, max_endpoints: int, netns: str = "", local_addrs: Any = None,
                  allow_raw: bool = True) -> None:
@@ -145,7 +146,7 @@ class TcpTracer:
             self._bpf = None
 
     # ------------------------------------------------------------------ polling
-    def poll(self, now_ns: int) -> tuple[list[Sample], list[Event], dict[str, Any]]:
+    def poll(self, now_ns: int) -> tuple[list[Sample], list[Event], TcpSnapshot]:
         if self._owners is not None:
             self._owners.begin()
         events: list[Event] = []
@@ -208,10 +209,14 @@ class TcpTracer:
         return Event(kind="net.skb_drop", source="net", start_ns=v.first_ns, end_ns=v.last_ns, pid=pid, comm=comm,
                      attrs=attrs)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> TcpSnapshot:
         lost = [v.value for _, v in self._bpf["lost"].items()] if self._bpf is not None else [0, 0]
-        as_dict = lambda d: {k: (v.to_dict() if isinstance(v, BoundedCounter) else v) for k, v in d.items()}  # noqa: E731
-        return {"scope": "host (all network namespaces)", "path": self.path,
-                "retransmits": as_dict(self.retrans), "drops": as_dict(self.drops),
-                "lost_keys": {"retransmits": lost[0], "drops": lost[1]}, "events_suppressed": self.suppressed_events,
-                "missed_events": self.missed_events()}
+        rt, dr = self.retrans, self.drops
+        return TcpSnapshot(
+            scope="host (all network namespaces)", path=self.path,
+            retransmits=RetransmitCounts(rt["segments"], rt["skbs"], rt["by_remote"].to_dict(),
+                                         rt["by_process"].to_dict()),
+            drops=DropCounts(dr["count"], dr["by_reason"].to_dict(), dr["by_remote"].to_dict(),
+                             dr["by_process"].to_dict()),
+            lost_keys=TcpLostKeys(lost[0], lost[1]), events_suppressed=self.suppressed_events,
+            missed_events=self.missed_events())

@@ -1,16 +1,10 @@
-"""Span intake: engine request phases and scheduler steps arrive as Unix datagrams (probes/span_protocol.py).
+"""Span intake: engine request phases and scheduler steps arrive as Unix datagrams (probes/spans/wire.py).
 
 A receiver thread drains the socket continuously (so a slow poll never overflows the socket buffer); each poll turns
 what arrived into Events (`request.<phase>`, `engine.step`) and per-request traces with latency histograms.
 Engines that send spans are announced to the agent through `watch_pids`, so the kernel probes watch them.
 
-Snapshot schema (`store.snapshot("spans")`):
-  {"t_ns": int, "socket": str, "received_total": int, "decode_errors_total": int, "spans_total": int,
-   "senders": {"<pid>": {"comm": str, "ranks": [int], "last_seen_ns": int, "spans": int,
-                         "num_running"?: int, "num_waiting"?: int, "kv_usage"?: float (rank 0's last step)}},
-   "watch_pids": [int], "in_flight": int, "finished_total": int,
-   "histograms": {"<pid>": {"queue"|"prefill"|"decode"|"ttft"|"tpot"|"e2e": {"bounds", "counts", "count", "sum"}}},
-   "recent": [request summary, newest last]}
+The snapshot (`store.snapshot("spans")`) is a probes/spans/snapshot.py SpansSnapshot.
 """
 from __future__ import annotations
 
@@ -19,8 +13,9 @@ import os
 import socket
 import threading
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gpusleuth.probes.config import ConfigError, check_range
 from gpusleuth.probes.spans import wire as span_protocol
@@ -28,6 +23,7 @@ from gpusleuth.probes.base import PollResult, Probe, ProbeState, ProbeUnavailabl
 from gpusleuth.probes.kernel.proc_info import CommCache
 from gpusleuth.probes.records import Event
 from gpusleuth.probes.spans.requests import RequestBook
+from gpusleuth.probes.spans.snapshot import SpanSender, SpansSnapshot
 
 log = logging.getLogger(__name__)
 ENGINE_GAUGES = ("num_running", "num_waiting", "kv_usage")  # latest values per engine, from its step spans
@@ -52,6 +48,15 @@ class SpanConfig:
         check_range("socket_mode", mode, 0, 0o777)
 
 
+@dataclass(slots=True)
+class _Sender:
+    comm: str
+    ranks: set[int] = field(default_factory=set)
+    last_seen_ns: int = 0
+    spans: int = 0
+    gauges: dict[str, Any] = field(default_factory=dict)  # ENGINE_GAUGES from rank 0's last step
+
+
 class SpanProbe(Probe):
     name = "spans"
     config_class = SpanConfig
@@ -63,7 +68,7 @@ class SpanProbe(Probe):
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.book = RequestBook(config.recent_requests)
-        self._senders: dict[int, dict] = {}
+        self._senders: dict[int, _Sender] = {}
         self._comms = CommCache()
         self.received = self.decode_errors = self.spans_total = self.queue_drops = 0
 
@@ -125,16 +130,17 @@ class SpanProbe(Probe):
 
     def _ingest(self, pid: int, spans, now_ns: int) -> list[Event]:
         comm = self._comms.get(pid)
-        sender = self._senders.setdefault(pid, {"comm": comm, "ranks": set(), "last_seen_ns": 0, "spans": 0})
-        sender["last_seen_ns"] = now_ns
-        sender["spans"] += len(spans)
+        sender = self._senders.get(pid)
+        if sender is None:
+            sender = self._senders[pid] = _Sender(comm)
+        sender.last_seen_ns = now_ns
+        sender.spans += len(spans)
         self.spans_total += len(spans)
         out = []
         for span in spans:
-            sender["ranks"].add(span.rank)
+            sender.ranks.add(span.rank)
             if span.kind == "step" and "num_waiting" in span.attrs:  # rank 0's scheduler state after the step
-                for key in ENGINE_GAUGES:
-                    sender[key] = span.attrs.get(key)
+                sender.gauges = {key: span.attrs.get(key) for key in ENGINE_GAUGES}
             kind = "engine.step" if span.kind == "step" else f"request.{span.phase}"
             out.append(Event(kind, self.name, span.start_ns, span.end_ns, pid=pid, comm=comm, attrs={
                 "request_id": span.request_id, "rank": span.rank, "tokens": span.tokens,
@@ -143,14 +149,17 @@ class SpanProbe(Probe):
                 self.book.add(pid, span)
         return out
 
-    def _snapshot(self, now_ns: int) -> dict:
-        senders = {str(p): {**s, "ranks": sorted(s["ranks"])} for p, s in self._senders.items()}
-        return {"t_ns": now_ns, "socket": self.config.socket, "received_total": self.received,
-                "decode_errors_total": self.decode_errors, "queue_drops_total": self.queue_drops,
-                "spans_total": self.spans_total, "senders": senders, "watch_pids": sorted(self._senders),
-                "in_flight": len(self.book.in_flight), "finished_total": self.book.finished_total,
-                "histograms": {str(p): {m: h.to_dict() for m, h in hs.items()} for p, hs in self.book.hists.items()},
-                "recent": list(self.book.recent)}
+    def _snapshot(self, now_ns: int) -> SpansSnapshot:
+        book = self.book
+        senders = {p: SpanSender(s.comm, sorted(s.ranks), s.last_seen_ns, s.spans, **s.gauges)
+                   for p, s in self._senders.items()}
+        return SpansSnapshot(
+            t_ns=now_ns, socket=self.config.socket, received_total=self.received,
+            decode_errors_total=self.decode_errors, queue_drops_total=self.queue_drops, spans_total=self.spans_total,
+            senders=senders, watch_pids=sorted(self._senders), in_flight=len(book.in_flight),
+            evicted_in_flight=book.evicted_in_flight, finished_total=book.finished_total,
+            histograms={p: {m: h.snapshot() for m, h in hs.items()} for p, hs in book.hists.items()},
+            recent=list(book.recent))
 
     def stop(self) -> None:
         self._stop.set()

@@ -6,6 +6,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from gpusleuth.probes.spans.snapshot import LatencyHistogram, RequestRow
 from gpusleuth.probes.spans.wire import Span
 
 # Seconds; wide enough for CPU-tiny and 70B TP engines alike. Fixed for the life of a series.
@@ -16,7 +17,7 @@ METRICS = ("queue", "prefill", "decode", "ttft", "tpot", "e2e")
 
 @dataclass(slots=True)
 class FixedHist:
-    """Counts per fixed upper bound (non-cumulative), plus count and sum; JSON-ready."""
+    """Counts per fixed upper bound (non-cumulative), plus count and sum."""
 
     counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BOUNDS) + 1))
     count: int = 0
@@ -27,8 +28,8 @@ class FixedHist:
         self.count += 1
         self.sum += value
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"bounds": list(LATENCY_BOUNDS), "counts": list(self.counts), "count": self.count, "sum": self.sum}
+    def snapshot(self) -> LatencyHistogram:
+        return LatencyHistogram(list(LATENCY_BOUNDS), list(self.counts), self.count, self.sum)
 
 
 @dataclass(slots=True)
@@ -63,7 +64,7 @@ class RequestTrace:
         lo, hi = self.phases[name]
         return (hi - lo) / 1e9
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> RequestRow:
         """One row of the `requests` list: the engine's own figures where it sent them, else from the phases."""
         ttft = self.attrs.get("ttft_s")
         e2e = self.attrs.get("e2e_s")
@@ -81,10 +82,10 @@ class RequestBook:
 
     def __init__(self, max_recent: int, max_in_flight: int = 100_000) -> None:
         self.in_flight: dict[tuple[int, str], RequestTrace] = {}
-        self.recent: deque[dict[str, Any]] = deque(maxlen=max_recent)
+        self.recent: deque[RequestRow] = deque(maxlen=max_recent)
         self.hists: dict[int, dict[str, FixedHist]] = {}
         self.finished_total = 0
-        self.evicted_in_flight = 0
+        self.evicted_in_flight = 0  # in the snapshot and as gpusleuth_requests_evicted_in_flight
         self._max_in_flight = max_in_flight
 
     def add(self, pid: int, span: Span) -> None:

@@ -7,6 +7,7 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widget import Widget
 
+from gpusleuth.probes.gpu.snapshot import GpuProcess, GpuState
 from gpusleuth.tui import fmt, views
 from gpusleuth.tui.screens.base import DATA_ERRORS, DataScreen
 from gpusleuth.tui.source import HISTORY_S, Frame, Want
@@ -18,39 +19,35 @@ SPARKS = (("util_gpu_pct", "util", 0, 100), ("sm_active", "SM", 0, 1), ("power_w
           ("fb_used_mib", "mem", 0, None))
 
 
-def _val(g: dict[str, Any], key: str, digits: int = 0, unit: str = "") -> str:
-    return fmt.num(g.get(key), digits, unit)
-
-
 def gpu_detail_text(row: dict[str, Any], frame: Frame, width: int) -> Text:
     """Several lines about one GPU: identity, utilisation, clocks/power/thermal, memory, links, health."""
-    g, gpm = row["raw"], row["raw"].get("gpm") or {}
+    g: GpuState = row["raw"]
+    gpm, num = g.gpm, fmt.num
     if row["is_lost"]:
         return Text(f"{row['name']} ({row['uuid']}) LOST: {row['lost_reason']}", style="bold red")
-    lines = [Text.assemble((f"{row['index']} {row['name']}", "bold"), f"  P{g.get('pstate', '?')}  "
-                           f"{g.get('pci_bus_id', '')}" + ("  MIG" if row["is_mig"] else ""),
-                           (f"  {row['uuid']}" if width > 110 else "", "dim"))]
-    lines.append(Text(f"util {fmt.pct(row['util'])}  mem-util {fmt.pct(g.get('util_mem_pct'))}  "
-                      f"SM {fmt.pct(gpm.get('sm_active'), 100)}  occ {fmt.pct(gpm.get('sm_occupancy'), 100)}  "
-                      f"tensor {fmt.pct(gpm.get('tensor_active'), 100)}  dram {fmt.pct(gpm.get('dram_active'), 100)}"))
+    pstate = "?" if g.pstate is None else g.pstate
+    lines = [Text.assemble((f"{row['index']} {row['name']}", "bold"), f"  P{pstate}  {g.pci_bus_id}"
+                           + ("  MIG" if row["is_mig"] else ""), (f"  {row['uuid']}" if width > 110 else "", "dim"))]
+    lines.append(Text(f"util {fmt.pct(row['util'])}  mem-util {fmt.pct(g.util_mem_pct)}  "
+                      f"SM {fmt.pct(gpm.sm_active, 100)}  occ {fmt.pct(gpm.sm_occupancy, 100)}  "
+                      f"tensor {fmt.pct(gpm.tensor_active, 100)}  dram {fmt.pct(gpm.dram_active, 100)}"))
     limit = f" / {row['power_limit']:.0f}W" if row["power_limit"] else ""
-    lines.append(Text(f"power {_val(g, 'power_w', 0, 'W')} avg {_val(g, 'power_avg_w', 0, 'W')}{limit}  "
-                      f"temp {_val(g, 'gpu_temp_c', 0, '°C')} mem {_val(g, 'mem_temp_c', 0, '°C')}  "
-                      f"clk {_val(g, 'sm_clock_mhz')}/{_val(g, 'mem_clock_mhz')} MHz"))
+    lines.append(Text(f"power {num(g.power_w, 0, 'W')} avg {num(g.power_avg_w, 0, 'W')}{limit}  "
+                      f"temp {num(g.gpu_temp_c, 0, '°C')} mem {num(g.mem_temp_c, 0, '°C')}  "
+                      f"clk {num(g.sm_clock_mhz)}/{num(g.mem_clock_mhz)} MHz"))
     lines.append(Text(f"memory {fmt.mib(row['mem_used'])} / {fmt.mib(row['mem_total'])}  "
-                      f"PCIe ↑{fmt.size(g.get('pcie_tx_bytes_s'))}/s ↓{fmt.size(g.get('pcie_rx_bytes_s'))}/s  "
-                      f"NVLink ↑{fmt.size(g.get('nvlink_tx_bytes_s'))}/s ↓{fmt.size(g.get('nvlink_rx_bytes_s'))}/s"))
-    health = Text(f"ECC sbe {_val(g, 'ecc_sbe_vol')} dbe {_val(g, 'ecc_dbe_vol')}  remapped "
-                  f"{_val(g, 'remapped_rows_cor')}/{_val(g, 'remapped_rows_unc')}  ")
+                      f"PCIe ↑{fmt.size(g.pcie_tx_bytes_s)}/s ↓{fmt.size(g.pcie_rx_bytes_s)}/s  "
+                      f"NVLink ↑{fmt.size(g.nvlink_tx_bytes_s)}/s ↓{fmt.size(g.nvlink_rx_bytes_s)}/s"))
+    health = Text(f"ECC sbe {num(g.ecc_sbe_vol)} dbe {num(g.ecc_dbe_vol)}  remapped "
+                  f"{num(g.remapped_rows_cor)}/{num(g.remapped_rows_unc)}  ")
     if row["throttle"]:
         since = row["throttle_since_ns"]
         held = f" for {fmt.dur_ns(frame.t_ns - since)}" if since else ""
         health.append(f"THROTTLED {','.join(row['throttle'])}{held}", style="bold yellow")
     else:
         health.append("not throttled", style="green")
-    xids = g.get("xid_counts") or {}
-    if xids:
-        health.append("  XIDs " + " ".join(f"{k}×{v}" for k, v in sorted(xids.items())), style="bold red")
+    if g.xid_counts:
+        health.append("  XIDs " + " ".join(f"{k}×{v}" for k, v in sorted(g.xid_counts.items())), style="bold red")
     lines.append(health)
     spark_w = max(8, (width - 28) // 4)
     sparks = Text()
@@ -91,9 +88,8 @@ class GpuScreen(DataScreen):
         self._fill_processes(rows)
 
     def _fill_processes(self, rows: list[dict[str, Any]]) -> None:
-        procs = [(r["index"], p) for r in rows for p in r["raw"].get("processes") or []]
+        procs: list[tuple[int, GpuProcess]] = [(r["index"], p) for r in rows for p in r["raw"].processes]
         self.query_one("#gpu-proc-title", Panel).show(Text(f"{len(procs)} processes", style="dim"))
-        self.query_one("#gpu-procs", RowTable).show_rows([(f"{index}/{p.get('pid')}", (
-            str(index), str(p.get("pid")), fmt.trunc(p.get("comm") or "", 20), p.get("type", ""),
-            fmt.mib(p.get("used_mib")), fmt.pct(p.get("sm_util_pct")), fmt.pct(p.get("mem_util_pct"))))
-            for index, p in procs])
+        self.query_one("#gpu-procs", RowTable).show_rows([(f"{index}/{p.pid}", (
+            str(index), str(p.pid), fmt.trunc(p.comm, 20), p.type, fmt.mib(p.used_mib), fmt.pct(p.sm_util_pct),
+            fmt.pct(p.mem_util_pct))) for index, p in procs])

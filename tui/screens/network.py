@@ -7,6 +7,7 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widget import Widget
 
+from gpusleuth.probes.net.snapshot import LastBurst, NetSnapshot, RootQdisc, TcpSnapshot
 from gpusleuth.tui import fmt, views
 from gpusleuth.tui.screens.base import DATA_ERRORS, DataScreen
 from gpusleuth.tui.source import HISTORY_S, Frame, Want
@@ -17,42 +18,39 @@ SPAN_NS = int(HISTORY_S * 1e9)
 NET_EVENTS_SHOWN = 50
 
 
-def _top(counts: Any, n: int = 2) -> str:
-    if not isinstance(counts, dict) or not counts:
+def _top(counts: dict[str, int], n: int = 2) -> str:
+    if not counts:
         return ""
     best = sorted(counts.items(), key=lambda kv: -kv[1])[:n]
     return ", ".join(f"{k} {v}" for k, v in best)
 
 
-def tcp_text(tcp: dict[str, Any] | None) -> Text:
-    """Retransmits and drops of the net probe's "tcp" section, with their top remotes, processes and reasons."""
-    if not tcp:
+def tcp_text(tcp: TcpSnapshot | None) -> Text:
+    """Retransmits and drops of the net probe's TCP part, with their top remotes, processes and reasons."""
+    if tcp is None:
         return Text("TCP retransmit / drop tracing is off or has nothing yet", style="dim")
-    lines = []
-    r = tcp.get("retransmits")
-    if isinstance(r, dict):
-        line = Text.assemble(("retransmits ", "bold"), f"{r.get('segments', r.get('count', 0))} segments")
-        if r.get("by_remote"):
-            line.append(f" · to {_top(r['by_remote'])}")
-        if r.get("by_process"):
-            line.append(f" · by {_top(r['by_process'])}")
-        lines.append(line)
-    d = tcp.get("drops")
-    if isinstance(d, dict):
-        line = Text.assemble(("drops ", "bold"), str(d.get("count", 0)))
-        if d.get("by_reason"):
-            line.append(f" · {_top(d['by_reason'], 3)}")
-        lines.append(line)
-    scalars = [f"{k} {v}" for k, v in tcp.items() if isinstance(v, (int, float)) and v]
+    r, d = tcp.retransmits, tcp.drops
+    line = Text.assemble(("retransmits ", "bold"), f"{r.segments} segments")
+    if r.by_remote:
+        line.append(f" · to {_top(r.by_remote)}")
+    if r.by_process:
+        line.append(f" · by {_top(r.by_process)}")
+    lines = [line]
+    line = Text.assemble(("drops ", "bold"), str(d.count))
+    if d.by_reason:
+        line.append(f" · {_top(d.by_reason, 3)}")
+    lines.append(line)
+    scalars = [f"{name} {v}" for name, v in (("events_suppressed", tcp.events_suppressed),
+                                             ("missed_events", tcp.missed_events)) if v]
     if scalars:
         lines.append(Text("  ".join(scalars), style="yellow"))
-    return Text("\n").join(lines) if lines else Text("no TCP counters yet", style="dim")
+    return Text("\n").join(lines)
 
 
-def qdisc_text(q: dict[str, Any] | None) -> str:
-    if not q:
+def qdisc_text(q: RootQdisc | None) -> str:
+    if q is None:
         return "—"
-    return f"{q.get('kind', '?')} backlog {fmt.size(q.get('backlog_bytes'))} drops {q.get('drops', 0)}"
+    return f"{q.kind or '?'} backlog {fmt.size(q.backlog_bytes)} drops {q.drops}"
 
 
 class NetworkScreen(DataScreen):
@@ -79,7 +77,8 @@ class NetworkScreen(DataScreen):
                 title.show(Text(f"{len({r['iface'] for r in rows})} interface(s); burst: time bins over the "
                                 "interface's threshold", style="dim"))
             self._fill_ifaces(rows, frame)
-            self.query_one("#net-tcp", Panel).show(tcp_text((frame.snapshots.get("net") or {}).get("tcp")))
+            snap: NetSnapshot | None = frame.snapshots.get("net")
+            self.query_one("#net-tcp", Panel).show(tcp_text(snap.tcp if snap is not None else None))
         except DATA_ERRORS as exc:
             title.show_missing(f"unexpected net data ({type(exc).__name__}: {exc})")
         self._fill_events(frame)
@@ -87,9 +86,9 @@ class NetworkScreen(DataScreen):
     def _fill_ifaces(self, rows_in: list[dict[str, Any]], frame: Frame) -> None:
         rows = []
         for r in rows_in:
-            burst = r["last_burst"]
-            last = (f"{fmt.bps(burst.get('peak_bps'))} {fmt.size(burst.get('bytes'))} "
-                    f"{fmt.ago(burst.get('end_ns'), frame.t_ns)}") if burst else "—"
+            burst: LastBurst | None = r["last_burst"]
+            last = (f"{fmt.bps(burst.peak_bps)} {fmt.size(burst.bytes)} "
+                    f"{fmt.ago(burst.end_ns, frame.t_ns)}") if burst is not None else "—"
             peak = max((v for _, v in r["series"]), default=0.0)
             spark = fmt.spark(r["series"], frame.t_ns, SPAN_NS, 24, 0, max(peak, 1e6))
             rows.append((f"{r['iface']}/{r['direction']}", (r["iface"], r["direction"], fmt.bps(r["bps"]),

@@ -7,6 +7,7 @@ from rich.text import Text
 from textual.containers import Horizontal, VerticalScroll
 from textual.widget import Widget
 
+from gpusleuth.probes.net.snapshot import LastBurst
 from gpusleuth.tui import fmt, views
 from gpusleuth.tui.screens.base import DATA_ERRORS, DataScreen
 from gpusleuth.tui.source import HISTORY_S, Frame, Want
@@ -75,10 +76,10 @@ def net_lines(rows: list[dict], t_ns: int, width: int) -> Text:
     for r in rows:
         head = Text.assemble((f"{fmt.trunc(r['iface'], 10):<10}", "bold"), f" {r['direction'][:3]:<3} ",
                              f"{fmt.bps(r['bps']):>10} ")
-        burst = r["last_burst"]
+        burst: LastBurst | None = r["last_burst"]
         tail = Text(f"  bursts {r['bursts']}")
-        if burst:
-            tail.append(f" ▲{fmt.bps(burst.get('peak_bps'))} {fmt.ago(burst.get('end_ns'), t_ns)}", style="magenta")
+        if burst is not None:
+            tail.append(f" ▲{fmt.bps(burst.peak_bps)} {fmt.ago(burst.end_ns, t_ns)}", style="magenta")
         spark_w = max(4, min(60, width - head.cell_len - tail.cell_len))
         peak = max((v for _, v in r["series"]), default=0.0)
         # never stretch a near-idle link to full height: scale to at least 1 Mb/s
@@ -124,7 +125,7 @@ class OverviewScreen(DataScreen):
         panel.show(Text("\n").join(gpu_line(r, frame.series, frame.t_ns, width) for r in rows))
 
     def _engine(self, panel: Panel, frame: Frame, width: int) -> None:
-        if frame.requests is None and not frame.snapshots.get("spans"):
+        if frame.requests is None and frame.snapshots.get("spans") is None:
             panel.show_missing(frame.notes.get("requests") or views.missing_reason(frame, "spans") or "no requests")
             return
         panel.show(engine_text(frame, width))
