@@ -257,3 +257,26 @@ def test_cycles_are_listed_in_order_and_lazy_imports_break_none(tmp_path):
     })
     assert import_cycles(root) == [["gpusleuth.probes.a", "gpusleuth.probes.b", "gpusleuth.probes.c",
                                     "gpusleuth.probes.a"]]
+
+
+def _readme_layout(root: Path) -> dict[str, set[str]]:
+    """Folders in README's Layout tree: top level -> the subfolders listed under it."""
+    section = (root / "README.md").read_text().split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    tree: dict[str, set[str]] = {}
+    for line in section.split("```")[1].splitlines():
+        if m := re.match(r"^( *)(\w+)/\s", line):
+            if m[1]:
+                tree[top].add(m[2])
+            else:
+                top = m[2]
+                tree[top] = set()
+    return tree
+
+
+def test_readme_layout_agrees_with_the_tree():
+    layout = _readme_layout(ROOT)
+    assert set(layout) == set(rooms()) | {"tests", "benchmarks"}, "README's Layout lists other top-level folders"
+    assert layout["probes"], "README's Layout lists no probes/ subpackage"
+    for top, subs in layout.items():
+        actual = {p.parent.name for p in (ROOT / top).glob("*/__init__.py")}
+        assert not subs or subs == actual, f"README's Layout lists {top}/ {sorted(subs)}; the tree has {sorted(actual)}"
