@@ -12,12 +12,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from gpusleuth.agent.store import Store
 from gpusleuth.exporters.net import NetCollector
+from gpusleuth.probes import snapshot_codec
 from gpusleuth.probes.net.probe import NetConfig, NetProbe
 from gpusleuth.probes.net.attach import OUR_PRIO
 from gpusleuth.probes.net.testbed import (ADDR_A, ADDR_B, PYTHON, TCP_PORT, UDP_BURST_PORT, role_args, sh, veth_pair,
@@ -242,7 +244,8 @@ def test_qdisc_backlog_and_drops_match_tc(pair, state_dir):
             backlogs.append(probe.poll(time.monotonic_ns()).snapshot.interfaces[pair.if_a].qdisc.backlog_bytes)
         wait_line(flood)
         time.sleep(0.3)  # let tbf empty its queue
-        snap = probe.poll(time.monotonic_ns()).snapshot.interfaces[pair.if_a].qdisc
+        full = probe.poll(time.monotonic_ns()).snapshot
+        snap = full.interfaces[pair.if_a].qdisc
         tc = json.loads(sh(f"tc -n {pair.ns_a} -s -j qdisc show dev {pair.if_a}").stdout)
     finally:
         probe.stop()
@@ -251,6 +254,11 @@ def test_qdisc_backlog_and_drops_match_tc(pair, state_dir):
     assert max(backlogs) > 10_000  # 200 Mb/s into a 20 Mb/s shaper: the queue filled
     assert snap.kind == "tbf" and snap.drops == root["drops"] > 0
     assert snap.packets == root["packets"] and snap.backlog_bytes == root["backlog"] == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a value of another type than its field declares would warn here
+        wire = json.loads(json.dumps(snapshot_codec.encode("net", full)))
+    assert wire["interfaces"][pair.if_a]["qdisc"]["drops"] == root["drops"]
+    assert snapshot_codec.decode("net", wire) == full  # the TUI gets back what the probe published
 
 
 def _ours(ns: str, ifname: str) -> dict[str, int]:

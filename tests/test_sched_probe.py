@@ -1,12 +1,15 @@
 """The scheduler probe against a waking thread with and without a CPU hog on its CPU (real eBPF, root)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import warnings
 
 import pytest
 
+from gpusleuth.probes import snapshot_codec
 from gpusleuth.probes.base import WatchSet
 from gpusleuth.probes.bpf.log2_hist import quantile_from_buckets
 from gpusleuth.probes.records import monotonic_ns
@@ -85,3 +88,13 @@ def test_off_cpu_time_per_thread(probe):
     _, _, result, pid = _runq_of_waker(probe, with_hog=False)
     off = result.snapshot.threads[pid].offcpu_ns
     assert off >= 100 * 1e6 * 0.9, off  # 100 sleeps of >= 1 ms
+
+
+def test_snapshot_crosses_the_control_socket_unchanged(probe):
+    _, count, result, pid = _runq_of_waker(probe, with_hog=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a value of another type than its field declares would warn here
+        wire = json.loads(json.dumps(snapshot_codec.encode("sched", result.snapshot)))
+    assert wire["processes"][str(pid)]["runq"]["count"] == count  # JSON keys are strings
+    back = snapshot_codec.decode("sched", wire)
+    assert back == result.snapshot and back.processes[pid].runq.count == count and back.threads[pid].pid == pid

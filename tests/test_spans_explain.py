@@ -121,3 +121,31 @@ def test_malformed_datagrams_are_counted_not_fatal(agent):
     assert snap.spans_total == 0
     assert client.call("status")["probes"]["spans"]["state"] == "ok"
     assert os.stat(tmp / "spans.sock").st_mode & 0o777 == 0o666
+
+
+def test_requests_evicted_unfinished_are_counted_and_exported(tmp_path):
+    from prometheus_client import CollectorRegistry
+
+    from gpusleuth.agent.store import Store
+    from gpusleuth.exporters.requests import RequestCollector
+    from gpusleuth.probes.records import monotonic_ns
+    from gpusleuth.probes.spans.probe import SpanConfig, SpanProbe
+    from gpusleuth.probes.spans.requests import RequestBook
+    from gpusleuth.probes.spans.synthetic import request_spans, send_spans
+
+    probe = SpanProbe(SpanConfig(socket=str(tmp_path / "spans.sock")))
+    probe.book = RequestBook(max_recent=10, max_in_flight=2)  # an engine that never finishes its requests
+    probe.start()
+    try:
+        t = monotonic_ns()
+        send_spans(probe.config.socket, [request_spans(f"r{i}", t, 0.01, 0.01, 0.01)[0] for i in range(3)])
+        snap = wait_for(lambda: (s := probe.poll(monotonic_ns()).snapshot).evicted_in_flight and s, timeout=10)
+    finally:
+        probe.stop()
+    assert (snap.evicted_in_flight, snap.in_flight, snap.finished_total) == (1, 2, 0)  # the oldest was forgotten
+    store = Store(8 << 20)
+    store.set_snapshot("spans", snap)
+    registry = CollectorRegistry()
+    registry.register(RequestCollector(store))
+    assert registry.get_sample_value("gpusleuth_requests_evicted_in_flight_total", {}) == 1
+    assert registry.get_sample_value("gpusleuth_requests_in_flight", {}) == 2

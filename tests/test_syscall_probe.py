@@ -6,9 +6,11 @@ import os
 import re
 import subprocess
 import time
+import warnings
 
 import pytest
 
+from gpusleuth.probes import snapshot_codec
 from gpusleuth.probes.base import WatchSet
 from gpusleuth.probes.records import monotonic_ns
 from gpusleuth.probes.kernel.syscall_table import syscall_number
@@ -76,6 +78,7 @@ def test_nanosleep_histogram_and_slow_events():
         assert t0 <= event.start_ns <= t1
         assert event.tid == child.pid
         assert event.comm.startswith("python"), event.comm
+
 
 
 GETPPID_CHILD = """
@@ -177,3 +180,22 @@ def test_cgroup_filter_watches_processes_in_the_cgroup(tmp_path):
         os.rmdir(cg)
     assert snap.processes[inside.pid].syscalls["getppid"].count == 10_000
     assert outside.pid not in snap.processes
+
+
+def test_snapshot_crosses_the_control_socket_unchanged():
+    child = spawn_python(GETPPID_CHILD)
+    probe = _start_probe(child.pid)
+    try:
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        child.stdout.readline()
+        snap = probe.poll(monotonic_ns()).snapshot
+    finally:
+        probe.stop()
+        child.communicate("exit\n", timeout=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a value of another type than its field declares would warn here
+        wire = json.loads(json.dumps(snapshot_codec.encode("syscalls", snap)))
+    assert wire["processes"][str(child.pid)]["syscalls"]["getppid"]["count"] == 10_000  # JSON keys are strings
+    back = snapshot_codec.decode("syscalls", wire)
+    assert back == snap and back.processes[child.pid].syscalls["getppid"].count == 10_000

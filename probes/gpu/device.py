@@ -17,7 +17,7 @@ from gpusleuth.probes.gpu.fields import FIELDS, decode_reasons, field_value
 from gpusleuth.probes.gpu.gpm import GpmSampler, is_gpm_supported
 from gpusleuth.probes.gpu.process import ProcessSampler
 from gpusleuth.probes.gpu.rates import CounterRate
-from gpusleuth.probes.gpu.snapshot import GpuState, gpm_metrics
+from gpusleuth.probes.gpu.snapshot import GpmMetrics, GpuState
 from gpusleuth.probes.gpu.samples import SampleReader, wall_us_to_mono_ns
 from gpusleuth.probes.gpu.throttle import ThrottleTracker
 from gpusleuth.probes.gpu.nvml import NA, Nvml, as_text, or_none
@@ -255,16 +255,15 @@ class GpuDevice:
 
     def state(self, xid_counts: dict[int, int], last_xid: int, event_counts: dict[str, int]) -> GpuState:
         """This GPU's part of the snapshot; a lost GPU keeps only identity and event counts (values would be stale)."""
-        ident = dict(index=self.index, uuid=self.uuid, name=self.name, pci_bus_id=self.pci_bus_id, device=self.device,
-                     is_lost=self.is_lost, lost_reason=self.lost_reason, is_mig=self.is_mig, xid_counts=xid_counts,
-                     last_xid=last_xid, event_counts=event_counts)
+        ident = (self.index, self.uuid, self.name, self.pci_bus_id, self.device, self.is_lost, self.lost_reason,
+                 self.is_mig, xid_counts, last_xid, event_counts)  # GpuState's first fields, in order
         if self.is_lost:
-            return GpuState(**ident)
-        last = self.last
-        values = {k: or_none(v) for k, v in last.items() if k not in ("gpm", "mig_instances")}
-        return GpuState(**ident, **values, **self.detail, throttle_since_ns=self.throttle.open_since_ns,
-                        gpm=gpm_metrics({k: or_none(v) for k, v in last.get("gpm", {}).items()}),
-                        mig_instances=last.get("mig_instances", []))
+            return GpuState(*ident)
+        # Built every poll: NA -> None inline rather than a call per value
+        values = {k: None if v is NA else v for k, v in self.last.items()}
+        gpm = values.pop("gpm", None) or {}  # read() keeps only GPM's ratios here
+        return GpuState(*ident, **values, **self.detail, throttle_since_ns=self.throttle.open_since_ns,
+                        gpm=GpmMetrics(**{k: None if v is NA else v for k, v in gpm.items()}))
 
     def close(self) -> None:
         if self.gpm is not None:

@@ -32,8 +32,8 @@ class SyscallConfig:
     slow_threshold_ms: float = 10.0
     max_threads: int = 65536  # in-flight syscalls tracked at once (LRU)
     max_keys: int = 65536  # distinct (process, syscall, bucket) keys per interval
-    idle_expiry_s: float = 600.0
-    max_events_per_poll: int = 10000  # beyond this, events wait in the kernel buffer or are dropped and counted  # forget a gone process's histograms after this long without activity
+    idle_expiry_s: float = 600.0  # forget a gone process's histograms after this long without activity
+    max_events_per_poll: int = 10000  # beyond this, events wait in the kernel buffer or are dropped and counted
     thread_state: str = "auto"  # where a thread's syscall start lives: "task" (task storage), "hash", "auto"
     is_percpu: bool = True  # per-CPU histogram maps: no atomics on the hot path
 
