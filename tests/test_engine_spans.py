@@ -141,6 +141,7 @@ def test_fault_config_from_dict_names_bad_keys():
 
 def test_step_spans_carry_scheduler_state_to_the_agent_and_the_tui(tmp_path):
     from gpusleuth.probes.spans.probe import SpanConfig, SpanProbe
+    from gpusleuth.probes.spans.snapshot import SpanSender, SpansSnapshot
     from gpusleuth.tui.views import engine_gauges
 
     probe = SpanProbe(SpanConfig(socket=str(tmp_path / "spans.sock")))
@@ -151,16 +152,17 @@ def test_step_spans_carry_scheduler_state_to_the_agent_and_the_tui(tmp_path):
             engine.add_request(f"g{i}", engine.tokenizer.encode(text), PARAMS)
         engine.step()  # two admitted (max_num_seqs=2), one waiting
 
-        def sender() -> dict:
+        def sender() -> SpanSender:
             time.sleep(0.3)  # the intake thread reads the datagram
-            return probe.poll(time.monotonic_ns()).snapshot["senders"][str(os.getpid())]
+            return probe.poll(time.monotonic_ns()).snapshot.senders[os.getpid()]
 
         mid = sender()
-        assert (mid["num_running"], mid["num_waiting"]) == (2, 1) and mid["kv_usage"] > 0
-        assert engine_gauges({"senders": {"1": mid}}) == {"queue": 1, "running": 2, "kv": mid["kv_usage"]}
+        assert (mid.num_running, mid.num_waiting) == (2, 1) and mid.kv_usage > 0
+        assert engine_gauges(SpansSnapshot(senders={1: mid})) == {"in_flight": 0, "queue": 1, "running": 2,
+                                                                  "kv": mid.kv_usage}
         while engine.has_work:
             engine.step()
         end = sender()
-        assert (end["num_running"], end["num_waiting"], end["kv_usage"]) == (0, 0, 0.0)
+        assert (end.num_running, end.num_waiting, end.kv_usage) == (0, 0, 0.0)
     finally:
         probe.stop()

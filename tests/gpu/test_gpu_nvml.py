@@ -27,11 +27,11 @@ def _compare(tools, probe) -> tuple[list[str], list[str]]:
     snap = probe.poll(time.monotonic_ns()).snapshot
     after = {int(r["index"]): r for r in tools.smi(SMI_FIELDS)}
     failures, figures = [], []
-    for gpu in snap["gpus"]:
-        i = gpu["index"]
+    for gpu in snap.gpus:
+        i = gpu.index
         for ours_key, (field, check) in CHECKS.items():
             a, b = tools.number(before[i][field]), tools.number(after[i][field])
-            ours = gpu.get(ours_key)
+            ours = getattr(gpu, ours_key)
             if a is None or b is None:
                 continue  # nvidia-smi itself has no value for it on this board
             lo, hi = min(a, b), max(a, b)
@@ -65,24 +65,24 @@ def test_gemm_load_drives_sm_active_and_utilisation(gpu_tools, make_probe):
         polls = gpu_tools.poll_for(probe, 4.0)
     per_gpu = {}
     for _, result in polls:
-        for g in result.snapshot["gpus"]:
-            per_gpu.setdefault(g["index"], []).append(g)
+        for g in result.snapshot.gpus:
+            per_gpu.setdefault(g.index, []).append(g)
     mine = per_gpu[target]
-    util = statistics.median(g["util_gpu_pct"] for g in mine)
-    sm_active = statistics.median(g["gpm"]["sm_active"] for g in mine)
-    tensor = statistics.median(g["gpm"]["tensor_active"] for g in mine)
-    pids = {p["pid"]: p for g in mine for p in g["processes"]}
-    sm_util = max((p["sm_util_pct"] or 0) for g in mine for p in g["processes"] if p["pid"] == load.pid) \
+    util = statistics.median(g.util_gpu_pct for g in mine)
+    sm_active = statistics.median(g.gpm.sm_active for g in mine)
+    tensor = statistics.median(g.gpm.tensor_active for g in mine)
+    pids = {p.pid: p for g in mine for p in g.processes}
+    sm_util = max((p.sm_util_pct or 0) for g in mine for p in g.processes if p.pid == load.pid) \
         if load.pid in pids else None
     print(f"FIGURE gemm gpu{target}: util {util} %, sm_active {sm_active:.3f}, tensor_active {tensor:.3f}, "
-          f"process sm_util max {sm_util} %, power {mine[-1]['power_w']} W")
+          f"process sm_util max {sm_util} %, power {mine[-1].power_w} W")
     assert util > 90
     assert sm_active > 0.80
     assert load.pid in pids, f"GEMM process {load.pid} not in per-process data {sorted(pids)}"
     assert sm_util is not None and sm_util > 50
     for other, snaps in per_gpu.items():
         if other != target:  # an idle neighbour must not show the load
-            assert statistics.median(g["gpm"]["sm_active"] for g in snaps) < sm_active - 0.3
+            assert statistics.median(g.gpm.sm_active for g in snaps) < sm_active - 0.3
 
 
 def test_second_process_memory_appears_with_its_pid(gpu_tools, make_probe):
@@ -91,11 +91,11 @@ def test_second_process_memory_appears_with_its_pid(gpu_tools, make_probe):
         deadline, found = time.monotonic() + 10, None
         while time.monotonic() < deadline and found is None:
             snap = probe.poll(time.monotonic_ns()).snapshot
-            found = next((p for p in snap["gpus"][0]["processes"] if p["pid"] == holder.pid), None)
+            found = next((p for p in snap.gpus[0].processes if p.pid == holder.pid), None)
             time.sleep(0.1)
     print(f"FIGURE second process: {found}")
     assert found is not None, f"pid {holder.pid} never appeared"
-    assert found["used_mib"] >= 2048 and found["comm"].startswith(("python", "pt_main"))
+    assert found.used_mib >= 2048 and found.comm.startswith(("python", "pt_main"))
 
 
 def _poll_durations(probe, n: int = 100) -> list[float]:
@@ -136,20 +136,30 @@ def test_every_gpu_is_sampled(gpu_tools, make_probe):
         snap = probe.poll(time.monotonic_ns()).snapshot
         time.sleep(0.3)
     uuids = {r["uuid"] for r in gpu_tools.smi(["uuid"])}
-    assert {g["uuid"] for g in snap["gpus"]} == uuids and len(snap["gpus"]) == gpu_tools.count
-    for g in snap["gpus"]:
-        print(f"FIGURE gpu{g['index']} {g['name']}: power {g['power_w']} W, temp {g['gpu_temp_c']} C, "
-              f"mem temp {g['mem_temp_c']} C, util {g['util_gpu_pct']} %, fb {g['fb_used_mib']} MiB, "
-              f"sm_active {g['gpm'].get('sm_active')}, pcie tx {g['pcie_tx_bytes_s']} B/s, nvlink tx "
-              f"{g['nvlink_tx_bytes_s']} B/s, ecc dbe {g['ecc_dbe_vol']}, remap {g['remapped_rows_unc']}, "
-              f"pstate {g['pstate']}, reasons {g['clock_event_reason_names']}, mig {g['is_mig']}")
-        assert not g["is_lost"]
-        for key in ("power_w", "gpu_temp_c", "sm_clock_mhz", "fb_used_mib", "energy_mj", "clock_event_reasons"):
-            assert g[key] is not None, f"GPU {g['index']} {key}"
-        if not g["is_mig"]:
-            assert g["util_gpu_pct"] is not None and g["gpm"].get("sm_active") is not None
-            assert g["pcie_tx_bytes_s"] is not None  # from PCIe counters or GPM
+    assert {g.uuid for g in snap.gpus} == uuids and len(snap.gpus) == gpu_tools.count
+    for g in snap.gpus:
+        print(f"FIGURE gpu{g.index} {g.name}: power {g.power_w} W, temp {g.gpu_temp_c} C, "
+              f"mem temp {g.mem_temp_c} C, util {g.util_gpu_pct} %, fb {g.fb_used_mib} MiB, "
+              f"sm_active {g.gpm.sm_active}, pcie tx {g.pcie_tx_bytes_s} B/s, nvlink tx "
+              f"{g.nvlink_tx_bytes_s} B/s, ecc dbe {g.ecc_dbe_vol}, remap {g.remapped_rows_unc}, "
+              f"pstate {g.pstate}, reasons {g.clock_event_reason_names}, mig {g.is_mig}")
+        assert not g.is_lost
+        for value, key in ((g.power_w, "power_w"), (g.gpu_temp_c, "gpu_temp_c"), (g.sm_clock_mhz, "sm_clock_mhz"),
+                           (g.fb_used_mib, "fb_used_mib"), (g.energy_mj, "energy_mj"),
+                           (g.clock_event_reasons, "clock_event_reasons")):
+            assert value is not None, f"GPU {g.index} {key}"
+        if not g.is_mig:
+            assert g.util_gpu_pct is not None and g.gpm.sm_active is not None
+            assert g.pcie_tx_bytes_s is not None  # from PCIe counters or GPM
     print(f"FIGURE status: {probe.status().to_dict()}")
+    import json
+    import warnings
+
+    from gpusleuth.probes import snapshot_codec
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a value of another type than its field declares (NVML's) would warn here
+        wire = json.loads(json.dumps(snapshot_codec.encode("gpu", snap)))
+    assert snapshot_codec.decode("gpu", wire) == snap  # what the TUI gets back is what the probe published
 
 
 def test_nvml_sample_timestamps_land_on_the_monotonic_clock(gpu_tools, make_probe):
