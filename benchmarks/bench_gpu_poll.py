@@ -206,8 +206,8 @@ def smi_query_fields(smi: str) -> str:
 
 def device_info(probe) -> dict:
     snap = probe.poll(time.monotonic_ns()).snapshot
-    return {"gpus": [g["name"] for g in snap["gpus"]], "driver": snap.get("driver_version"),
-            "nvml": snap.get("nvml_version"), "host": platform.node(), "cpu": platform.processor(),
+    return {"gpus": [g.name for g in snap.gpus], "driver": snap.driver_version,
+            "nvml": snap.nvml_version, "host": platform.node(), "cpu": platform.processor(),
             "python": platform.python_version(), "status": probe.status().to_dict()}
 
 

@@ -21,6 +21,9 @@
 #   v=$(.venv/bin/python -c 'import importlib.metadata as m; print(m.version("prometheus-client"))')
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux2014_x86_64 -d .whl "prometheus_client==$v"
+# The agent's typed snapshots need pydantic too: the same command for pydantic, pydantic-core (a cp312 binary
+# wheel: that is why --python-version/--platform are given), annotated-types and typing-inspection, each at the
+# venv's version (typing-extensions is on the hosts already).
 set -uo pipefail
 out=${1:?usage: gpu_session.sh RESULTS_DIR STAGE...}
 shift

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from gpusleuth.agent.cli.bundle import copy_source_tree
 from tests.tree_helpers import PACKAGE, ROOT, modules
 
 # Package data the agent reads at run time, by kind (setup: [tool.setuptools.package-data] in pyproject.toml).
@@ -45,17 +46,6 @@ def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, **kw)
     assert proc.returncode == 0, f"{' '.join(cmd)} -> {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
-
-
-def _copy_checkout(dest: Path) -> Path:
-    """The checkout's files as git sees them (tracked, and untracked unless ignored), without build output."""
-    listing = _run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT).stdout
-    for rel in filter(None, listing.split("\0")):
-        src = ROOT / rel
-        if src.is_file():  # a tracked file deleted in the work tree is listed too
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    return dest
 
 
 def _parent_site_lines() -> list[str]:
@@ -90,7 +80,7 @@ def wheel_install(tmp_path_factory) -> dict:
         pytest.skip(f"building the wheel offline needs {', '.join(unmet)}: pip install them into this venv")
     tmp = tmp_path_factory.mktemp("packaging")
     had_build = (ROOT / "build").exists()
-    src = _copy_checkout(tmp / "src")
+    src = copy_source_tree(tmp / "src")
     _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index",
           "--wheel-dir", str(tmp / "dist"), str(src)], cwd=tmp)
     wheel = next((tmp / "dist").glob("gpusleuth-*.whl"))

@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -68,10 +69,31 @@ def download_wheels(packages: dict[str, str], dest: Path) -> None:
         raise BundleError(f"pip download failed for {specs}: {res.stderr.strip()[-400:]}")
 
 
+def copy_source_tree(dest: Path, root: Path = REPO) -> Path:
+    """The checkout's files as git sees them (tracked, and untracked unless ignored) copied to `dest`; without git,
+    the tree minus build output, caches and virtual environments."""
+    listing = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root,
+                             capture_output=True, text=True)
+    if listing.returncode != 0:
+        shutil.copytree(root, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "results"))
+        return dest
+    for rel in filter(None, listing.stdout.split("\0")):
+        src = root / rel
+        if src.is_file():  # a tracked file deleted in the work tree is listed too
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
+
+
 def build_project_wheel(dest: Path) -> None:
-    cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dest),
-           str(REPO)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
+    """The gpusleuth wheel, built from a copy of the tree: setuptools writes build/ and *.egg-info beside setup.py,
+    and stale files there would end up in a later wheel."""
+    with tempfile.TemporaryDirectory(prefix="gpusleuth-wheel-") as tmp:
+        src = copy_source_tree(Path(tmp) / "src")
+        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+               str(dest.resolve()), str(src)]
+        res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         raise BundleError(f"building the gpusleuth wheel failed (pip wheel .): {res.stderr.strip()[-400:]}")
 
