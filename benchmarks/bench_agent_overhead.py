@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_engine_serving as serving  # noqa: E402
 import stack_check  # noqa: E402
-from bench_engine_common import log  # noqa: E402
+from bench_common import log, write_result  # noqa: E402
 from gpusleuth.agent.harness import write_config  # noqa: E402
 
 EXPORTER = "127.0.0.1:19466"
@@ -122,9 +122,7 @@ def main() -> None:
               "tok_s_loss_pct": 100 * (tok_off - tok_on) / tok_off, "p99_tpot_increase_pct": 100 * (p99_on - p99_off) / p99_off,
               "targets": {"tok_s_loss_le_1pct": (tok_off - tok_on) / tok_off <= 0.01,
                           "p99_tpot_increase_le_2pct": (p99_on - p99_off) / p99_off <= 0.02}}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_result(args.out, result)
     log(json.dumps({k: result[k] for k in ("median_tok_s", "median_p99_tpot_ms", "tok_s_loss_pct",
                                             "p99_tpot_increase_pct", "targets")}))
 

@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import statistics
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from bench_engine_common import log
+from bench_common import log, write_result
 from gpusleuth.engine.batch import build_step_input
 from gpusleuth.engine.config import EngineConfig, preset
 from gpusleuth.engine.engine import LLMEngine
@@ -207,9 +205,7 @@ def main() -> None:
               "prompt_len": args.prompt_len, "num_tokens": args.num_tokens, "rows": rows,
               "step_speedup_fused_vs_torch": step_speedups(rows),
               "reference": {"gemv_ceiling_h100_tok_s": CEILING_H100, "target_tok_s": TARGET}}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out = write_result(args.out, result)
     log(f"wrote {out}")
 
 

@@ -25,12 +25,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench_engine_common import log
+from bench_common import log, write_result
 
 
 def make_requests(args) -> list[tuple[list[int], int]]:
@@ -257,9 +256,7 @@ def main() -> None:
               "host_cpus": os.cpu_count()}
     if hf:
         log(f"engine/HF output throughput: {result['speedup_best_rate']:.2f}x (target 5x)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out = write_result(args.out, result)
     log(f"wrote {out}")
 
 

@@ -10,7 +10,6 @@ for our polling process and for nvidia-smi alike. Target: <= 1 % of one core per
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -19,6 +18,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from bench_common import write_result
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -267,9 +268,7 @@ def main() -> None:
     result["target_cpu_pct_per_gpu"] = 1.0
     result["is_target_met"] = all(v["cpu_pct_per_gpu"] <= 1.0 for k, v in cpu.items()
                                   if k.startswith("agent_") and "_at_" not in k)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out = write_result(args.out, result)
     log(f"wrote {out}: target met = {result['is_target_met']}")
 
 

@@ -12,7 +12,6 @@ RMSNorm, add+RMSNorm, SwiGLU, RoPE >= 90 % of copy at large sizes and faster tha
 """
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -39,6 +38,7 @@ if ARGS.smoke:  # before triton is imported: its library @jit functions pick the
 import torch  # noqa: E402
 
 import gpusleuth.kernels as K  # noqa: E402
+from bench_common import write_result  # noqa: E402
 from bench_kernels_common import (Compiler, copy_bandwidth_gbs, fmt_row, log, rel_err, row, safe_check,  # noqa: E402
                                   time_fn)
 
@@ -216,9 +216,7 @@ def main() -> int:
     result = {**env, "copy_gbs": ctx.copy_gbs, "elapsed_s": time.monotonic() - ctx.start,
               "compile_failures": ctx.compiler.failures,
               "targets": summarize(rows, judged=ctx.device.type == "cuda"), "results": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    out = write_result(args.out, result, indent=1)
     log("== targets")
     for t in result["targets"]:
         log(f"{'PASS' if t['met'] else 'MISS' if t['met'] is False else 'n/a '}  {t['target']}: {t['measured']}")

@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+from bench_common import write_result
 from bench_net_overhead import device_name
 from gpusleuth.probes.net.probe import NetConfig, NetProbe
 from gpusleuth.probes.net.testbed import veth_pair, wait_line
@@ -97,8 +98,7 @@ def main() -> None:
               "poll_wakeup_late_ms": {"p50": statistics.median(late_ms), "max": max(late_ms)},
               "poll_duration_ms": {"p50": statistics.median(poll_ms), "max": max(poll_ms)},
               "samples_ms": [round(v, 3) for v in ours_ms], "target": "<= one poll interval"}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    write_result(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "samples_ms"}, indent=2))
     worst = max(range(len(ours_ms)), key=ours_ms.__getitem__)
     print(f"worst: {ours_ms[worst]:.1f} ms = poll woke {late_ms[worst]:.1f} ms late + poll took {poll_ms[worst]:.1f} ms "

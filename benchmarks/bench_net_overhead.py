@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_common import write_result
 from gpusleuth.probes.net.probe import NetConfig, NetProbe
 from gpusleuth.probes.net.testbed import veth_pair, wait_line
 
@@ -181,8 +182,7 @@ def main() -> None:
                                          if k != "empty_program"},
         "target": "throughput loss <= 3 %",
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    write_result(args.out, result)
     print(json.dumps({k: result[k] for k in ("median_gbps", "loss_pct_vs_off", "paired_loss_pct_median",
                                              "small_loss_pct", "tc_program_cpu_pct_of_one_core",
                                              "bpf_ns_per_packet", "added_ns_per_packet_isolated")}, indent=2))

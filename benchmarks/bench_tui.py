@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_common import write_result
 from gpusleuth.agent.harness import AGENT, run_agent, wait_for, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -236,8 +237,7 @@ def main() -> int:
     live = result["engine_host"]["tui_live"]
     result["worst_screen_pct"] = max(v["tui"] for v in live.values() if isinstance(v, dict))
     result["meets_target"] = result["worst_screen_pct"] <= result["target_pct"] and live["refresh_hz"] >= 1.9
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.out, result)
     print(json.dumps(result, indent=2))
     return 0
 

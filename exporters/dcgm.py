@@ -42,6 +42,7 @@ from typing import Any, Iterator
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from gpusleuth.exporters.base import SnapshotCollector
 from gpusleuth.probes.gpu.snapshot import GpmMetrics, GpuSnapshot, GpuState
 
 COUNTER_TYPE = "unknown"  # see "Type note" above; "counter" if the server only ever speaks text format 0.0.4
@@ -117,16 +118,12 @@ def gpu_labels(snap: GpuSnapshot, gpu: GpuState) -> dict[str, str]:
             "modelName": gpu.name, "Hostname": snap.hostname, "DCGM_FI_DRIVER_VERSION": snap.driver_version}
 
 
-class DcgmCollector:
+class DcgmCollector(SnapshotCollector):
     """Prometheus collector with dcgm-exporter's names; reads store.snapshot("gpu")."""
 
-    def __init__(self, store: Any) -> None:
-        self.store = store
+    source = "gpu"
 
-    def collect(self) -> Iterator[Metric]:
-        snap: GpuSnapshot | None = self.store.snapshot("gpu")
-        if snap is None:
-            return
+    def metrics(self, snap: GpuSnapshot) -> Iterator[Metric]:
         families: dict[str, Metric] = {}
         for name, kind, doc, _ in DEVICE_METRICS + PROF_METRICS:
             families[name] = _family(name, kind, doc)

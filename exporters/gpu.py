@@ -19,10 +19,11 @@ vanished GPUs disappear with the snapshot. Labels: gpu (NVML index) and UUID lik
 """
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from gpusleuth.exporters.base import SnapshotCollector
 from gpusleuth.probes.gpu.fields import CLOCK_EVENT_REASONS, NOT_THROTTLING
 from gpusleuth.probes.gpu.snapshot import GpuSnapshot, GpuState
 from gpusleuth.probes.gpu.xid_table import xid_name, xid_severity
@@ -30,16 +31,12 @@ from gpusleuth.probes.gpu.xid_table import xid_name, xid_severity
 GPU = ["gpu", "UUID"]
 
 
-class GpuCollector:
+class GpuCollector(SnapshotCollector):
     """gpusleuth_gpu_* series; reads store.snapshot("gpu")."""
 
-    def __init__(self, store: Any) -> None:
-        self.store = store
+    source = "gpu"
 
-    def collect(self) -> Iterator[Metric]:
-        snap: GpuSnapshot | None = self.store.snapshot("gpu")
-        if snap is None:
-            return
+    def metrics(self, snap: GpuSnapshot) -> Iterator[Metric]:
         yield from self._health(snap.gpus)
         yield from self._state(snap.gpus)
         yield from self._processes(snap.gpus)

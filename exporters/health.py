@@ -1,23 +1,23 @@
 """The agent's own health: probe states, poll durations, store size and drops, recorder, uptime."""
 from __future__ import annotations
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from typing import Iterator
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from gpusleuth.exporters.base import SnapshotCollector
 from gpusleuth.agent.health import AgentHealth
 
 STATES = ("ok", "degraded", "unavailable", "stopped")
 
 
-class AgentHealthCollector:
+class AgentHealthCollector(SnapshotCollector):
     """Reads the "agent" snapshot the agent's supervisor refreshes every second."""
 
-    def __init__(self, store) -> None:
-        self.store = store
+    source = "agent"
 
-    def collect(self):
-        snap: AgentHealth | None = self.store.snapshot("agent")
-        if not snap:
-            return
+    def metrics(self, snap: AgentHealth) -> Iterator[Metric]:
         up = GaugeMetricFamily("gpusleuth_agent_uptime_seconds", "Seconds since the agent started")
         up.add_metric([], snap["uptime_s"])
         yield up

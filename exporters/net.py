@@ -1,10 +1,12 @@
 """Prometheus collector for the network probe's latest snapshot (store.snapshot("net"))."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
 
+from gpusleuth.exporters.base import SnapshotCollector
 from gpusleuth.probes.net.snapshot import BoundedHist, InterfaceState, NetSnapshot, TcpSnapshot
 
 IF_DIR = ["interface", "direction"]
@@ -25,16 +27,12 @@ def _pid_comm(key: str) -> list[str]:
     return [pid, comm] if comm else ["0", key]
 
 
-class NetCollector:
+class NetCollector(SnapshotCollector):
     """Bytes/packets per interface and direction, microbursts, TCP retransmits and drops, qdisc backlog/drops."""
 
-    def __init__(self, store) -> None:
-        self.store = store
+    source = "net"
 
-    def collect(self) -> Iterable[Any]:
-        snap: NetSnapshot | None = self.store.snapshot("net")
-        if snap is None:
-            return
+    def metrics(self, snap: NetSnapshot) -> Iterator[Metric]:
         yield from self._traffic(snap.interfaces)
         yield from self._qdisc(snap.interfaces)
         if snap.tcp is not None:

@@ -1,8 +1,12 @@
 """Prometheus collector for engine request latencies assembled from spans (agent side, per engine pid)."""
 from __future__ import annotations
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from typing import Iterator
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from gpusleuth.exporters.base import SnapshotCollector
 from gpusleuth.probes.spans.snapshot import LatencyHistogram, SpansSnapshot
 
 HELP = {
@@ -24,14 +28,10 @@ def _buckets(h: LatencyHistogram) -> list[tuple[str, float]]:
     return out
 
 
-class RequestCollector:
-    def __init__(self, store) -> None:
-        self.store = store
+class RequestCollector(SnapshotCollector):
+    source = "spans"
 
-    def collect(self):
-        snap: SpansSnapshot | None = self.store.snapshot("spans")
-        if snap is None:
-            return
+    def metrics(self, snap: SpansSnapshot) -> Iterator[Metric]:
         families = {m: HistogramMetricFamily(f"gpusleuth_request_{m}_seconds", text, labels=["pid"])
                     for m, text in HELP.items()}
         for pid, hists in snap.histograms.items():

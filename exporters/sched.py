@@ -1,22 +1,22 @@
 """Prometheus collector for the scheduler probe's latest snapshot."""
 from __future__ import annotations
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from typing import Iterator
 
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from gpusleuth.exporters.base import SnapshotCollector
 from gpusleuth.exporters.histograms import prometheus_buckets
 from gpusleuth.probes.kernel.snapshot import SchedSnapshot
 
 
-class SchedCollector:
+class SchedCollector(SnapshotCollector):
     """Run-queue latency histograms per watched process; off-CPU and run-queue time per thread."""
 
-    def __init__(self, store) -> None:
-        self.store = store
+    source = "sched"
 
-    def collect(self):
-        snap: SchedSnapshot | None = self.store.snapshot("sched")
-        if snap is None:
-            return
+    def metrics(self, snap: SchedSnapshot) -> Iterator[Metric]:
         hist = HistogramMetricFamily("gpusleuth_runqueue_latency_seconds",
                                      "Time watched threads waited runnable before running", labels=["pid", "comm"])
         for pid, proc in snap.processes.items():

@@ -1,22 +1,22 @@
 """Prometheus collector for the syscall probe's latest snapshot."""
 from __future__ import annotations
 
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from typing import Iterator
 
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from gpusleuth.exporters.base import SnapshotCollector
 from gpusleuth.exporters.histograms import prometheus_buckets
 from gpusleuth.probes.kernel.snapshot import SyscallSnapshot
 
 
-class SyscallCollector:
+class SyscallCollector(SnapshotCollector):
     """gpusleuth_syscall_latency_seconds{pid,comm,syscall} and slow-syscall / lost counters."""
 
-    def __init__(self, store) -> None:
-        self.store = store
+    source = "syscalls"
 
-    def collect(self):
-        snap: SyscallSnapshot | None = self.store.snapshot("syscalls")
-        if snap is None:
-            return
+    def metrics(self, snap: SyscallSnapshot) -> Iterator[Metric]:
         hist = HistogramMetricFamily("gpusleuth_syscall_latency_seconds",
                                      "Syscall latency of watched processes (log2 buckets, kernel-aggregated)",
                                      labels=["pid", "comm", "syscall"])
