@@ -1,6 +1,6 @@
-"""`agent tui`: the triage screen. A Textual app over a DataSource (live socket, recording, or fixed data).
+"""The triage screen: a Textual app over a DataSource (live socket, recording, or fixed data); `agent tui` starts it.
 
-Refresh loop (STYLE.md): a timer starts one fetch in a thread worker; the worker hands the Frame to the main
+Refresh loop (as in dolphie): a timer starts one fetch in a thread worker; the worker hands the Frame to the main
 thread, which delivers it to the visible screen and only then arms the next timer, so fetches never overlap and a
 slow agent slows the refresh instead of piling up requests.
 """
