@@ -1,7 +1,9 @@
 """`python -m gpusleuth.engine serve|generate ...` (also reached as `agent engine ...`).
 
 One command starts every tensor-parallel rank (see workers.py). Exit codes: 0 ok, 2 bad flag or configuration
-(the message names the flag), 1 runtime failure.
+(the message names the flag), 1 runtime failure. Thread names (probes/procname.py): the main thread is `gs-engine`;
+`serve` runs the HTTP server on a thread `gs-http` (the main thread waits for SIGINT/SIGTERM), the steps on
+`gs-step` (loop.py).
 """
 from __future__ import annotations
 
@@ -11,12 +13,14 @@ import json
 import logging
 import signal
 import sys
+import threading
 from typing import Any
 
 from gpusleuth.probes.config import ConfigError
 from gpusleuth.engine.config import PRESETS, EngineConfig, ModelSource, ServerConfig
 from gpusleuth.engine.faults import FaultConfig
 from gpusleuth.engine.sequence import SamplingError, SamplingParams
+from gpusleuth.probes import procname
 
 EXIT_CONFIG = 2
 
@@ -52,6 +56,9 @@ def _add_engine_flags(p: argparse.ArgumentParser) -> None:
     f.add_argument("--fault-gpu-ballast-gib", type=float, default=fd.gpu_ballast_gib)
     f.add_argument("--fault-fsync-mb", type=int, default=fd.fsync_mb)
     f.add_argument("--fault-fsync-every-steps", type=int, default=fd.fsync_every_steps)
+    f.add_argument("--fault-gc-pause-ms", type=float, default=fd.gc_pause_ms)
+    f.add_argument("--fault-gc-every-steps", type=int, default=fd.gc_every_steps)
+    f.add_argument("--fault-gil-hog-threads", type=int, default=fd.gil_hog_threads)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -103,7 +110,9 @@ def spec_from_args(args: argparse.Namespace):
         is_cuda_graphs=not args.no_cuda_graphs)
     faults = FaultConfig(rank=args.fault_rank, allreduce_delay_ms=args.fault_allreduce_delay_ms,
                          scheduler_sleep_ms=args.fault_scheduler_sleep_ms, gpu_ballast_gib=args.fault_gpu_ballast_gib,
-                         fsync_mb=args.fault_fsync_mb, fsync_every_steps=args.fault_fsync_every_steps)
+                         fsync_mb=args.fault_fsync_mb, fsync_every_steps=args.fault_fsync_every_steps,
+                         gc_pause_ms=args.fault_gc_pause_ms, gc_every_steps=args.fault_gc_every_steps,
+                         gil_hog_threads=args.fault_gil_hog_threads)
     source = ModelSource(preset=args.preset, model_dir=args.model_dir, overrides=_overrides(args.override))
     from gpusleuth.engine.tp import check_tp
 
@@ -111,13 +120,14 @@ def spec_from_args(args: argparse.Namespace):
     return LaunchSpec(source=source, engine=engine, faults=faults, is_spans=not args.no_spans)
 
 
-def _make_engine(spec, runner, broadcast):
+def _make_engine(spec, runner, broadcast, gc_watch):
     from gpusleuth.engine.engine import LLMEngine
     from gpusleuth.engine.spans import SpanEmitter
     from gpusleuth.engine.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(runner.cfg, spec.source.model_dir)
-    engine = LLMEngine(runner, tokenizer, broadcast=broadcast, emitter=SpanEmitter(0, is_enabled=spec.is_spans))
+    emitter = SpanEmitter(0, is_enabled=spec.is_spans, gc_watch=gc_watch if spec.is_spans else None)
+    engine = LLMEngine(runner, tokenizer, broadcast=broadcast, emitter=emitter)
     engine.set_faults(spec.faults)
     return engine
 
@@ -129,11 +139,14 @@ def run_generate(args: argparse.Namespace, spec) -> int:
                             top_k=args.top_k, seed=args.sample_seed, is_ignore_eos=args.ignore_eos)
     if not args.prompt and not args.prompt_ids:
         raise ConfigError("--prompt", "give at least one --prompt or --prompt-ids")
-    with start_ranks(spec) as (runner, broadcast):
-        engine = _make_engine(spec, runner, broadcast)
+    from gpusleuth.engine.gc_spans import GcWatch
+
+    with start_ranks(spec) as (runner, broadcast), GcWatch() as gc_watch:
+        engine = _make_engine(spec, runner, broadcast, gc_watch)
         prompts = [engine.tokenizer.encode(t) for t in args.prompt]
         prompts += [[int(x) for x in s.split(",")] for s in args.prompt_ids]
         results = engine.generate(prompts, params)
+        engine.faults.close()
     if args.json:
         print(json.dumps({"results": results, "kernels": runner.ops.name, "device": str(runner.device)}))
     else:
@@ -143,34 +156,73 @@ def run_generate(args: argparse.Namespace, spec) -> int:
 
 
 def run_serve(args: argparse.Namespace, spec) -> int:
+    from gpusleuth.engine.gc_spans import GcWatch
     from gpusleuth.engine.loop import EngineLoop
-    from gpusleuth.engine.server import serve
     from gpusleuth.engine.workers import start_ranks
 
     server_cfg = ServerConfig(host=args.host, port=args.port, served_model_name=args.served_model_name,
                               max_waiting=args.max_waiting)
-    with start_ranks(spec) as (runner, broadcast):
-        engine = _make_engine(spec, runner, broadcast)
+    with start_ranks(spec) as (runner, broadcast), GcWatch() as gc_watch:
+        engine = _make_engine(spec, runner, broadcast, gc_watch)
         name = server_cfg.served_model_name or engine.model_name
         loop = EngineLoop(engine, server_cfg.max_waiting)
-
-        async def main() -> None:
-            stop = asyncio.Event()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-            ready = asyncio.get_running_loop().create_future()
-            ready.add_done_callback(lambda f: print(f"serving {name} on http://{server_cfg.host}:{f.result()} "
-                                                    f"(tp={spec.engine.tp}, kernels={runner.ops.name})",
-                                                    flush=True))
-            await serve(loop, server_cfg, name, stop, ready)
-
-        asyncio.run(main())
+        banner = f"(tp={spec.engine.tp}, kernels={runner.ops.name})"
+        _serve_until_signalled(loop, server_cfg, name, banner)
+        engine.faults.close()
     return 0
 
 
+def _serve_until_signalled(loop, server_cfg: ServerConfig, name: str, banner: str) -> None:
+    """The server on its own thread (`gs-http`); the main thread (`gs-engine`) waits for SIGINT/SIGTERM."""
+    from gpusleuth.engine.server import serve
+
+    aio: dict[str, Any] = {}
+    stop_requested = threading.Event()  # a signal that came before the server's loop existed
+    failed: list[BaseException] = []
+
+    async def main() -> None:
+        aio["stop"], aio["loop"] = asyncio.Event(), asyncio.get_running_loop()
+        if stop_requested.is_set():
+            aio["stop"].set()
+        ready = aio["loop"].create_future()
+        ready.add_done_callback(lambda f: print(f"serving {name} on http://{server_cfg.host}:{f.result()} {banner}",
+                                                flush=True))
+        await serve(loop, server_cfg, name, aio["stop"], ready)
+
+    def run() -> None:
+        procname.set_thread_name(procname.HTTP)
+        try:
+            asyncio.run(main())
+        except BaseException as exc:  # re-raised on the main thread, which owns the exit code
+            failed.append(exc)
+
+    def on_signal(signum, frame) -> None:
+        stop_requested.set()
+        try:
+            if "loop" in aio:
+                aio["loop"].call_soon_threadsafe(aio["stop"].set)
+        except RuntimeError:  # the server's loop has closed already: it is stopping anyway
+            pass
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    server = threading.Thread(target=run, name="gpusleuth-http")
+    try:
+        server.start()
+        while server.is_alive():
+            server.join(timeout=0.5)  # wakes for signal handlers (they run on the main thread)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if failed:
+        raise failed[0]
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the process exit code."""
+    """Entry point; returns the process exit code. Without `argv` (sys.argv: this is the program) it names the
+    process `gs-engine`."""
     args = parser().parse_args(argv)
+    if argv is None:  # the process's own command line (not a test calling in): name it before threads start
+        procname.set_thread_name(procname.ENGINE)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         spec = spec_from_args(args)

@@ -1,9 +1,14 @@
 """LLMEngine: rank 0's step loop body. Schedule, broadcast the step to the other ranks, run the model, sample,
 turn tokens into client updates, and record spans, NVTX ranges and metrics. Not thread-safe: one thread steps it
 (loop.py runs it for the HTTP server; `generate` drives it directly).
+
+Spans (probes/spans/wire.py): a request's queued/prefill/decode phases and one step span per step, with the batch
+(request ids, tokens), the scheduler's state, the thread and GPU that ran it and an earlier step's GPU time. Under
+the HTTP server (`is_finish_deferred`) the "finished" span is left to the server, which sends it after "stream".
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import Callable
 
@@ -13,12 +18,13 @@ from gpusleuth.engine.batch import StepInput, build_step_input, sampled_sequence
 from gpusleuth.engine.faults import FaultConfig, SchedulerFaults
 from gpusleuth.engine.kv_cache import BlockAllocator
 from gpusleuth.engine.metrics import EngineMetrics
-from gpusleuth.engine.outputs import OutputProcessor, RequestOutput
+from gpusleuth.engine.outputs import FinishInfo, OutputProcessor, RequestOutput
 from gpusleuth.engine.runner import ModelRunner
 from gpusleuth.engine.sampler import make_generator, sample
 from gpusleuth.engine.scheduler import Scheduler, StepPlan
 from gpusleuth.engine.sequence import SamplingError, SamplingParams, Sequence
 from gpusleuth.engine.spans import Nvtx, SpanEmitter
+from gpusleuth.engine.step_timing import GpuStepTimer, gpu_identity
 from gpusleuth.engine.tokenizer import Tokenizer
 
 Broadcast = Callable[[StepInput | None], None]
@@ -37,6 +43,9 @@ class LLMEngine:
         self.emitter = emitter or SpanEmitter(rank=0)
         self.metrics = EngineMetrics(self.model_name, self.emitter, runner.ops.name)
         self.nvtx = Nvtx(runner.device.type == "cuda")
+        self.gpu = gpu_identity(runner.device)
+        self.gpu_timer = GpuStepTimer(runner.device)
+        self.is_finish_deferred = False  # set by the HTTP server, which sends "finished" itself (server.py)
         self.faults = SchedulerFaults()
         self._pending_faults: FaultConfig | None = None
         self._seqs: dict[str, Sequence] = {}
@@ -58,12 +67,13 @@ class LLMEngine:
                                 f"has {n} prompt tokens and max_tokens={params.max_tokens}")
 
     def add_request(self, request_id: str, prompt_ids: list[int], params: SamplingParams,
-                    arrival_ns: int | None = None) -> Sequence:
+                    arrival_ns: int | None = None, received_ns: int = 0) -> Sequence:
+        """Queue a request; `arrival_ns` (default now) starts its queued phase, `received_ns` its whole life."""
         self.check_request(prompt_ids, params)
         if request_id in self._seqs:
             raise SamplingError("request_id", f"{request_id!r} is already running")
         seq = Sequence(request_id, list(prompt_ids), params, arrival_ns=arrival_ns or time.monotonic_ns(),
-                       generator=make_generator(params.seed, self.runner.device))
+                       received_ns=received_ns, generator=make_generator(params.seed, self.runner.device))
         self._seqs[request_id] = seq
         self.outputs.add(seq)
         self.scheduler.add(seq)
@@ -76,7 +86,8 @@ class LLMEngine:
         if seq is None:
             return None
         self.scheduler.finish(seq, "abort")
-        return self._finish(seq)
+        self._finish(seq)
+        return self.outputs.aborted(seq)
 
     def set_faults(self, config: FaultConfig) -> None:
         self.faults.update(config)
@@ -106,9 +117,11 @@ class LLMEngine:
         inp.faults, self._pending_faults = self._pending_faults, None
         if self.broadcast is not None:
             self.broadcast(inp)
+        self.gpu_timer.start(self.num_steps)
         logits = self.runner.execute(inp)
         seqs = sampled_sequences(plan)
         tokens = self._sample(seqs, logits)
+        self.gpu_timer.stop()
         self.nvtx.pop()
         for seq in plan.decode:
             seq.num_computed += 1
@@ -137,11 +150,11 @@ class LLMEngine:
         out, reason = self.outputs.update(seq, self.outputs.stop_reason(seq, token))
         if reason is not None:
             self.scheduler.finish(seq, reason)
-            self._finish(seq)
+            out.finish = self._finish(seq)
         return out
 
-    def _finish(self, seq: Sequence) -> RequestOutput:
-        """Spans, metrics and bookkeeping of a finished (or aborted) request."""
+    def _finish(self, seq: Sequence) -> FinishInfo | None:
+        """Spans, metrics and bookkeeping of a finished (or aborted) request; its "finished" span when deferred."""
         end = seq.finished_ns
         if seq.first_token_ns:
             self._phase_span(seq, "decode", seq.first_token_ns, end, seq.num_output - 1)
@@ -150,14 +163,17 @@ class LLMEngine:
         else:
             self._phase_span(seq, "queued", seq.arrival_ns, end, 0)
         self.nvtx.end(self._nvtx_phase.pop(seq.request_id, None))
-        ttft = (seq.first_token_ns - seq.arrival_ns) / 1e9 if seq.first_token_ns else None
+        begin = seq.received_ns or seq.arrival_ns
+        ttft = (seq.first_token_ns - begin) / 1e9 if seq.first_token_ns else None
         tpot = ((seq.last_token_ns - seq.first_token_ns) / 1e9 / (seq.num_output - 1)) if seq.num_output > 1 else None
-        self.emitter.add("request", "finished", seq.request_id, end, end, seq.num_output, 0, ttft_s=ttft, tpot_s=tpot,
-                         e2e_s=(end - seq.arrival_ns) / 1e9, status=seq.finish_reason,
-                         num_preemptions=seq.num_preemptions)
+        attrs = {"ttft_s": ttft, "tpot_s": tpot, "e2e_s": (end - begin) / 1e9, "status": seq.finish_reason,
+                 "num_preemptions": seq.num_preemptions}
         self.metrics.on_finish(seq)
         del self._seqs[seq.request_id]
-        return self.outputs.aborted(seq) if seq.finish_reason == "abort" else None
+        if self.is_finish_deferred:
+            return FinishInfo(end, attrs)
+        self.emitter.add("request", "finished", seq.request_id, end, end, seq.num_output, 0, **attrs)
+        return None
 
     def _mark_prefill_start(self, seq: Sequence) -> None:
         if seq.num_computed == 0 and seq.num_output == 0 and seq.num_preemptions == 0:  # first admission only
@@ -172,16 +188,26 @@ class LLMEngine:
 
     def _record_step(self, plan: StepPlan, start: int, end: int) -> None:
         num_prefill_tokens = sum(n for _, n in plan.prefill)
-        self.emitter.add("step", "step", f"step-{self.num_steps}", start, end, plan.num_tokens,
-                         len(plan.decode) + len(plan.prefill), num_prefill=len(plan.prefill),
-                         num_decode=len(plan.decode), step_id=self.num_steps,
-                         num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting),
-                         kv_usage=round(self.allocator.usage, 4), num_preempted=len(plan.preempted))
+        if self.emitter.is_enabled:
+            self._step_span(plan, start, end, num_prefill_tokens)
         self.emitter.flush()
         if num_prefill_tokens:
             self.metrics.prompt_tokens.inc(num_prefill_tokens)
         self.metrics.on_step(plan.num_tokens, len(self.scheduler.running), len(self.scheduler.waiting),
                              self.allocator.usage, len(plan.preempted))
+
+    def _step_span(self, plan: StepPlan, start: int, end: int, num_prefill_tokens: int) -> None:
+        ids = [s.request_id for s in plan.decode]
+        ids += [s.request_id for s, _ in plan.prefill]
+        gpu = self.gpu_timer.take_done()  # an earlier step's, once the GPU has finished it (no sync)
+        extra = {"gpu_ms": gpu[1], "gpu_step": gpu[0]} if gpu else {}
+        self.emitter.add("step", "step", f"step-{self.num_steps}", start, end, plan.num_tokens, len(ids),
+                         tid=threading.get_native_id(), gpu_index=self.gpu.index, gpu_uuid=self.gpu.uuid,
+                         num_prefill=len(plan.prefill), num_prefill_tokens=num_prefill_tokens,
+                         num_decode=len(plan.decode), step_id=self.num_steps, request_ids=ids,
+                         num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting),
+                         kv_usage=round(self.allocator.usage, 4), num_preempted=len(plan.preempted),
+                         preempted_ids=[s.request_id for s in plan.preempted], **extra)
 
     def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams]) -> list[dict]:
         """Offline: run prompts to completion; per prompt {"token_ids", "text", "finish_reason"}."""

@@ -6,6 +6,13 @@
 - gpu_ballast_gib: rank `rank` holds this much extra device memory (memory pressure).
 - fsync_mb / fsync_every_steps: the scheduler thread writes fsync_mb MiB to a file and fsyncs it every N steps
   (a stalled syscall on the engine's hot thread).
+- gc_pause_ms / gc_every_steps: every N steps the scheduler thread runs a real full (generation 2) garbage
+  collection of about gc_pause_ms: the process keeps a ballast of live objects, sized on this host when the drill is
+  set, for the collector to walk (python_faults.GcPause; setting it takes about as long as ten pauses, and up to
+  ~4 GiB of memory at 1000 ms). The engine's gc spans show it as any collection.
+- gil_hog_threads: that many threads (comm `gs-gil-hog`) in the engine process spin on pure-Python work, so the
+  step thread waits for the GIL whenever it wants to run Python (GIL contention).
+The Python drills act in rank 0's process (the one with the HTTP server and the scheduler thread).
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ from typing import Any
 
 import torch
 
+from gpusleuth.engine.python_faults import GcPause, GilHogs
 from gpusleuth.probes.config import ConfigError, check_range
 
 
@@ -30,6 +38,9 @@ class FaultConfig:
     fsync_mb: int = 0
     fsync_every_steps: int = 1
     fsync_dir: str = ""  # empty = the system temp directory
+    gc_pause_ms: float = 0.0
+    gc_every_steps: int = 10
+    gil_hog_threads: int = 0
 
     def __post_init__(self) -> None:
         check_range("rank", self.rank, 0, 63)
@@ -38,6 +49,9 @@ class FaultConfig:
         check_range("gpu_ballast_gib", self.gpu_ballast_gib, 0, 1024)
         check_range("fsync_mb", self.fsync_mb, 0, 4096)
         check_range("fsync_every_steps", self.fsync_every_steps, 1, 1_000_000)
+        check_range("gc_pause_ms", self.gc_pause_ms, 0, 1000)
+        check_range("gc_every_steps", self.gc_every_steps, 1, 1_000_000)
+        check_range("gil_hog_threads", self.gil_hog_threads, 0, 64)
         if self.fsync_dir and not os.path.isdir(self.fsync_dir):
             raise ConfigError("fsync_dir", f"{self.fsync_dir} is not a directory")
 
@@ -93,15 +107,20 @@ class RankFaults:
 
 
 class SchedulerFaults:
-    """Scheduler-thread effects (sleep, fsync stall) of the current FaultConfig."""
+    """Scheduler-thread and engine-process effects (sleep, fsync stall, GC pause, GIL hogs) of the current
+    FaultConfig."""
 
     def __init__(self) -> None:
         self.config = FaultConfig()
         self._num_steps = 0
         self._path = ""
+        self.gc_pause = GcPause()
+        self.gil_hogs = GilHogs()
 
     def update(self, config: FaultConfig) -> None:
         self.config = config
+        self.gc_pause.set(config.gc_pause_ms)
+        self.gil_hogs.set(config.gil_hog_threads)
 
     def on_step(self) -> None:
         cfg = self.config
@@ -110,6 +129,8 @@ class SchedulerFaults:
             time.sleep(cfg.scheduler_sleep_ms / 1000.0)
         if cfg.fsync_mb and self._num_steps % cfg.fsync_every_steps == 0:
             self._fsync(cfg.fsync_mb, cfg.fsync_dir or tempfile.gettempdir())
+        if cfg.gc_pause_ms and self._num_steps % cfg.gc_every_steps == 0:
+            self.gc_pause.collect()
 
     def _fsync(self, mb: int, directory: str) -> None:
         self._path = os.path.join(directory, f"gpusleuth-engine-fault-{os.getpid()}.bin")
@@ -123,5 +144,7 @@ class SchedulerFaults:
             os.close(fd)
 
     def close(self) -> None:
+        self.gil_hogs.set(0)
+        self.gc_pause.set(0)
         if self._path and os.path.exists(self._path):
             os.unlink(self._path)

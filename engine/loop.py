@@ -3,6 +3,11 @@
 Commands (add, abort, set faults) are applied between steps, so the engine itself needs no locks. Each step's
 updates go back to the asyncio loop in one call_soon_threadsafe. If a step raises, the loop marks itself dead,
 fails every open request and the server answers 503.
+
+The thread calls itself `gs-step` (probes/procname.py) and sends an "idle" span for each wait for work (at most
+0.5 s each, so a long idle period shows while it lasts): on this thread, time in neither a step nor an idle span
+while requests are in flight is a stall. A request's queued phase starts when `submit` hands it over, so a step
+loop that is slow to pick up its inbox shows as queueing time.
 """
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import asyncio
 import collections
 import logging
 import threading
+import time
 from typing import Callable
 
 import torch
@@ -18,6 +24,7 @@ from gpusleuth.engine.engine import LLMEngine
 from gpusleuth.engine.faults import FaultConfig
 from gpusleuth.engine.outputs import RequestOutput
 from gpusleuth.engine.sequence import SamplingError, SamplingParams
+from gpusleuth.probes import procname
 
 log = logging.getLogger("gpusleuth.engine")
 
@@ -50,6 +57,11 @@ class EngineLoop:
     def num_waiting(self) -> int:
         return len(self._inbox) + self.engine.num_waiting
 
+    @property
+    def step_tid(self) -> int | None:
+        """Native thread id of the step thread (None before it starts)."""
+        return self._thread.native_id
+
     def start(self, aio_loop: asyncio.AbstractEventLoop) -> None:
         self._aio = aio_loop
         self._thread.start()
@@ -61,8 +73,10 @@ class EngineLoop:
             self._thread.join(timeout=30)
 
     # ---- called from the asyncio thread ---------------------------------------------------------------------
-    def submit(self, request_id: str, prompt_ids: list[int], params: SamplingParams) -> asyncio.Queue:
-        """Queue a request; its RequestOutputs (then None at the end) arrive on the returned queue."""
+    def submit(self, request_id: str, prompt_ids: list[int], params: SamplingParams,
+               received_ns: int = 0) -> asyncio.Queue:
+        """Queue a request; its RequestOutputs (then None at the end) arrive on the returned queue.
+        `received_ns`: when the server had it (the start of its "received" span)."""
         if not self.is_alive:
             raise EngineDead(self.error or "the engine is shutting down")
         if self.num_waiting >= self.max_waiting:
@@ -70,7 +84,8 @@ class EngineLoop:
         self.engine.check_request(prompt_ids, params)  # pure validation: safe off the scheduler thread
         queue: asyncio.Queue = asyncio.Queue()
         self._streams[request_id] = queue
-        self._post(lambda: self._add(request_id, prompt_ids, params))
+        arrival_ns = time.monotonic_ns()
+        self._post(lambda: self._add(request_id, prompt_ids, params, arrival_ns, received_ns))
         return queue
 
     def abort(self, request_id: str) -> None:
@@ -85,17 +100,19 @@ class EngineLoop:
         self._wake.set()
 
     # ---- the scheduler thread -------------------------------------------------------------------------------
-    def _add(self, request_id: str, prompt_ids: list[int], params: SamplingParams) -> None:
+    def _add(self, request_id: str, prompt_ids: list[int], params: SamplingParams, arrival_ns: int,
+             received_ns: int) -> None:
         if request_id not in self._streams:  # aborted meanwhile
             return
         try:
-            self.engine.add_request(request_id, prompt_ids, params)
+            self.engine.add_request(request_id, prompt_ids, params, arrival_ns, received_ns)
         except SamplingError as exc:  # checked on submit already; a duplicate id is all that is left
             log.warning("request %s refused: %s", request_id, exc)
             self._aio.call_soon_threadsafe(self._deliver, [RequestOutput(request_id, "", [], True, "abort",
                                                                          len(prompt_ids), 0)])
 
     def _run(self) -> None:
+        procname.set_thread_name(procname.STEP)
         device = self.engine.runner.device
         if device.type == "cuda":
             torch.cuda.set_device(device)  # the current device is per thread; graphs and NCCL run from here
@@ -104,8 +121,7 @@ class EngineLoop:
                 while self._inbox:
                     self._inbox.popleft()()
                 if not self.engine.has_work:
-                    self._wake.wait(timeout=0.5)
-                    self._wake.clear()
+                    self._idle()
                     continue
                 outs = self.engine.step()
                 if outs:
@@ -114,6 +130,14 @@ class EngineLoop:
             log.exception("engine step failed")
             self.error = f"engine step failed: {exc!r}"
             self._aio.call_soon_threadsafe(self._fail_all)
+
+    def _idle(self) -> None:
+        start = time.monotonic_ns()
+        self._wake.wait(timeout=0.5)
+        self._wake.clear()
+        emitter = self.engine.emitter
+        emitter.add("step", "idle", "idle", start, time.monotonic_ns(), tid=threading.get_native_id())
+        emitter.flush()
 
     def _deliver(self, outs: list[RequestOutput]) -> None:
         for out in outs:

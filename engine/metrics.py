@@ -22,13 +22,13 @@ _TOKENS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 5
 
 class _SpanCollector:
     def __init__(self, emitter: SpanEmitter, kernels: str) -> None:
-        self.emitter, self.kernels = emitter, kernels
+        self.emitters, self.kernels = [emitter], kernels  # one per thread that sends spans
 
     def collect(self) -> Iterator[Metric]:
         yield CounterMetricFamily("gpusleuth_engine_spans_sent", "Spans delivered to the agent socket",
-                                  value=self.emitter.num_sent)
+                                  value=sum(e.num_sent for e in self.emitters))
         yield CounterMetricFamily("gpusleuth_engine_spans_dropped", "Spans dropped (no agent listening or busy)",
-                                  value=self.emitter.num_dropped)
+                                  value=sum(e.num_dropped for e in self.emitters))
         info = GaugeMetricFamily("gpusleuth_engine_kernels_info", "Which op implementation runs (1 = active)",
                                  labels=["kernels"])
         info.add_metric([self.kernels], 1)
@@ -71,7 +71,12 @@ class EngineMetrics:
         self.waiting = Gauge("vllm:num_requests_waiting", "Requests waiting", lab, registry=r).labels(model_name)
         self.kv_usage = Gauge("vllm:kv_cache_usage_perc", "KV-cache usage (0..1)", lab, registry=r).labels(
             model_name)
-        r.register(_SpanCollector(emitter, kernels))
+        self._spans = _SpanCollector(emitter, kernels)
+        r.register(self._spans)
+
+    def add_emitter(self, emitter: SpanEmitter) -> None:
+        """Count another thread's span emitter in the span counters too."""
+        self._spans.emitters.append(emitter)
 
     def on_step(self, num_tokens: int, num_running: int, num_waiting: int, kv_usage: float,
                 num_preempted: int) -> None:

@@ -8,6 +8,14 @@ from gpusleuth.engine.tokenizer import IncrementalDetokenizer, Tokenizer
 
 
 @dataclass(slots=True)
+class FinishInfo:
+    """A finished request's "finished" span, left to the HTTP server to send once the response is written."""
+
+    end_ns: int  # when the engine finished it (start of the "stream" phase)
+    attrs: dict  # ttft_s, tpot_s, e2e_s (to end_ns), status, num_preemptions
+
+
+@dataclass(slots=True)
 class RequestOutput:
     """One update of one request: the text and token ids new since the last update."""
 
@@ -18,6 +26,7 @@ class RequestOutput:
     finish_reason: str | None
     num_prompt_tokens: int
     num_output_tokens: int
+    finish: FinishInfo | None = None  # on the last update, when the engine defers its "finished" span
 
 
 class OutputProcessor:

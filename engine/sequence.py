@@ -63,7 +63,8 @@ class Sequence:
     finish_reason: str | None = None
     num_preemptions: int = 0
     generator: object | None = None  # torch.Generator for seeded sampling (rank 0 only)
-    arrival_ns: int = field(default_factory=time.monotonic_ns)
+    arrival_ns: int = field(default_factory=time.monotonic_ns)  # handed to the scheduler (start of "queued")
+    received_ns: int = 0  # the HTTP server had the request (start of "received"); 0 offline
     scheduled_ns: int = 0  # first admitted to a step (end of the queued phase)
     first_token_ns: int = 0
     last_token_ns: int = 0

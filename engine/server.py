@@ -3,6 +3,8 @@
 
 Overload: more than `max_waiting` queued requests get 429 with Retry-After; a dead or stopping engine gets 503.
 A client that goes away mid-request (handler cancelled or the write fails) aborts its request, freeing its KV.
+Spans: each request's received/stream/finished spans and the heartbeat come from this thread (request_spans.py);
+the lines that feed them are marked `# spans:`.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from gpusleuth.engine.faults import FaultConfig
 from gpusleuth.engine.loop import EngineDead, EngineLoop, QueueFull
 from gpusleuth.engine.outputs import RequestOutput
 from gpusleuth.engine.protocol import ApiError, chunk, completion, parse_completion, usage_chunk
+from gpusleuth.engine.request_spans import RequestTrack, ServerSpans
 from gpusleuth.engine.sequence import SamplingError
 
 
@@ -32,6 +35,7 @@ def _app_key(name: str, typ: type):
 LOOP_KEY = _app_key("engine_loop", EngineLoop)
 CFG_KEY = _app_key("server_config", ServerConfig)
 NAME_KEY = _app_key("model_name", str)
+SPANS_KEY = _app_key("server_spans", ServerSpans)
 
 
 def _error(exc: ApiError, retry_after: int | None = None) -> web.Response:
@@ -39,11 +43,12 @@ def _error(exc: ApiError, retry_after: int | None = None) -> web.Response:
     return web.json_response(exc.body(), status=exc.status, headers=headers)
 
 
-async def _results(queue: asyncio.Queue):
+async def _results(queue: asyncio.Queue, track: RequestTrack):
     while True:
         item = await queue.get()
         if isinstance(item, EngineDead):
             raise item
+        track.last = item  # spans: the last update carries the engine's "finished" attributes
         yield item
         if item.is_finished:
             return
@@ -51,6 +56,7 @@ async def _results(queue: asyncio.Queue):
 
 async def completions(request: web.Request) -> web.StreamResponse:
     loop, cfg, name = request.app[LOOP_KEY], request.app[CFG_KEY], request.app[NAME_KEY]
+    spans, received_ns = request.app[SPANS_KEY], time.monotonic_ns()  # spans: "received" starts
     metrics = loop.engine.metrics
     try:
         body = json.loads(await request.read())
@@ -58,9 +64,11 @@ async def completions(request: web.Request) -> web.StreamResponse:
         metrics.rejected.labels("bad_request").inc()
         return _error(ApiError(400, f"the body is not valid JSON: {exc}"))
     request_id = f"cmpl-{uuid.uuid4().hex}"
+    track, read_ns = RequestTrack(request_id, received_ns), time.monotonic_ns()  # spans
     try:
         req = parse_completion(body, loop.engine.tokenizer, name)
-        queue = loop.submit(request_id, req.prompt_ids, req.params)
+        tokenize_ns = time.monotonic_ns() - read_ns  # spans
+        queue = loop.submit(request_id, req.prompt_ids, req.params, received_ns)
     except ApiError as exc:
         metrics.rejected.labels("bad_request").inc()
         return _error(exc)
@@ -73,32 +81,36 @@ async def completions(request: web.Request) -> web.StreamResponse:
     except EngineDead as exc:
         metrics.rejected.labels("engine_unavailable").inc()
         return _error(ApiError(503, str(exc), None, "service_unavailable"), cfg.retry_after_s)
-    is_done = False
+    spans.received(track, read_ns - received_ns, tokenize_ns)  # spans
+    is_done, status = False, "abort"
     try:
         if req.is_stream:
-            resp = await _stream(request, queue, request_id, name, req.is_include_usage)
+            resp = await _stream(request, queue, request_id, name, req.is_include_usage, track)
         else:
-            texts, last = [], None
-            async for out in _results(queue):
+            texts = []
+            async for out in _results(queue, track):
                 texts.append(out.delta_text)
-                last = out
-            resp = web.json_response(completion(request_id, name, "".join(texts), last))
+            resp = web.json_response(completion(request_id, name, "".join(texts), track.last))
+            await resp.prepare(request)  # spans: written here, so "stream" ends when the body is out
+            await resp.write_eof()
         is_done = True
         return resp
     except EngineDead as exc:
+        status = "error"  # spans
         return _error(ApiError(503, str(exc), None, "service_unavailable"), cfg.retry_after_s)
     finally:
         if not is_done:  # cancelled (client left), write failed, or the engine died: free the KV now
             loop.abort(request_id)
+        spans.finished(track, is_done, status)  # spans: "stream" and "finished"
 
 
 async def _stream(request: web.Request, queue: asyncio.Queue, request_id: str, name: str,
-                  with_usage: bool) -> web.StreamResponse:
+                  with_usage: bool, track: RequestTrack) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await resp.prepare(request)
     created = int(time.time())
     last: RequestOutput | None = None
-    async for out in _results(queue):
+    async for out in _results(queue, track):
         last = out
         body = chunk(request_id, name, created, out.delta_text, out.finish_reason, with_usage)
         await resp.write(b"data: " + json.dumps(body).encode() + b"\n\n")
@@ -164,18 +176,26 @@ def make_app(loop: EngineLoop, cfg: ServerConfig, model_name: str) -> web.Applic
 async def serve(loop: EngineLoop, cfg: ServerConfig, model_name: str, stop: asyncio.Event,
                 ready: asyncio.Future | None = None) -> None:
     """Run the server until `stop` is set; `ready` gets the bound port (useful with port 0)."""
+    spans = ServerSpans(loop.engine.emitter.sibling(), lambda: loop.step_tid)  # spans: this thread's emitter
+    loop.engine.metrics.add_emitter(spans.emitter)
+    loop.engine.is_finish_deferred = True  # spans: "finished" comes from here, after the response is written
     loop.start(asyncio.get_running_loop())
     # handler_cancellation (aiohttp >= 3.9): a client that disconnects cancels its handler, which aborts the request
     kwargs = {"handler_cancellation": True} if "handler_cancellation" in inspect.signature(
         web.Server.__init__).parameters else {}
-    runner = web.AppRunner(make_app(loop, cfg, model_name), access_log=None, **kwargs)
+    app = make_app(loop, cfg, model_name)
+    app[SPANS_KEY] = spans
+    runner = web.AppRunner(app, access_log=None, **kwargs)
     await runner.setup()
     site = web.TCPSite(runner, cfg.host, cfg.port)
     await site.start()
     if ready is not None:
         ready.set_result(site._server.sockets[0].getsockname()[1])
+    heartbeats = asyncio.create_task(spans.run_heartbeats())  # spans
     try:
         await stop.wait()
     finally:
+        heartbeats.cancel()
         await runner.cleanup()
         await asyncio.to_thread(loop.stop)
+        spans.emitter.close()

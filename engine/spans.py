@@ -2,7 +2,9 @@
 
 The step loop collects a step's spans and sends them in one `flush()`; a send that would block or that finds no
 listener (ENOENT, ECONNREFUSED, EAGAIN) drops the batch and counts the spans, so the agent's absence or slowness
-never stalls the engine.
+never stalls the engine. One emitter per thread (the step thread's, the server thread's: `sibling()`); an emitter
+given a GcWatch also sends the process's garbage collections when it flushes. Spans of phases newer than the
+first wire version go in datagrams of their own (wire.py says why).
 """
 from __future__ import annotations
 
@@ -12,19 +14,23 @@ import socket
 
 import torch
 
+from gpusleuth.engine.gc_spans import GcWatch
 from gpusleuth.probes.spans import wire as span_protocol
 from gpusleuth.probes.spans.wire import Span
 
+_CORE = frozenset(span_protocol.CORE_PHASES)
 _DROP_ERRNOS = {errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN, errno.ENOTCONN, errno.ENOBUFS}
 
 
 class SpanEmitter:
     """Buffers spans and sends them per step; `num_dropped` / `num_sent` count spans (not datagrams)."""
 
-    def __init__(self, rank: int, path: str | None = None, is_enabled: bool = True) -> None:
+    def __init__(self, rank: int, path: str | None = None, is_enabled: bool = True,
+                 gc_watch: GcWatch | None = None) -> None:
         self.rank = rank
         self.path = path or span_protocol.socket_path()
         self.is_enabled = is_enabled
+        self.gc_watch = gc_watch
         self.num_sent = 0
         self.num_dropped = 0
         self._pending: list[Span] = []
@@ -38,13 +44,28 @@ class SpanEmitter:
             self._pending.append(Span(kind, phase, request_id, self.rank, start_ns, max(end_ns, start_ns),
                                       tokens, batch_size, attrs))
 
+    def sibling(self) -> "SpanEmitter":
+        """An emitter for another thread of this process: same rank, socket, switch and GC watch."""
+        return SpanEmitter(self.rank, self.path, self.is_enabled, self.gc_watch)
+
     def flush(self) -> None:
         """Send everything buffered, split so each datagram stays under the protocol's size limit."""
+        if self.gc_watch is not None and self.gc_watch.pending:
+            self._add_gc()
         if not self._pending:
             return
         spans, self._pending = self._pending, []
-        for chunk in self._chunks(spans):
-            self._send(chunk)
+        core = [s for s in spans if s.phase in _CORE]
+        # the newer phases first: a request's "stream" must reach the agent before its "finished" closes it
+        groups = (spans,) if len(core) == len(spans) else ([s for s in spans if s.phase not in _CORE], core)
+        for group in groups:
+            for chunk in self._chunks(group):
+                self._send(chunk)
+
+    def _add_gc(self) -> None:
+        for rec in self.gc_watch.drain():
+            self.add("step", "gc", "gc", rec.start_ns, rec.end_ns, tid=rec.tid, generation=rec.generation,
+                     collected=rec.collected)
 
     def _chunks(self, spans: list[Span]):
         # ~300 bytes per span keeps 150 spans well under MAX_DATAGRAM; re-split if attrs make one too big.

@@ -3,7 +3,8 @@
 Single host: the calling process is rank 0 and spawns ranks 1..tp-1 (torch.multiprocessing, "spawn"). Under
 torchrun or SLURM (RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT in the environment) each launched process is
 one rank and nothing is spawned. Collectives of the model use NCCL on GPU and gloo on CPU; rank 0 sends each step's
-inputs to the others through step_channel.py (shared memory on one host, else a gloo group).
+inputs to the others through step_channel.py (shared memory on one host, else a gloo group). Ranks other than 0
+call their main thread `gs-engine-r<N>` and run their steps in rank_loop.py.
 """
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import logging
 import os
 import signal
 import socket
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -21,12 +21,12 @@ from typing import Iterator
 import torch
 import torch.distributed as dist
 
-from gpusleuth.engine.batch import StepInput
 from gpusleuth.engine.config import EngineConfig, ModelSource
 from gpusleuth.engine.faults import FaultConfig
+from gpusleuth.engine.rank_loop import worker_loop
 from gpusleuth.engine.runner import ModelRunner, resolve_device
-from gpusleuth.engine.spans import Nvtx, SpanEmitter
 from gpusleuth.engine.step_channel import open_channel
+from gpusleuth.probes import procname
 
 log = logging.getLogger("gpusleuth.engine")
 
@@ -93,28 +93,6 @@ def build_runner(spec: LaunchSpec, rank: int, world: int, device: torch.device, 
     return runner
 
 
-def worker_loop(runner: ModelRunner, control, is_spans: bool) -> None:
-    """Ranks > 0: run every step rank 0 broadcasts until it sends None; each step is an NVTX range and a span."""
-    emitter = SpanEmitter(runner.rank, is_enabled=is_spans)
-    nvtx = Nvtx(runner.device.type == "cuda")
-    channel = open_channel(control, runner.rank, dist.get_world_size())
-    while True:
-        inp = channel.recv()
-        if inp is None:
-            break
-        start = time.monotonic_ns()
-        nvtx.push(f"step {inp.step_id}")
-        runner.execute(inp)
-        if runner.device.type == "cuda":
-            torch.cuda.synchronize(runner.device)  # the span covers the GPU work of the step, as on rank 0
-        nvtx.pop()
-        emitter.add("step", "step", f"step-{inp.step_id}", start, time.monotonic_ns(), inp.num_tokens,
-                    0, step_id=inp.step_id)
-        emitter.flush()
-    emitter.close()
-    channel.close()
-
-
 def release_graphs(runner: ModelRunner | None, is_sync: bool = True) -> None:
     """Destroy the runner's captured CUDA graphs before NCCL teardown: ncclCommDestroy waits until every graph that
     captured one of its collectives is gone (seen on 2x/4x H200: TP runs never exited). After a failure, no sync:
@@ -129,6 +107,7 @@ def release_graphs(runner: ModelRunner | None, is_sync: bool = True) -> None:
 
 
 def _spawned_rank(rank: int, spec: LaunchSpec, world: int) -> None:
+    procname.set_thread_name(procname.rank_name(procname.ENGINE, rank))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; rank 0 shuts the others down
     logging.basicConfig(level=logging.INFO, format=f"[rank {rank}] %(levelname)s %(message)s")
     device, control = init_rank(spec, rank, world, rank)
@@ -156,6 +135,8 @@ def start_ranks(spec: LaunchSpec) -> Iterator[tuple[ModelRunner, object]]:
         for p in procs:
             p.start()
     rank, local_rank = (launched[0], launched[2]) if launched else (0, 0)
+    if rank != 0:  # torchrun/SLURM: this process is a worker rank
+        procname.set_thread_name(procname.rank_name(procname.ENGINE, rank))
     device, control = init_rank(spec, rank, world, local_rank, is_env=bool(launched))
     runner, is_clean = None, False
     try:

@@ -36,9 +36,9 @@ class Rule:
 # Module prefix -> rule; the longest prefix that matches a module is its rule.
 RULES: dict[str, Rule] = {
     "gpusleuth.kernels": Rule(("gpusleuth.kernels",), third_party=("torch", "triton")),
-    # The engine's contracts with the agent: the config error type and the span wire format.
+    # The engine's contracts with the agent: the config error type, the span wire format, the thread names.
     "gpusleuth.engine": Rule(("gpusleuth.engine", "gpusleuth.kernels", "gpusleuth.probes.config",
-                              "gpusleuth.probes.spans.wire")),
+                              "gpusleuth.probes.spans.wire", "gpusleuth.probes.procname")),
     "gpusleuth.probes": Rule(("gpusleuth.probes",), denied=NO_TORCH),
     "gpusleuth.agent": Rule(("gpusleuth.agent", "gpusleuth.probes", "gpusleuth.runbooks"), denied=NO_TORCH),
     "gpusleuth.agent.cli": Rule(("gpusleuth",)),  # the `agent` command: engine, tui, exporters included

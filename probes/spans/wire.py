@@ -1,24 +1,41 @@
-"""Wire format of engine spans sent to the agent over a local Unix datagram socket.
+"""Wire format of engine spans sent to the agent over a local Unix datagram socket (diagnosis contract §1).
 
 One datagram is a UTF-8 JSON object: {"v": 1, "pid": <sender pid>, "spans": [<span>, ...]} where each span is
 {"kind": "request"|"step", "phase": str, "request_id": str, "rank": int, "start_ns": int, "end_ns": int,
- "tokens": int, "batch_size": int, "attrs": {...}} with CLOCK_MONOTONIC nanoseconds.
-Request phases: "queued", "prefill", "decode", "finished" (finished carries attrs ttft_s, tpot_s, e2e_s, status);
-a "step" span is one scheduler step (phase "step", attrs num_prefill, num_decode; rank 0's also num_running,
-num_waiting, kv_usage 0..1 and num_preempted after the step). Datagrams stay under 60 KiB.
+ "tokens": int, "batch_size": int, "attrs": {...}} with CLOCK_MONOTONIC nanoseconds. Datagrams stay under 60 KiB.
+
+Request phases (kind "request"), one span each, sent when the phase ends:
+- "received": the HTTP handler has the request -> handed to the scheduler (attrs tokenize_ms, read_ms; server side)
+- "queued", "prefill", "decode": handed to the scheduler -> first step -> first token -> last token
+- "stream": last token -> response written / stream closed (server side)
+- "finished": instant; attrs ttft_s, tpot_s, e2e_s (from "received" start where there is one), status,
+  num_preemptions. Under the HTTP server it follows "stream"; offline and for aborts the engine sends it.
+Step-kind phases (kind "step"):
+- "step": one scheduler step of one rank; attrs tid (native id of the thread that ran it), gpu_index, gpu_uuid
+  (None on CPU), num_prefill, num_prefill_tokens, num_decode, step_id; rank 0 also request_ids, num_running,
+  num_waiting, kv_usage 0..1, num_preempted, preempted_ids; gpu_ms + gpu_step (GPU time of an earlier step from
+  CUDA events, absent on CPU).
+- "idle": the step thread waited for work (attrs tid); a wait longer than 0.5 s is sent in pieces of 0.5 s.
+- "gc": a Python garbage collection in the engine process (attrs tid, generation, collected).
+- "heartbeat": instant, every 0.5 s from the server thread (attrs num_in_flight, tid = the step thread's).
+
+Compatibility (version 1): the phases of the first version (CORE_PHASES) and the later ones never share a datagram,
+because an agent that predates a phase rejects a whole datagram holding it; such an agent then loses only the new
+spans. `decode` skips spans of phases it does not know (counted in Batch.num_unknown) and keeps the rest.
 """
 from __future__ import annotations
 
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 VERSION = 1
 DEFAULT_SOCKET = "/run/gpusleuth/spans.sock"
 SOCKET_ENV = "GPUSLEUTH_SPAN_SOCKET"
 MAX_DATAGRAM = 60 * 1024
-PHASES = ("queued", "prefill", "decode", "finished", "step")
+CORE_PHASES = ("queued", "prefill", "decode", "finished", "step")  # what every version-1 agent accepts
+PHASES = CORE_PHASES + ("received", "stream", "idle", "gc", "heartbeat")
 
 
 def socket_path() -> str:
@@ -53,8 +70,20 @@ def encode(pid: int, spans: list[Span]) -> bytes:
                       separators=(",", ":")).encode()
 
 
+class Batch(NamedTuple):
+    pid: int
+    spans: list[Span]
+    num_unknown: int  # spans of phases this version does not know, skipped
+
+
 def decode(data: bytes) -> tuple[int, list[Span]]:
     """Parse one datagram into (sender pid, spans); raise SpanDecodeError naming what is wrong."""
+    batch = decode_batch(data)
+    return batch.pid, batch.spans
+
+
+def decode_batch(data: bytes) -> Batch:
+    """`decode`, also saying how many spans of unknown phases it skipped (from a newer engine)."""
     try:
         msg = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -73,7 +102,8 @@ def decode(data: bytes) -> tuple[int, list[Span]]:
                         attrs=dict(item.get("attrs") or {}))
         except (KeyError, TypeError, ValueError) as exc:
             raise SpanDecodeError(f"bad span {item!r}: {exc}") from None
-        if span.phase not in PHASES or span.end_ns < span.start_ns:
-            raise SpanDecodeError(f"bad span phase or interval: {item!r}")
-        spans.append(span)
-    return pid, spans
+        if span.end_ns < span.start_ns:
+            raise SpanDecodeError(f"bad span interval: {item!r}")
+        if span.phase in PHASES:
+            spans.append(span)
+    return Batch(pid, spans, len(raw) - len(spans))

@@ -1,0 +1,88 @@
+"""Drills of the Python runtime inside the engine process (faults.py lists them): real garbage-collection pauses
+and real GIL contention, not sleeps, so the evidence the agent sees (gc spans, futex waits of the step thread with
+runnable Python threads) is the evidence of the real thing.
+"""
+from __future__ import annotations
+
+import gc
+import threading
+import time
+
+from gpusleuth.probes import procname
+
+NS_PER_OBJECT_GUESS = 25  # a full collection's cost per live tracked object on CPython 3.11 (measured: 24-30 ns)
+MAX_BALLAST = 60_000_000  # ~4 GiB of empty lists: what a 1 s pause needs on a slow host
+
+
+class GcPause:
+    """`collect()` runs a full (generation 2) collection of about `pause_ms`: a full collection walks every live
+    tracked object, so a ballast of live empty lists, sized by timing a collection on this host when the pause is
+    set, makes it that long; a batch of fresh reference cycles gives it garbage to collect."""
+
+    def __init__(self) -> None:
+        self.pause_ms = 0.0
+        self._ballast: list[list] = []
+
+    def set(self, pause_ms: float) -> None:
+        if pause_ms == self.pause_ms:
+            return
+        self.pause_ms = pause_ms
+        self._ballast = []
+        if pause_ms <= 0:
+            return
+        self._resize(int(pause_ms * 1e6 / NS_PER_OBJECT_GUESS))
+        took_ns = self._timed_collect()  # one correction from the real cost here
+        self._resize(int(len(self._ballast) * pause_ms * 1e6 / max(took_ns, 1)))
+
+    def _resize(self, num: int) -> None:
+        num = min(max(num, 1000), MAX_BALLAST)
+        if num < len(self._ballast):
+            del self._ballast[num:]
+        else:
+            self._ballast.extend([] for _ in range(num - len(self._ballast)))
+
+    def _timed_collect(self) -> int:
+        start = time.perf_counter_ns()
+        self.collect()
+        return time.perf_counter_ns() - start
+
+    def collect(self) -> int:
+        """One full collection now; returns how many objects it freed."""
+        for _ in range(1000):
+            cycle: list = []
+            cycle.append(cycle)
+        return gc.collect(2)
+
+
+class GilHogs:
+    """Threads of pure-Python busy work (named `gs-gil-hog`): each holds the GIL for the interpreter's switch
+    interval (5 ms by default) at a time, so the step thread waits for it whenever it wants to run Python."""
+
+    def __init__(self) -> None:
+        self._threads: list[tuple[threading.Thread, threading.Event]] = []
+
+    @property
+    def num_threads(self) -> int:
+        return len(self._threads)
+
+    def set(self, num: int) -> None:
+        while len(self._threads) > num:
+            thread, stop = self._threads.pop()
+            stop.set()
+            thread.join(timeout=5)
+        while len(self._threads) < num:
+            stop = threading.Event()
+            thread = threading.Thread(target=_spin, args=(stop,), name=procname.GIL_HOG, daemon=True)
+            thread.start()
+            self._threads.append((thread, stop))
+
+    def tids(self) -> list[int]:
+        return [t.native_id for t, _ in self._threads if t.native_id is not None]
+
+
+def _spin(stop: threading.Event) -> None:
+    procname.set_thread_name(procname.GIL_HOG)
+    total = 0
+    while not stop.is_set():
+        for i in range(20_000):  # pure bytecode: never releases the GIL on its own
+            total += i * i
