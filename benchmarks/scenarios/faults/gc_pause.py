@@ -1,0 +1,18 @@
+"""Python GC pauses in the engine process. Needs an engine drill (a GC pause cannot be caused from outside a
+Python process without a debugger): `gc_pause_ms` in engine/faults.py, e.g. the step thread builds enough cyclic
+garbage that a full collection takes about that long, every `gc_every_steps` steps. Skipped until it exists."""
+from fault import Fault, engine_culprit, post_faults
+
+
+class GcPause(Fault):
+    def start(self, stack, params):
+        post_faults(stack.url, {"gc_pause_ms": float(params["ms"])})
+        return engine_culprit(stack)
+
+    def stop(self, stack):
+        post_faults(stack.url, {"gc_pause_ms": 0.0})
+        return {}
+
+
+FAULT = GcPause("gc_pause", "gc_pause", {"low": {"ms": 10}, "high": {"ms": 50}},
+                "engine drill: full GC pauses of ~10 / 50 ms", needs=("drill:gc_pause_ms",))
