@@ -1,0 +1,1 @@
+"""CUDA, NCCL and gloo uprobes: what any engine does with the GPU (probe.py)."""
