@@ -14,6 +14,7 @@ from gpusleuth.agent import memory
 from gpusleuth.agent.config import Config
 from gpusleuth.agent.control.methods import ControlApi
 from gpusleuth.agent.control.server import ControlServer
+from gpusleuth.agent.diagnosis.runner import DiagnosisRunner
 from gpusleuth.agent.health import AgentHealth
 from gpusleuth.agent.probe_runner import ProbeRunner
 from gpusleuth.agent.recorder import Recorder
@@ -55,6 +56,7 @@ class Agent:
         self._process = psutil.Process()
         self.control = ControlServer(config.control.socket, config.control.group)
         self.runners: dict[str, ProbeRunner] = {}
+        self.diagnosis = DiagnosisRunner(self.store, self._set_hot_threads)
         self.stop_event = threading.Event()
         self._watch_dirty = threading.Event()
 
@@ -74,6 +76,7 @@ class Agent:
             self.runners[name] = self._make_runner(name)
             self.runners[name].start()
         release_compiler_memory()
+        self.diagnosis.start()
         ControlApi(self).register(self.control)
         self.control.start()
         self._publish_health()
@@ -92,6 +95,13 @@ class Agent:
         probe = cls(cfg if cfg is not None else cls.config_class())
         probe.update_watch(self.watch)
         return ProbeRunner(name, probe, self.store, self._on_snapshot)
+
+    def _set_hot_threads(self, tids: set[int]) -> None:
+        """The engines' step threads into the sched probe (off-CPU states are tracked for these)."""
+        runner = self.runners.get("sched")
+        push = getattr(runner.probe, "set_hot_threads", None) if runner is not None else None
+        if push is not None:
+            push(tids)
 
     def _on_snapshot(self, name: str, snapshot: Any) -> None:
         """Processes that announce themselves (engine span senders) join the watch set."""
@@ -138,6 +148,7 @@ class Agent:
     def shutdown(self) -> None:
         """Detach every probe, flush and close the recording, close sockets."""
         self.stop_event.set()
+        self.diagnosis.stop()
         for runner in self.runners.values():
             runner.stop()
         if self.recorder is not None:

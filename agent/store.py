@@ -5,6 +5,7 @@ bounded by a memory cap; a record evicted before the recorder wrote it is counte
 """
 from __future__ import annotations
 
+import itertools
 import threading
 from collections import deque
 from dataclasses import dataclass
@@ -46,6 +47,12 @@ class _Ring:
         start = max(seq, first) - first
         items = list(self.records)[start:] if start else list(self.records)
         return items, self.next_seq, lost
+
+
+def _newest(ring: _Ring, seq: int) -> list[Any]:
+    """The ring's records from sequence `seq` on, copying only those (the ring may hold hundreds of thousands)."""
+    n = min(len(ring.records), max(0, ring.next_seq - seq))
+    return list(itertools.islice(reversed(ring.records), n))[::-1]
 
 
 class StoreStats(TypedDict):
@@ -117,6 +124,17 @@ class Store:
     def mark_recorded(self, cursor: dict[str, int]) -> None:
         with self._lock:
             self._recorded = dict(cursor)
+
+    def events_since(self, seq: int) -> tuple[list[Event], int]:
+        """Events appended at sequence `seq` or later, oldest first, and the sequence to ask for next (a reader's
+        cursor; what aged out of the ring before it asked is skipped)."""
+        with self._lock:
+            return _newest(self._events, seq), self._events.next_seq
+
+    def samples_since(self, seq: int) -> tuple[list[Sample], int]:
+        """`events_since` for Samples."""
+        with self._lock:
+            return _newest(self._samples, seq), self._samples.next_seq
 
     def events(self, start_ns: int | None = None, end_ns: int | None = None, kinds: Iterable[str] | None = None,
                pid: int | None = None, limit: int | None = None) -> list[Event]:

@@ -1,7 +1,8 @@
 """The API the agent serves on its control socket: each method reads the agent's state and answers in JSON terms.
 
 status, probes, config, snapshot(sources), events(start_ns, end_ns, kinds, pid, limit),
-samples(series, start_ns, end_ns, limit), watch(pids), requests(limit), explain(request_id).
+samples(series, start_ns, end_ns, limit), watch(pids), requests(limit), explain(request_id),
+diagnoses(since_ns, slowest, min_excess_ms, limit), incidents(since_ns, is_open).
 """
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from gpusleuth.agent.control.protocol import ControlError
-from gpusleuth.agent.diagnosis.explain import explain
 from gpusleuth.probes import registry
 from gpusleuth.probes import snapshot_codec
 from gpusleuth.probes.spans.snapshot import RequestRow
@@ -28,7 +28,8 @@ class ControlApi:
         self.agent = agent
 
     def register(self, server: "ControlServer") -> None:
-        for name in ("status", "probes", "config", "snapshot", "events", "samples", "watch", "requests", "explain"):
+        for name in ("status", "probes", "config", "snapshot", "events", "samples", "watch", "requests", "explain",
+                     "diagnoses", "incidents"):
             server.register(name, getattr(self, name))
 
     def status(self) -> dict[str, Any]:
@@ -63,8 +64,23 @@ class ControlApi:
         return [] if snap is None else snap.recent[-int(limit):]
 
     def explain(self, request_id: str) -> dict[str, Any]:
-        """A request's phases, the host evidence overlapping it, and ranked causes."""
-        request = next((r for r in reversed(self.requests(10**9)) if r["request_id"] == request_id), None)
-        if request is None:
-            raise ControlError("not_found", f"no finished request {request_id!r} in the agent's recent requests")
-        return explain(request, self.agent.store.events(request["start_ns"], request["end_ns"]))
+        """A finished request's latency budget, the verdicts that split its excess, and what stays unexplained."""
+        row = next((r for r in reversed(self.requests(10**9)) if r["request_id"] == request_id), None)
+        report = self.agent.diagnosis.explain(request_id, row=row)
+        if report is None:
+            raise ControlError("not_found", f"no finished request {request_id!r} in the agent's recent requests "
+                               "(`agent explain --slowest` lists the ones it has)")
+        return report
+
+    def diagnoses(self, since_ns: int | None = None, slowest: int | None = None, min_excess_ms: float = 0.0,
+                  limit: int = 1000) -> list[dict[str, Any]]:
+        """Summaries of the diagnosed requests (newest last): since `since_ns`, with at least `min_excess_ms` of
+        excess; `slowest` N: the N with the most excess instead."""
+        rows = [d for d in self.agent.diagnosis.diagnoses(since_ns) if d["excess_ms"] >= float(min_excess_ms)]
+        if slowest is not None:
+            rows = sorted(rows, key=lambda d: d["excess_ms"], reverse=True)[:int(slowest)]
+        return rows[-int(limit):]
+
+    def incidents(self, since_ns: int | None = None, is_open: bool | None = None) -> list[dict[str, Any]]:
+        """Incidents (oldest first) that lasted until `since_ns` or later; only open or closed ones if asked."""
+        return self.agent.diagnosis.incidents(since_ns, is_open)

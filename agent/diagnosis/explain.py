@@ -1,29 +1,104 @@
-"""`explain`: one request's phases, the host evidence on its path, and ranked verdicts, as the control API shapes it.
+"""`explain`: a finished request's latency budget, the verdicts that split its excess, and what stays unexplained,
+in the shape the control API, the CLI and the TUI read (diagnosis contract §3).
 
-Used by the control socket for a live agent and by offline recordings alike: both hand in the request (as the span
-intake's request book shapes it) and the events overlapping its window.
+The same code serves a live agent (agent/diagnosis/monitor.py hands in its engines, baselines and evidence) and a
+recording (agent/recording/replay.py rebuilds those from parquet first).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Iterable
 
-from gpusleuth.agent.diagnosis.phases import phase_of, split_window
-from gpusleuth.agent.diagnosis.verdicts import rank_causes
+from gpusleuth.agent.diagnosis.attribution import Verdict, attribute
+from gpusleuth.agent.diagnosis.baseline import EngineBaseline
+from gpusleuth.agent.diagnosis.budget import Budget, build_budget
+from gpusleuth.agent.diagnosis.causes import is_likely
+from gpusleuth.agent.diagnosis.context import Context, Finding, HostInfo
+from gpusleuth.agent.diagnosis.detectors import DETECTORS
+from gpusleuth.agent.diagnosis.engines import EngineTimeline
+from gpusleuth.agent.diagnosis.evidence import EvidenceIndex, SampleIndex
+from gpusleuth.agent.diagnosis.spans import RequestSpans
+from gpusleuth.probes.kernel.syscall_table import WAIT_SYSCALLS
 from gpusleuth.probes.records import Event
 
 MAX_EVIDENCE_SHOWN = 500
+PATH_KINDS = ("runq_delay", "offcpu", "slow_syscall", "direct_reclaim", "cgroup_throttle")
 
 
-def explain(request: dict[str, Any], events: Iterable[Event]) -> dict[str, Any]:
-    """{request, phases, steps, overlapping, idle_waits_hidden, verdicts} for one finished request."""
-    window = split_window(request, events)
-    verdicts = rank_causes(request, window.phase_times(), window.evidence)
-    return {"request": request,
-            "phases": [{"phase": phase_of(e.kind), "start_ns": e.start_ns, "end_ns": e.end_ns,
-                        "rank": e.attrs.get("rank"), "tokens": e.attrs.get("tokens"),
-                        "batch_size": e.attrs.get("batch_size")} for e in window.phases],
-            "steps": len(window.steps),
-            "overlapping": [e.to_dict() for e in window.evidence[-MAX_EVIDENCE_SHOWN:]],
-            "idle_waits_hidden": window.idle_waits,
-            "verdicts": [v.to_dict() for v in verdicts]}
+@dataclass(slots=True)
+class Diagnosis:
+    budget: Budget
+    verdicts: list[Verdict]
+    unexplained_ns: float
+    ctx: Context
 
+    @property
+    def top(self) -> Verdict | None:
+        return self.verdicts[0] if self.verdicts else None
+
+    def summary(self) -> dict[str, Any]:
+        """One line of the recent diagnoses (what `--slowest` and `--window` sort and filter)."""
+        return summarize(self.budget, self.verdicts, self.unexplained_ns)
+
+
+def summarize(b: Budget, verdicts: list[Verdict], unexplained_ns: float) -> dict[str, Any]:
+    """A request's line: its budget's totals and its top verdict (None: not run or nothing found)."""
+    r, top = b.request, (verdicts[0] if verdicts else None)
+    return {"request_id": r.request_id, "pid": r.pid, "start_ns": r.start_ns, "end_ns": r.end_ns,
+            "actual_ms": round(b.actual_ns / 1e6, 3), "expected_ms": round(b.expected_ns / 1e6, 3),
+            "excess_ms": round(b.excess_ns / 1e6, 3), "unexplained_ms": round(unexplained_ns / 1e6, 3),
+            "cause": top.cause if top else None, "share": round(top.share, 3) if top else 0.0,
+            "is_likely": bool(top and top.is_likely)}
+
+
+def run_detectors(ctx: Context) -> list[Finding]:
+    return [f for d in DETECTORS for f in d.detect(ctx)]
+
+
+def diagnose(req: RequestSpans, eng: EngineTimeline, base: EngineBaseline, evidence: EvidenceIndex,
+             samples: SampleIndex, host: HostInfo | None = None, budget: Budget | None = None) -> Diagnosis:
+    """Budget, verdicts and unexplained time of one finished request (its budget, if already built)."""
+    budget = budget or build_budget(req, eng, base)
+    ctx = Context(budget, eng, base, evidence, samples, host or HostInfo())
+    verdicts, unexplained = attribute(budget, run_detectors(ctx)) if budget.parts else ([], 0.0)
+    return Diagnosis(budget, verdicts, unexplained, ctx)
+
+
+def _row(req: RequestSpans) -> dict[str, Any]:
+    def span_s(phase: str) -> float | None:
+        lo_hi = req.phases.get(phase)
+        return None if lo_hi is None else (lo_hi[1] - lo_hi[0]) / 1e9
+    f = req.finish
+    return {"request_id": req.request_id, "pid": req.pid, "rank": req.rank, "start_ns": req.start_ns,
+            "end_ns": req.end_ns, "queue_s": span_s("queued"), "prefill_s": span_s("prefill"),
+            "decode_s": span_s("decode"), "ttft_s": f.get("ttft_s"), "tpot_s": f.get("tpot_s"),
+            "e2e_s": f.get("e2e_s", (req.end_ns - req.start_ns) / 1e9), "prompt_tokens": req.prompt_tokens,
+            "output_tokens": req.output_tokens, "status": str(f.get("status", "")),
+            "num_preemptions": int(f.get("num_preemptions") or 0)}
+
+
+def _on_path(ctx: Context) -> Iterable[Event]:
+    lo, hi = ctx.window()
+    for pid in sorted(ctx.pids()):
+        for kind in PATH_KINDS:
+            for e in ctx.evidence.events(kind, lo, hi, pid):
+                if kind != "slow_syscall" or e.attrs.get("syscall") not in WAIT_SYSCALLS:
+                    yield e
+    yield from ctx.engine.gcs_within(lo, hi)
+
+
+def to_dict(d: Diagnosis, row: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The `explain` answer: request, phases, budget table, verdicts, unexplained, evidence on the path."""
+    b, req = d.budget, d.budget.request
+    shown = sorted(_on_path(d.ctx), key=lambda e: e.start_ns)[-MAX_EVIDENCE_SHOWN:]
+    excess = b.excess_ns
+    phase_rows = [{"phase": name, "start_ns": lo, "end_ns": hi} for name, (lo, hi) in
+                  sorted(req.phases.items(), key=lambda kv: kv[1][0])]
+    return {"request": row or _row(req), "phases": phase_rows, "steps": len(b.steps()),
+            "budget": {"parts": [p.to_dict() for p in b.parts.values()], "actual_ms": round(b.actual_ns / 1e6, 3),
+                       "expected_ms": round(b.expected_ns / 1e6, 3), "excess_ms": round(excess / 1e6, 3),
+                       "unexplained_ms": round(d.unexplained_ns / 1e6, 3),
+                       "unexplained_share": round(d.unexplained_ns / excess, 3) if excess > 0 else 0.0,
+                       "is_slow": is_likely(excess / 1e6, excess / 1e6, b.expected_ns / 1e6)},
+            "verdicts": [v.to_dict() for v in d.verdicts], "unexplained_ms": round(d.unexplained_ns / 1e6, 3),
+            "overlapping": [e.to_dict() for e in shown]}

@@ -3,7 +3,7 @@
 Recordings hold Samples and Events, not snapshots, so the state at an instant is rebuilt from them (views.py):
 latest GPU values, per-interval syscall / run-queue counts summed over a window (averages only: the buckets stay
 in the agent), interface rates from the bytes per poll, and requests from the engine's span events. `explain` runs
-the same diagnosis a live agent runs.
+the same diagnosis a live agent runs (agent/recording/diagnosis.py replays the recording through it once).
 """
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 
-from gpusleuth.agent.diagnosis.explain import explain
+from gpusleuth.agent.diagnosis.monitor import SERIES, Monitor
 from gpusleuth.agent.recorder import EVENT_SCHEMA, SAMPLE_SCHEMA
+from gpusleuth.agent.recording.diagnosis import replay_monitor
 from gpusleuth.agent.recording.views import (gpu_snapshot, net_snapshot, requests_from_events, series_points,
                                              window_rows)
-from gpusleuth.probes.records import Event
+from gpusleuth.probes.records import Event, Sample
 
 PROBE_PREFIXES = {"gpu": ("gpu.",), "syscalls": ("syscall.",), "sched": ("runq.",), "net": ("net.",)}
 PROBES = ("syscalls", "sched", "net", "gpu", "spans")
@@ -73,6 +74,7 @@ class Replay:
         self._ev_end = self.events["end_ns"].to_numpy(np.int64)
         self._cols = {c: self.events[c].tolist() for c in ("kind", "source", "pid", "tid", "comm", "attrs")}
         self._attrs: dict[int, dict] = {}
+        self._monitor: Monitor | None = None
         starts = [t.t[0] for t in self.tables.values() if len(t.t)] + list(self._ev_start[:1])
         ends = [t.t[-1] for t in self.tables.values() if len(t.t)] + ([int(self._ev_end.max())] if len(events) else [])
         self.start_ns, self.end_ns = int(min(starts)), int(max(ends))
@@ -132,7 +134,19 @@ class Replay:
                             "reason": "" if has else f"no {name} records in this recording", "path": "recording"}
         return {"probes": probes, "recording": True}
 
-    def explain(self, request: dict[str, Any], limit: int) -> dict[str, Any]:
-        """The agent's `explain` for a request rebuilt from the recording."""
-        events = self.event_dicts(request["start_ns"], request["end_ns"], limit)
-        return explain(request, [Event.from_dict(e) for e in events])
+    def monitor(self) -> Monitor:
+        """The diagnosis re-run over the whole recording (built on first use)."""
+        if self._monitor is None:
+            events = [Event.from_dict(e) for e in self.event_dicts(self.start_ns, self.end_ns, len(self.events) + 1)]
+            samples = [Sample(name, int(t.t[i]), float(t.value[i]), t.labels[i])
+                       for name, t in self.tables.items() if name in SERIES for i in range(len(t.t))]
+            self._monitor = replay_monitor(events, samples)
+        return self._monitor
+
+    def explain(self, request: dict[str, Any], limit: int = 0) -> dict[str, Any]:
+        """The agent's `explain` for a request, from the recording (`limit` is kept for older callers)."""
+        out = self.monitor().explain(str(request.get("request_id")), request.get("pid"), row=request)
+        if out is None:
+            return {"request": request, "phases": [], "overlapping": [], "verdicts": [],
+                    "notes": {"verdicts": "the recording has no finished spans of this request"}}
+        return out

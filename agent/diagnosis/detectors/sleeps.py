@@ -1,0 +1,41 @@
+"""Shared by engine_stall and gil_contention: the step thread's sleeps (S state) while it had work, split by who
+woke it. A sleep ended by another thread of the engine process is a wait for that thread (the GIL, a lock); any
+other sleep (a timer, a wait syscall) is the loop stalling. Idle waits (the engine's idle spans) never count.
+"""
+from __future__ import annotations
+
+from gpusleuth.agent.diagnosis.context import Context
+from gpusleuth.probes.records import Event
+
+
+def is_engine_waker(ctx: Context, e: Event) -> bool:
+    """Woken by another thread of the engine's own process."""
+    wp = int(e.attrs.get("waker_pid") or 0)
+    if wp <= 0 or wp == e.tid:
+        return False
+    if wp in ctx.host.tids:
+        return ctx.host.tids[wp] in ctx.pids()
+    if wp in ctx.pids():
+        return True
+    comm = str(e.attrs.get("waker_comm") or "")
+    return bool(comm) and (comm.startswith("gs-") or comm == ctx.engine.comm)
+
+
+def sleeps(ctx: Context) -> list[Event]:
+    return [e for e in ctx.on_step_thread("offcpu") if str(e.attrs.get("state")) == "S"]
+
+
+def usual_sleep(ctx: Context) -> dict[str, float]:
+    """Per engine part: how long its steps normally sleep (baseline), plus rank 0's waits in TP collectives and
+    for GPU time above baseline (gpu_contention and gpu_clocks explain those)."""
+    sb = ctx.baseline.rank(0)
+    out: dict[str, float] = {}
+    for part in ctx.engine_parts():
+        ns = 0.0
+        for s in part.own + part.waited:
+            cost = sb.expected(s.num_decode, s.num_prefill_tokens)
+            ns += cost.sleep_ns + (s.tp_wait_ms or 0.0) * 1e6
+            if s.measured_gpu_ms is not None and cost.gpu_ms is not None:  # asleep waiting for a slow GPU
+                ns += max(0.0, s.measured_gpu_ms - cost.gpu_ms) * 1e6
+        out[part.name] = ns
+    return out

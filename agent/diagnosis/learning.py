@@ -1,0 +1,75 @@
+"""Feeding the baselines: each step, once the kernel evidence of its time has arrived, is judged clean or not and
+offered to its engine's step baseline; clean requests teach the part baselines (arrival, queue, stream, the gap
+between steps, usual interference), and the GPU's SM clock during clean steps teaches the clock baseline.
+"""
+from __future__ import annotations
+
+from gpusleuth.agent.diagnosis.baseline import EngineBaseline
+from gpusleuth.agent.diagnosis.budget import Budget
+from gpusleuth.agent.diagnosis.engines import EngineTimeline
+from gpusleuth.agent.diagnosis.evidence import EvidenceIndex, SampleIndex
+from gpusleuth.agent.diagnosis.spans import Step
+from gpusleuth.probes.kernel.syscall_table import WAIT_SYSCALLS
+
+DIRTY_KINDS = ("runq_delay", "direct_reclaim")
+SLEEP_SLACK_NS = 1_000_000  # a step that sleeps this much more than its shape usually does is not clean
+CLOCK_SERIES = "gpu.sm_clock_mhz"
+
+
+def step_evidence(ev: EvidenceIndex, eng: EngineTimeline, s: Step) -> tuple[bool, int]:
+    """(is the step free of trouble on its thread, ns its thread slept inside it)."""
+    pid = eng.rank_pids.get(s.rank, s.pid)
+    lo, hi = s.start_ns, s.end_ns
+
+    def mine(kind: str):
+        return [e for e in ev.events(kind, lo, hi, pid) if not s.tid or e.tid == s.tid]
+    if any(mine(k) for k in DIRTY_KINDS) or eng.gcs_within(lo, hi):
+        return False, 0
+    if any(e.attrs.get("syscall") not in WAIT_SYSCALLS for e in mine("slow_syscall")):
+        return False, 0
+    sleep = 0
+    for e in mine("offcpu"):
+        if str(e.attrs.get("state")) != "S":
+            return False, 0
+        sleep += max(0, min(e.end_ns, hi) - max(e.start_ns, lo))
+    return True, sleep
+
+
+def learn_step(base: EngineBaseline, ev: EvidenceIndex, eng: EngineTimeline, s: Step) -> bool:
+    """Offer a step whose evidence is in; True when it entered the baseline."""
+    is_clean, sleep = step_evidence(ev, eng, s)
+    sb = base.rank(s.rank)
+    if is_clean and sb.is_ready:
+        usual = sb.expected(s.num_decode, s.num_prefill_tokens).sleep_ns
+        is_clean = sleep <= usual + SLEEP_SLACK_NS
+    return sb.observe(s, sleep, is_clean)
+
+
+def learn_gpu(base: EngineBaseline, s: Step, gpu_ms: float) -> None:
+    """A step's own GPU time arrived (in a later step's span)."""
+    base.rank(s.rank).observe_gpu(s, gpu_ms)
+
+
+def learn_clock(base: EngineBaseline, samples: SampleIndex, gpu: int | None, s: Step) -> None:
+    if gpu is None:
+        return
+    for _, points in samples.series(CLOCK_SERIES, s.start_ns, s.end_ns + 1_000_000_000, gpu=str(gpu)):
+        for _, v in points[:1]:
+            base.sm_clock_mhz.observe(v)
+
+
+def learn_request(base: EngineBaseline, b: Budget) -> None:
+    """A request whose diagnosis found nothing likely: its parts are what normal looks like."""
+    for name in ("arrival", "queue", "stream"):
+        part = b.parts.get(name)
+        if part is not None:
+            base.part(name).observe(part.actual_ns)
+    for name in ("prefill", "decode"):
+        part = b.parts.get(name)
+        if part is None:
+            continue
+        for a, z in part.gaps:
+            base.part("gap").observe(z - a)
+        if name == "decode" and part.own:
+            base.part("interference").observe(part.interference_ns / len(part.own))
+

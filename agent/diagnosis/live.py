@@ -1,0 +1,91 @@
+"""The live diagnosis of an engine over the last second (what incidents are made of): the same budget and the same
+detectors as for a request, over a window of the step thread's time instead of one request's parts.
+
+The window's single part, "steps", holds every rank-0 step in it; its expected time is the steps' expected cost
+plus the usual gaps, so a window with no step at all (a frozen or stalled loop) is nearly all excess. What the
+sched snapshot says is going on right now (`ongoing`: threads stopped, in D state or runnable without running for
+>= 100 ms) enters as open-ended evidence, so a freeze is seen while it lasts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from gpusleuth.agent.diagnosis.attribution import Verdict, attribute
+from gpusleuth.agent.diagnosis.baseline import EngineBaseline
+from gpusleuth.agent.diagnosis.budget import Budget, Part
+from gpusleuth.agent.diagnosis.context import Context, HostInfo
+from gpusleuth.agent.diagnosis.engines import EngineTimeline
+from gpusleuth.agent.diagnosis.evidence import EvidenceIndex, SampleIndex
+from gpusleuth.agent.diagnosis.explain import run_detectors
+from gpusleuth.agent.diagnosis.intervals import clip, merge, subtract
+from gpusleuth.agent.diagnosis.spans import RequestSpans
+from gpusleuth.probes.records import Event
+
+MIN_EXPLAINED_NS = 50_000_000  # an incident explains at least this much of a window ...
+MIN_EXCESS_FRACTION = 0.2  # ... of an excess at least this fraction of the window's expected time
+ONGOING_KIND = {"T": "offcpu", "t": "offcpu", "frozen": "offcpu", "D": "offcpu", "R": "runq_delay"}
+
+
+@dataclass(slots=True)
+class Candidate:
+    """A cause the last window of an engine points at."""
+
+    engine_pid: int
+    verdict: Verdict
+    onset_ns: int  # where its evidence in the window starts
+    window: tuple[int, int]
+
+
+def window_budget(eng: EngineTimeline, base: EngineBaseline, lo: int, hi: int) -> Budget:
+    part = Part("steps", lo, hi, 0.0, "shape")
+    sb = base.rank(0)
+    busy = []
+    for s in eng.steps(lo, hi):
+        part.own.append(s)
+        busy.append((max(lo, s.start_ns), min(hi, s.end_ns)))
+        part.expected_ns += sb.expected(s.num_decode, s.num_prefill_tokens).dur_ns * \
+            clip(s.start_ns, s.end_ns, lo, hi) / max(1, s.dur_ns)
+    part.idle = eng.idle_within(lo, hi)
+    part.gaps = subtract(subtract([(lo, hi)], merge(busy)), merge(part.idle))
+    usual_gap = base.part("gap").expected() or 0.0
+    part.expected_ns += min(sum(b - a for a, b in part.gaps), usual_gap * max(1, len(part.own)))
+    if not sb.is_ready and part.own:
+        part.expected_ns, part.source = float(part.actual_ns), "none"
+    return Budget(RequestSpans(f"window-{lo}", eng.pid), {"steps": part})
+
+
+def ongoing_events(sched: Any, pids: set[int], now_ns: int) -> list[Event]:
+    """The sched snapshot's ongoing states of the engine's threads as events open until now."""
+    out = []
+    for o in getattr(sched, "ongoing", None) or ():
+        get = o.get if isinstance(o, dict) else (lambda k, o=o: getattr(o, k, None))
+        pid, state = int(get("pid") or 0), str(get("state") or "")
+        if pid not in pids or state not in ONGOING_KIND:
+            continue
+        out.append(Event(ONGOING_KIND[state], "sched", int(get("since_ns") or now_ns), now_ns, pid=pid,
+                         tid=int(get("tid") or 0), comm=str(get("comm") or ""),
+                         attrs={"state": state, "cpu": get("cpu"), "is_ongoing": True}))
+    return out
+
+
+def _onset(v: Verdict, ctx: Context, lo: int) -> int:
+    """Where the verdict's evidence starts: its first claimed interval, or an ongoing state's start."""
+    starts = [a for ivs in (v.finding.intervals.values() if v.finding else ()) for a, _ in ivs]
+    if v.cause == "process_frozen":
+        starts += [e.start_ns for e in ctx.extra if e.kind == "offcpu"]
+    return min(starts) if starts else lo
+
+
+def candidates(eng: EngineTimeline, base: EngineBaseline, evidence: EvidenceIndex, samples: SampleIndex,
+               host: HostInfo, lo: int, hi: int, extra: Iterable[Event] = ()) -> list[Candidate]:
+    """Causes that explain enough of the window [lo, hi] of one engine to open (or keep) an incident."""
+    budget = window_budget(eng, base, lo, hi)
+    ctx = Context(budget, eng, base, evidence, samples, host, list(extra))
+    verdicts, _ = attribute(budget, run_detectors(ctx))
+    floor = max(MIN_EXPLAINED_NS, MIN_EXCESS_FRACTION * budget.expected_ns)
+    if budget.excess_ns < floor:
+        return []
+    return [Candidate(eng.pid, v, _onset(v, ctx, lo), (lo, hi)) for v in verdicts
+            if v.explained_ns >= max(MIN_EXPLAINED_NS, 0.5 * budget.excess_ns) or
+            (v.explained_ns >= MIN_EXPLAINED_NS and v.share >= 0.3)]
