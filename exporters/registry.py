@@ -10,4 +10,5 @@ COLLECTORS: tuple[str, ...] = (
     "gpusleuth.exporters.dcgm:DcgmCollector",
     "gpusleuth.exporters.gpu:GpuCollector",
     "gpusleuth.exporters.requests:RequestCollector",
+    "gpusleuth.exporters.incidents:IncidentCollector",
 )

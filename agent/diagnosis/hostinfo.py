@@ -32,6 +32,18 @@ def from_samples(host: HostInfo, samples: Iterable[Sample]) -> None:
                 continue
 
 
+def from_sched_snapshot(host: HostInfo, sched: Any) -> None:
+    """Each watched process's cgroup (the one with a CPU quota where there is one, else the deepest)."""
+    best: dict[int, tuple[bool, int, str]] = {}
+    for cg in getattr(sched, "cgroups", None) or ():
+        rank = (cg.quota_us is not None, cg.path.count("/"), cg.path)
+        for pid in cg.pids:
+            if pid not in best or rank > best[pid]:
+                best[pid] = rank
+    for pid, (_, _, path) in best.items():
+        host.cgroups[pid] = path
+
+
 def refresh_threads(host: HostInfo, pids: Iterable[int], proc: Path = Path("/proc")) -> None:
     """tid -> pid for every thread of the engines (for telling the engine's own wakers from others)."""
     for pid in pids:

@@ -11,7 +11,8 @@ import threading
 import time
 from typing import Any, Callable
 
-from gpusleuth.agent.diagnosis.hostinfo import from_gpu_snapshot, from_samples, refresh_threads, thread_cpu_samples
+from gpusleuth.agent.diagnosis.hostinfo import (from_gpu_snapshot, from_samples, from_sched_snapshot, refresh_threads,
+                                                thread_cpu_samples)
 from gpusleuth.agent.diagnosis.monitor import Monitor, MonitorConfig, horizon
 from gpusleuth.agent.store import Store
 from gpusleuth.probes.records import monotonic_ns
@@ -68,6 +69,8 @@ class DiagnosisRunner:
             from_samples(m.host, samples)
             if snaps.get("gpu") is not None:
                 from_gpu_snapshot(m.host, snaps["gpu"])
+            if snaps.get("sched") is not None:
+                from_sched_snapshot(m.host, snaps["sched"])
             m.feed(events, samples)
             m.advance(horizon(snaps, now_ns, int(m.config.max_lag_s * 1e9)))
             incidents = m.live(now_ns, snaps.get("sched"))

@@ -18,16 +18,12 @@ SLACK_NS = 1_500_000_000  # throttle events cover a poll interval: accept waits 
 
 
 def _throttles(ctx: Context) -> list[Event]:
+    """Throttle events of a cgroup holding one of the engine's processes."""
     lo, hi = ctx.window()
-    out = []
-    for pid in ctx.pids():
-        out += ctx.events("cgroup_throttle", lo - SLACK_NS, hi + SLACK_NS, pid)
-    cgroups = {ctx.host.cgroups.get(p) for p in ctx.pids()} - {None}
-    if cgroups:
-        seen = {id(e) for e in out}
-        out += [e for e in ctx.events("cgroup_throttle", lo - SLACK_NS, hi + SLACK_NS)
-                if e.attrs.get("cgroup") in cgroups and id(e) not in seen]
-    return out
+    pids = ctx.pids()
+    cgroups = {ctx.host.cgroups.get(p) for p in pids} - {None}
+    return [e for e in ctx.events("cgroup_throttle", lo - SLACK_NS, hi + SLACK_NS)
+            if e.pid in pids or pids & set(e.attrs.get("pids") or ()) or e.attrs.get("cgroup") in cgroups]
 
 
 def _idle_part(e: Event) -> tuple[int, int]:

@@ -28,7 +28,7 @@ def detect(ctx: Context) -> list[Finding]:
     holders: Counter = Counter()
     names: dict[int, str] = {}
     for e in waits:
-        wp = int(e.attrs.get("waker_pid") or 0)
+        wp = int(e.attrs.get("waker_tid") or e.attrs.get("waker_pid") or 0)
         holders[wp] += e.end_ns - e.start_ns
         names[wp] = str(e.attrs.get("waker_comm") or "?")
     top, top_ns = holders.most_common(1)[0]

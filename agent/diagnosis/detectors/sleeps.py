@@ -9,16 +9,15 @@ from gpusleuth.probes.records import Event
 
 
 def is_engine_waker(ctx: Context, e: Event) -> bool:
-    """Woken by another thread of the engine's own process."""
-    wp = int(e.attrs.get("waker_pid") or 0)
-    if wp <= 0 or wp == e.tid:
+    """Woken by another thread of the engine's own process (`waker_pid` is the waker's process, `waker_tid` its
+    thread; an older probe gave only a thread id as `waker_pid`)."""
+    wtid = int(e.attrs.get("waker_tid") or 0)
+    wpid = int(e.attrs.get("waker_pid") or 0)
+    if wpid <= 0 or (wtid or wpid) == e.tid:
         return False
-    if wp in ctx.host.tids:
-        return ctx.host.tids[wp] in ctx.pids()
-    if wp in ctx.pids():
-        return True
-    comm = str(e.attrs.get("waker_comm") or "")
-    return bool(comm) and (comm.startswith("gs-") or comm == ctx.engine.comm)
+    if not wtid and wpid in ctx.host.tids:
+        return ctx.host.tids[wpid] in ctx.pids()
+    return wpid in ctx.pids()
 
 
 def sleeps(ctx: Context) -> list[Event]:
