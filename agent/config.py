@@ -82,7 +82,9 @@ class WatchSection:
     """Which processes the per-process probes look at. A process matches if any rule matches."""
 
     pids: list[int] = field(default_factory=list)
-    comms: list[str] = field(default_factory=lambda: ["python*", "pt_main_thread", "vllm*", "sglang*", "tritonserver*"])
+    # gs-*: the bundled engine, the demo's load generator and the TUI (probes/procname.py); never the agent itself
+    comms: list[str] = field(default_factory=lambda: ["python*", "pt_main_thread", "vllm*", "sglang*",
+                                                      "tritonserver*", "gs-*"])
     cgroups: list[str] = field(default_factory=list)  # cgroup v2 paths, e.g. /sys/fs/cgroup/system.slice/x.service
     is_all: bool = False  # watch every process (costlier on busy hosts)
     include_span_senders: bool = True  # processes that send engine spans are watched automatically

@@ -73,10 +73,11 @@ class EngineLoop:
             self._thread.join(timeout=30)
 
     # ---- called from the asyncio thread ---------------------------------------------------------------------
-    def submit(self, request_id: str, prompt_ids: list[int], params: SamplingParams,
-               received_ns: int = 0) -> asyncio.Queue:
+    def submit(self, request_id: str, prompt_ids: list[int], params: SamplingParams, received_ns: int = 0,
+               arrival_ns: int = 0) -> asyncio.Queue:
         """Queue a request; its RequestOutputs (then None at the end) arrive on the returned queue.
-        `received_ns`: when the server had it (the start of its "received" span)."""
+        `received_ns`: when the server had it (start of its "received" span); `arrival_ns` (default now): when it
+        is handed over (end of "received", start of "queued")."""
         if not self.is_alive:
             raise EngineDead(self.error or "the engine is shutting down")
         if self.num_waiting >= self.max_waiting:
@@ -84,7 +85,7 @@ class EngineLoop:
         self.engine.check_request(prompt_ids, params)  # pure validation: safe off the scheduler thread
         queue: asyncio.Queue = asyncio.Queue()
         self._streams[request_id] = queue
-        arrival_ns = time.monotonic_ns()
+        arrival_ns = arrival_ns or time.monotonic_ns()
         self._post(lambda: self._add(request_id, prompt_ids, params, arrival_ns, received_ns))
         return queue
 

@@ -35,10 +35,11 @@ class ServerSpans:
         self.step_tid = step_tid
         self.in_flight: dict[str, RequestTrack] = {}
 
-    def received(self, track: RequestTrack, read_ns: int, tokenize_ns: int) -> None:
-        """The request was handed to the scheduler now; `read_ns`/`tokenize_ns`: time reading/tokenizing it."""
+    def received(self, track: RequestTrack, handoff_ns: int, read_ns: int, tokenize_ns: int) -> None:
+        """The request was handed to the scheduler at `handoff_ns`; `read_ns`/`tokenize_ns`: time reading the body
+        and tokenizing it (parsing included)."""
         self.in_flight[track.request_id] = track
-        self.emitter.add("request", "received", track.request_id, track.received_ns, time.monotonic_ns(),
+        self.emitter.add("request", "received", track.request_id, track.received_ns, handoff_ns,
                          read_ms=round(read_ns / 1e6, 4), tokenize_ms=round(tokenize_ns / 1e6, 4))
         self.emitter.flush()
 

@@ -67,8 +67,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
     track, read_ns = RequestTrack(request_id, received_ns), time.monotonic_ns()  # spans
     try:
         req = parse_completion(body, loop.engine.tokenizer, name)
-        tokenize_ns = time.monotonic_ns() - read_ns  # spans
-        queue = loop.submit(request_id, req.prompt_ids, req.params, received_ns)
+        handoff_ns = time.monotonic_ns()  # spans: "received" ends, "queued" starts
+        queue = loop.submit(request_id, req.prompt_ids, req.params, received_ns, handoff_ns)
     except ApiError as exc:
         metrics.rejected.labels("bad_request").inc()
         return _error(exc)
@@ -81,7 +81,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
     except EngineDead as exc:
         metrics.rejected.labels("engine_unavailable").inc()
         return _error(ApiError(503, str(exc), None, "service_unavailable"), cfg.retry_after_s)
-    spans.received(track, read_ns - received_ns, tokenize_ns)  # spans
+    spans.received(track, handoff_ns, read_ns - received_ns, handoff_ns - read_ns)  # spans
     is_done, status = False, "abort"
     try:
         if req.is_stream:

@@ -1,10 +1,13 @@
 """Spans reach a real Unix datagram listener in the agreed wire format, are dropped and counted when nobody
-listens (never blocking), and the fault hooks do what they say (scheduler sleep, fsync stall, all-reduce delay).
+listens (never blocking), step spans name the batch, the thread and the preempted requests, garbage collections
+become gc spans, and the fault hooks do what they say (scheduler sleep, fsync stall, all-reduce delay).
 """
 from __future__ import annotations
 
+import gc
 import os
 import socket
+import threading
 import time
 
 import pytest
@@ -12,6 +15,7 @@ import torch
 
 from engine_helpers import make_engine
 from gpusleuth.engine.faults import FaultConfig, RankFaults
+from gpusleuth.engine.gc_spans import GcWatch
 from gpusleuth.engine.sequence import SamplingParams
 from gpusleuth.engine.spans import SpanEmitter
 from gpusleuth.probes.spans import wire as span_protocol
@@ -58,6 +62,71 @@ def test_request_phases_and_steps_arrive(listener):
         assert d.tokens == PARAMS.max_tokens - 1 and f.tokens == PARAMS.max_tokens
         assert f.attrs["status"] == "length" and f.attrs["ttft_s"] > 0 and f.attrs["e2e_s"] >= f.attrs["ttft_s"]
     assert engine.emitter.num_dropped == 0 and engine.emitter.num_sent == len(spans)
+
+
+class Reader:
+    """Drains a listener while the engine sends (its queue holds only net.unix.max_dgram_qlen datagrams)."""
+
+    STOP = b"stop"
+
+    def __init__(self, path: str, sock: socket.socket) -> None:
+        self.path, self.sock, self.spans = path, sock, []
+        sock.settimeout(60)
+        self._thread = threading.Thread(target=self._read)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while (data := self.sock.recv(span_protocol.MAX_DATAGRAM)) != self.STOP:
+            self.spans += span_protocol.decode(data)[1]
+
+    def stop(self) -> list[span_protocol.Span]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+            s.sendto(self.STOP, self.path)
+        self._thread.join()
+        return self.spans
+
+
+def test_step_spans_name_the_batch_the_thread_and_the_preempted(listener):
+    path, sock = listener
+    # 7 usable blocks of 16 tokens; 3 requests of 17 prompt tokens growing to 47 need 9: decodes preempt the newest
+    engine = make_engine(emitter=SpanEmitter(0, path), num_cpu_blocks=8, block_size=16, max_num_seqs=4)
+    reader = Reader(path, sock)
+    engine.generate([[5 + i] * 17 for i in range(3)], SamplingParams(max_tokens=30, temperature=0.0,
+                                                                      is_ignore_eos=True))
+    spans = reader.stop()
+    steps = [s for s in spans if s.phase == "step"]
+    finished = {s.request_id: s for s in spans if s.phase == "finished"}
+    assert len(steps) == engine.num_steps and engine.emitter.num_dropped == 0
+    assert {s.attrs["tid"] for s in steps} == {threading.get_native_id()}  # the thread that ran generate()
+    first = steps[0].attrs
+    assert (first["num_prefill"], first["num_prefill_tokens"], sorted(first["request_ids"])) == (
+        3, 51, sorted(finished))
+    for s in steps:
+        a = s.attrs
+        assert len(a["request_ids"]) == a["num_decode"] + a["num_prefill"] == s.batch_size
+        assert s.tokens == a["num_decode"] + a["num_prefill_tokens"] and 0 <= a["kv_usage"] <= 1
+    preempted = [rid for s in steps for rid in s.attrs["preempted_ids"]]
+    assert preempted and sum(s.attrs["num_preempted"] for s in steps) == len(preempted)
+    assert {rid: preempted.count(rid) for rid in preempted} == {
+        rid: f.attrs["num_preemptions"] for rid, f in finished.items() if f.attrs["num_preemptions"]}
+    assert max(s.attrs["kv_usage"] for s in steps) > 0.8
+
+
+def test_garbage_collections_become_gc_spans(listener):
+    path, sock = listener
+    emitter = SpanEmitter(0, path, gc_watch=GcWatch())
+    with emitter.gc_watch:
+        cycle: list = []
+        cycle.append(cycle)
+        del cycle
+        t0 = time.monotonic_ns()
+        collected = gc.collect(2)
+    emitter.flush()
+    spans = [s for s in _drain(sock) if s.phase == "gc"]
+    mine = [s for s in spans if s.start_ns >= t0 and s.attrs["generation"] == 2]
+    assert len(mine) == 1 and mine[0].attrs["collected"] == collected >= 1
+    assert mine[0].attrs["tid"] == threading.get_native_id() and mine[0].kind == "step"
+    assert emitter.gc_watch._callback not in gc.callbacks  # uninstalled on exit
 
 
 def test_no_listener_drops_and_counts(tmp_path):

@@ -1,4 +1,5 @@
-"""A small open-loop load generator for the bundled engine: Poisson arrivals of random prompts (stdlib only)."""
+"""A small open-loop load generator for the bundled engine: Poisson arrivals of random prompts (stdlib only).
+Its threads call themselves `gs-load` (probes/procname.py), so the agent tells the load apart from what it loads."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,8 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+
+from gpusleuth.probes import procname
 
 WORDS = ("gpu", "kernel", "latency", "tensor", "batch", "token", "cache", "request", "socket", "queue", "model",
          "decode", "prefill", "rank", "stream", "page", "block", "throttle", "burst", "syscall")
@@ -53,6 +56,7 @@ class LoadGenerator:
             self._thread.join(timeout=5)
 
     def _arrivals(self) -> None:
+        procname.set_thread_name(procname.LOAD)  # the request threads it starts inherit the name
         while not self._stop.wait(self._rng.expovariate(self.rate)):
             if not self._sem.acquire(blocking=False):
                 continue  # all workers busy: an open loop drops rather than queueing unboundedly here

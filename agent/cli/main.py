@@ -16,7 +16,7 @@ from gpusleuth.agent import config as config_mod
 from gpusleuth.agent import daemon
 from gpusleuth.agent.control.client import AgentNotRunning, ControlClient, ControlError, ControlPermissionDenied
 from gpusleuth.agent.cli.format import format_probes, format_status
-from gpusleuth.probes import registry
+from gpusleuth.probes import procname, registry
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_STATE, EXIT_PRIVILEGE, EXIT_STARTUP = 0, 1, 2, 3, 4, 5
 log = logging.getLogger("gpusleuth.agent")
@@ -35,6 +35,11 @@ EXAMPLES = {
         sudo agent demo                        # agent + engine (tiny) + load + TUI
         sudo agent demo --no-tui --duration 60 # no terminal: a report of the slowest request
         sudo agent demo --preset llama3-8b -- --tp 2""",
+    "explain": """
+        sudo agent explain cmpl-4f2a...        # one request: budget, causes, evidence, runbook
+        sudo agent explain --slowest 3         # the three requests with the most excess
+        sudo agent explain --window 5m --min-excess-ms 50 --json
+        agent explain --recording /var/lib/gpusleuth/recording --slowest""",
     "probes": """
         agent probes                           # what each probe needs and whether this host has it
         agent probes --ebpf syscalls           # print the generated BPF C of a probe""",
@@ -72,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
     p = add("probes", "what each probe needs and whether this host has it")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--ebpf", metavar="PROBE", help="print the generated BPF C text of PROBE and exit")
+    p = add("explain", "why was a request slow: its latency budget and the causes of its excess")
+    from gpusleuth.agent.cli import explain  # noqa: PLC0415
+    explain.add_arguments(p)
     p = add("demo", "the main job: agent + bundled engine under generated load + the TUI")
     from gpusleuth.agent.cli import demo  # noqa: PLC0415
     demo.add_arguments(p)
@@ -120,6 +128,7 @@ def _forward(what: str, rest: list[str]) -> int:
             print(f"agent engine: the engine is not installed ({exc}); pip install 'gpusleuth[engine]'",
                   file=sys.stderr)
             return EXIT_USAGE
+        procname.set_thread_name(procname.ENGINE)  # `agent engine ...` is an engine process
         return engine_main(rest)
     from gpusleuth.agent.cli.tui import main as tui_main  # noqa: PLC0415
     return tui_main(rest)
@@ -183,6 +192,7 @@ def cmd_start(args) -> int:
 
 
 def _run_agent(cfg: config_mod.Config, pidfile: daemon.PidFile, ready_fd: int | None) -> int:
+    procname.set_thread_name(procname.AGENT)  # before the probe threads start: they inherit it
     from gpusleuth.agent.runtime import Agent, StartupError  # noqa: PLC0415 - keeps `agent --help` fast
     pidfile.write(os.getpid())
     if pidfile.stale_pid and pidfile.stale_pid != os.getpid():
@@ -259,12 +269,17 @@ def cmd_probes(args) -> int:
     return EXIT_OK
 
 
+def cmd_explain(args) -> int:
+    from gpusleuth.agent.cli import explain  # noqa: PLC0415
+    return explain.run(args, _load_config(args).control.socket)
+
+
 def cmd_demo(args) -> int:
     from gpusleuth.agent.cli import demo  # noqa: PLC0415
     return demo.run(args, _load_config(args))
 
 
-COMMANDS = {"demo": cmd_demo, "start": cmd_start, "stop": cmd_stop, "status": cmd_status, "probes": cmd_probes}
+COMMANDS = {"demo": cmd_demo, "explain": cmd_explain, "start": cmd_start, "stop": cmd_stop, "status": cmd_status, "probes": cmd_probes}
 
 if __name__ == "__main__":
     sys.exit(main())

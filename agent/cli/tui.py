@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import sys
 
+from gpusleuth.probes import procname
 from gpusleuth.tui import app, launch
 
 
 def main(argv: list[str] | None = None) -> int:
     args = launch.parser().parse_args(argv)
+    procname.set_thread_name(procname.TUI)
     bad = launch.check_args(args)
     if bad is not None:
         return bad

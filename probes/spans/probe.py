@@ -172,7 +172,9 @@ class SpanProbe(Probe):
         for span in spans:
             sender.note(span)
             kind = f"engine.{span.phase}" if span.kind == "step" else f"request.{span.phase}"
-            out.append(Event(kind, self.name, span.start_ns, span.end_ns, pid=pid, comm=comm, attrs={
+            tid = span.attrs.get("tid")  # the engine thread a step-kind span ran on (or names)
+            out.append(Event(kind, self.name, span.start_ns, span.end_ns, pid=pid, comm=comm,
+                             tid=tid if isinstance(tid, int) else 0, attrs={
                 "request_id": span.request_id, "rank": span.rank, "tokens": span.tokens,
                 "batch_size": span.batch_size, **span.attrs}))
             if span.kind == "request":
