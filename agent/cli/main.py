@@ -83,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     p = add("demo", "the main job: agent + bundled engine under generated load + the TUI")
     from gpusleuth.agent.cli import demo  # noqa: PLC0415
     demo.add_arguments(p)
+    from gpusleuth.agent.cli import runbook  # noqa: PLC0415
+    runbook.add_subcommand(add, COMMANDS)
     for name, help_text in (("bundle", "gather an offline install bundle for air-gapped hosts (agent bundle --help)"),
                             ("engine", "the bundled inference engine (agent engine --help)"),
                             ("tui", "the live triage screen (agent tui --help)")):
