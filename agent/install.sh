@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install everything gpusleuth needs on a Debian 12 / Ubuntu 22.04+ host, as root, idempotently:
-# OS packages (bcc, bpftool, kernel headers, iproute2, prometheus, tmux), a kernel header link where the running
-# kernel has none, tracefs, and a virtual environment at ./.venv with the project (engine + test extras) installed.
+# OS packages (bcc, bpftool, kernel headers, iproute2, prometheus and its alertmanager, tmux), a kernel header link
+# where the running kernel has none, tracefs, and a virtual environment at ./.venv with the project (engine + test extras) installed.
 #   sudo bash agent/install.sh            # everything
 #   GPUSLEUTH_EXTRAS=engine sudo bash agent/install.sh
 # Environment: PYTHON (default /usr/bin/python3), VENV (default ./.venv), TORCH_SPEC (default torch==2.13.0),
@@ -24,7 +24,8 @@ fi
 kernel=$(uname -r)
 if [ "${GPUSLEUTH_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
-    pkgs=(python3 python3-venv python3-bpfcc bpfcc-tools bpftool iproute2 prometheus tmux procps iputils-ping kmod)
+    pkgs=(python3 python3-venv python3-bpfcc bpfcc-tools bpftool iproute2 prometheus prometheus-alertmanager tmux procps
+          iputils-ping kmod)
     missing=()
     for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
     # Exact headers for the running kernel if the distribution has them; otherwise the distribution's generic
