@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything gpusleuth needs on a Debian 12 / Ubuntu 22.04+ host, as root, idempotently:
 # OS packages (bcc, bpftool, kernel headers, iproute2, prometheus and its alertmanager, tmux), a kernel header link
-# where the running kernel has none, tracefs, and a virtual environment at ./.venv with the project (engine + test extras) installed.
+# where the running kernel has none, tracefs, and a virtual environment at ./.venv with the project (engine + test
+# extras) installed.
 #   sudo bash agent/install.sh            # everything
 #   GPUSLEUTH_EXTRAS=engine sudo bash agent/install.sh
 # Environment: PYTHON (default /usr/bin/python3), VENV (default ./.venv), TORCH_SPEC (default torch==2.13.0),
