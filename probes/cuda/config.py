@@ -13,6 +13,7 @@ class CudaConfig:
     interval_s: float = 1.0
     libraries: list[str] = field(default_factory=lambda: list(LIBRARIES))  # which libraries to attach to
     launches: str = "count"  # "count": per-thread counts in the kernel; "off": no launch uprobes at all
+    uprobe_path: str = "auto"  # "multi" (uprobe_multi links, Linux 6.6+), "perf" (a perf event per uprobe), "auto"
     rescan_interval_s: float = 2.0  # how often watched processes' maps are read for newly loaded libraries
     gpu_bound_share: float = 0.3  # a host step is GPU-bound when its sync wait is at least this share of it
     straggler_min_ms: float = 1.0  # a collective whose last rank entered this much after the first is an Event
@@ -29,6 +30,7 @@ class CudaConfig:
         for i, lib in enumerate(self.libraries):
             check_choice(f"libraries[{i}]", lib, LIBRARIES)
         check_choice("launches", self.launches, ["count", "off"])
+        check_choice("uprobe_path", self.uprobe_path, ["auto", "multi", "perf"])
         check_range("rescan_interval_s", self.rescan_interval_s, 0.1, 3600)
         check_range("gpu_bound_share", self.gpu_bound_share, 0.0, 1.0)
         check_range("straggler_min_ms", self.straggler_min_ms, 0.0, 60_000)

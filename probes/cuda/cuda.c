@@ -1,7 +1,8 @@
-// CUDA driver/runtime, NCCL and gloo calls of watched processes, from uprobes attached per process (probe.py).
-// Specialised by the loader: NUM_FNS, FN_LIST (one X(id, FAMILY) per resolved function and an R(id, FAMILY) for
-// those with a return side: the BPF program of function `id` is e_<id> / r_<id>), MAX_THREADS, MAX_KEYS,
-// MAX_ALLOCS, USE_RINGBUF. Function descriptors (family, argument positions) are in `fn_table`, filled from symbols.py.
+// CUDA driver/runtime, NCCL and gloo calls of watched processes, from uprobes attached per process (attach.py).
+// Specialised by the loader: USE_MULTI (1: uprobe_multi links, the function id is the attach cookie; 0: one perf
+// event per uprobe, FN_LIST holds one X(id) entry program e_<id> per function and one R(family) return program
+// r_<family> per family with a return side), NUM_FNS, MAX_THREADS, MAX_KEYS, MAX_ALLOCS, USE_RINGBUF. Function
+// descriptors (family, argument positions) are in `fn_table`, filled from symbols.py.
 //
 // Kernel launches are counted per thread here (no event: an uprobe already costs microseconds); one event per launch
 // only while ctl[0] (a CLOCK_MONOTONIC deadline) is in the future. Calls that also have a return probe keep an
@@ -135,10 +136,7 @@ static __always_inline void add_agg(u32 tgid, u32 fn, u32 dir, u64 dur, u64 hand
         __sync_fetch_and_add(&a->failures, 1);
 }
 
-static __always_inline int launch_event(struct pt_regs *ctx, u32 id, u64 pid_tgid, u64 now) {
-    struct fn_t *fn = fn_table.lookup(&id);
-    if (!fn)
-        return 0;
+static __always_inline int launch_event(struct pt_regs *ctx, struct fn_t *fn, u32 id, u64 pid_tgid, u64 now) {
     struct event_t ev = {.ts = now, .tgid = pid_tgid >> 32, .tid = (u32)pid_tgid, .fn = id, .kind = EV_LAUNCH};
     if (fn->layout == 1) {  // cuLaunchKernel(f, gx, gy, gz, bx, by, bz, shmem, stream, ...)
         ev.a0 = arg(ctx, 0);
@@ -163,7 +161,7 @@ static __always_inline int launch_event(struct pt_regs *ctx, u32 id, u64 pid_tgi
 }
 
 // Kernel and graph launches: per-thread counts; the first launch after a sync marks the end of a GPU-idle gap.
-static __always_inline int on_launch(struct pt_regs *ctx, u32 id, int is_graph) {
+static __always_inline int on_launch(struct pt_regs *ctx, struct fn_t *fn, u32 id, int is_graph) {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     struct thread_t *t = thread_of(pid_tgid);
     if (!t)
@@ -182,16 +180,13 @@ static __always_inline int on_launch(struct pt_regs *ctx, u32 id, int is_graph) 
         if (t->first_launch_ns == 0)
             t->first_launch_ns = now;
         if (until && *until > now)
-            launch_event(ctx, id, pid_tgid, now);
+            launch_event(ctx, fn, id, pid_tgid, now);
     }
     return 0;
 }
 
 // Entry of a call with a return probe: remember it unless it is nested in a call of the same family.
-static __always_inline int enter(struct pt_regs *ctx, u32 id) {
-    struct fn_t *fn = fn_table.lookup(&id);
-    if (!fn)
-        return 0;
+static __always_inline int enter(struct pt_regs *ctx, struct fn_t *fn, u32 id) {
     u64 sp = PT_REGS_SP(ctx);
     struct active_key_t key = {.tid = (u32)bpf_get_current_pid_tgid(), .family = fn->family};
     struct active_t *outer = active.lookup(&key);
@@ -281,12 +276,18 @@ static __always_inline u64 dtype_size(u64 dtype) {
     return 0;
 }
 
-static __always_inline void end_coll(struct pt_regs *ctx, struct active_t *r, u64 id, u64 dur) {
+// A collective's sequence number counts the collectives of its communicator (the same on every rank); point-to-point
+// calls (fn->aux2 is their peer) differ between ranks, so they get none (~0).
+static __always_inline void end_coll(struct pt_regs *ctx, struct fn_t *fn, struct active_t *r, u64 id, u64 dur) {
     u64 bytes = r->size * dtype_size(r->aux);
     add_agg(id >> 32, r->fn, 0, dur, r->handle, bytes, PT_REGS_RC(ctx) != 0);
-    struct comm_key_t ck = {.tgid = id >> 32, .comm = r->handle};
-    u64 one = 0, *seq = comm_seq.lookup_or_try_init(&ck, &one);
-    u64 n = seq ? __sync_fetch_and_add(seq, 1) : 0;
+    u64 n = ~0ULL;
+    if (fn->aux2 == NO_ARG) {
+        struct comm_key_t ck = {.tgid = id >> 32, .comm = r->handle};
+        u64 zero = 0, *seq = comm_seq.lookup_or_try_init(&ck, &zero);
+        if (seq)
+            n = __sync_fetch_and_add(seq, 1);
+    }
     struct event_t ev = {.ts = r->ts, .dur = dur, .a0 = r->handle, .a1 = bytes, .a2 = n, .a3 = r->aux2,
                          .a4 = r->size, .a5 = r->aux, .tgid = id >> 32, .tid = (u32)id, .fn = r->fn,
                          .kind = EV_COLL, .ret = PT_REGS_RC(ctx)};
@@ -344,7 +345,7 @@ static __always_inline int on_return(struct pt_regs *ctx, u32 family) {
     case F_COPY: end_copy(ctx, fn, &rec, id, dur); break;
     case F_ALLOC: end_alloc(ctx, fn, &rec, id, dur); break;
     case F_FREE: end_free(ctx, fn, &rec, id, dur); break;
-    case F_COLL: end_coll(ctx, &rec, id, dur); break;
+    case F_COLL: end_coll(ctx, fn, &rec, id, dur); break;
     case F_GROUP: add_agg(id >> 32, rec.fn, 0, dur, 0, 0, PT_REGS_RC(ctx) != 0); break;
     case F_COMM_INIT: end_comm_init(ctx, &rec, id, dur); break;
     case F_GLOO_TAG: end_gloo_tag(ctx, &rec, id); break;
@@ -352,11 +353,27 @@ static __always_inline int on_return(struct pt_regs *ctx, u32 family) {
     return 0;
 }
 
-// One entry program per resolved function, one return program per function with a return side.
-#define ENTRY_LAUNCH(id) on_launch(ctx, id, 0)
-#define ENTRY_GRAPH(id) on_launch(ctx, id, 1)
-#define ENTRY_GLOO_OP(id) gloo_op(ctx, id)
-#define ENTRY_CALL(id) enter(ctx, id)
-#define X(id, kind) int e_##id(struct pt_regs *ctx) { return ENTRY_##kind(id); }
-#define R(id, family) int r_##id(struct pt_regs *ctx) { return on_return(ctx, family); }
+static __always_inline int on_entry(struct pt_regs *ctx, u32 id) {
+    struct fn_t *fn = fn_table.lookup(&id);
+    if (!fn)
+        return 0;
+    switch (fn->family) {
+    case F_LAUNCH: return on_launch(ctx, fn, id, 0);
+    case F_GRAPH: return on_launch(ctx, fn, id, 1);
+    case F_GLOO_OP: return gloo_op(ctx, id);
+    }
+    return enter(ctx, fn, id);
+}
+
+#if USE_MULTI
+int e_any(struct pt_regs *ctx) { return on_entry(ctx, (u32)bpf_get_attach_cookie(ctx)); }
+int r_any(struct pt_regs *ctx) {
+    u32 id = (u32)bpf_get_attach_cookie(ctx);
+    struct fn_t *fn = fn_table.lookup(&id);
+    return fn ? on_return(ctx, fn->family) : 0;
+}
+#else
+#define X(id) int e_##id(struct pt_regs *ctx) { return on_entry(ctx, id); }
+#define R(family) int r_##family(struct pt_regs *ctx) { return on_return(ctx, family); }
 FN_LIST
+#endif

@@ -70,6 +70,11 @@ class CollectiveCall:
     def library(self) -> str:
         return self.fn.lib
 
+    @property
+    def is_p2p(self) -> bool:
+        """ncclSend/Recv and gloo send/recv: not matched across ranks (each rank makes its own)."""
+        return self.fn.call in ("send", "recv")
+
 
 @dataclass(slots=True, frozen=True)
 class CommInit:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,11 +30,13 @@ LIBRARY_FILES: dict[str, re.Pattern[str]] = {
 
 @dataclass(slots=True, frozen=True)
 class Resolved:
-    """One symbol of a library that the probe attaches to: its function id (symbols.FN_IDS), name and address."""
+    """One symbol of a library that the probe attaches to: its function id (symbols.FN_IDS), name, address (ELF
+    virtual address) and file offset (what uprobes are placed by)."""
 
     fn_id: int
     symbol: str
     address: int
+    offset: int = 0
 
     @property
     def fn(self) -> Fn:
@@ -88,8 +91,39 @@ class SymbolCache:
         st = os.stat(path)
         key = (st.st_dev, st.st_ino, st.st_mtime_ns, kind)
         if key not in self._cache:
-            self._cache[key] = resolve_symbols(self._reader(path, symbol_regex(kind)), kind)
+            resolved = resolve_symbols(self._reader(path, symbol_regex(kind)), kind)
+            offsets = file_offsets(path, [r.address for r in resolved])
+            self._cache[key] = [Resolved(r.fn_id, r.symbol, r.address, offsets[r.address]) for r in resolved
+                                if r.address in offsets]
         return self._cache[key]
+
+
+def file_offsets(path: str, addresses: list[int]) -> dict[int, int]:
+    """ELF virtual address -> file offset, through the PT_LOAD segment holding it (what bcc does before it attaches
+    a uprobe by address); addresses in no segment are left out. Raises OSError for an unreadable or non-ELF file.
+
+    Read by hand because the probe needs only the program headers of an ELF64 file: a few structs."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF" or head[4] != 2:
+            raise OSError(f"{path} is not a 64-bit ELF file")
+        phoff, = struct.unpack_from("<Q", head, 32)
+        phentsize, phnum = struct.unpack_from("<HH", head, 54)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    loads = []
+    for i in range(phnum):
+        p_type, _flags, p_offset, p_vaddr, _paddr, _filesz, p_memsz = struct.unpack_from("<IIQQQQQ", table,
+                                                                                        i * phentsize)
+        if p_type == 1:  # PT_LOAD
+            loads.append((p_vaddr, p_memsz, p_offset))
+    out = {}
+    for addr in addresses:
+        for vaddr, memsz, offset in loads:
+            if vaddr <= addr < vaddr + memsz:
+                out[addr] = addr - vaddr + offset
+                break
+    return out
 
 
 def resolve_symbols(symbols: list[tuple[str, int]], kind: str) -> list[Resolved]:

@@ -59,8 +59,10 @@ class FakeCudaProcess:
         return json.loads(self.proc.stdout.readline())
 
     def call(self, name: str, *args: Any, times: int = 1) -> dict[str, Any]:
-        """Call `name(*args)` `times` times; ints are passed as 64-bit, ("buf", n) as a fresh n-byte buffer,
-        ("out",) as a pointer to a fresh 8-byte slot, ("id",) as a 128-byte ncclUniqueId by value."""
+        """Call `name(*args)` `times` times; ints are passed as 64-bit, ["buf", n] as a fresh n-byte buffer,
+        ["out"] as a pointer to a fresh 8-byte slot (the answer's "outs" lists what the calls wrote there), ["id", k]
+        as a 128-byte ncclUniqueId by value (bytes k, k+1, ..., mod 256; k = 0 if left out). The answer has the return codes ("results")
+        and each call's wall time ("each_ns")."""
         return self._ask({"call": name, "args": list(args), "times": times})
 
     def loop(self, name: str, n: int, threads: int = 1, *extra: int) -> dict[str, Any]:
@@ -80,7 +82,7 @@ class FakeCudaProcess:
 
 
 class _UniqueId(ctypes.Structure):
-    _fields_ = [("internal", ctypes.c_char * 128)]
+    _fields_ = [("internal", ctypes.c_ubyte * 128)]
 
 
 def _arg(spec: Any, keep: list) -> Any:
@@ -92,8 +94,9 @@ def _arg(spec: Any, keep: list) -> Any:
         slot = ctypes.c_uint64(0)
         keep.append(slot)
         return ctypes.byref(slot)
-    if isinstance(spec, list) and spec == ["id"]:
-        return _UniqueId(bytes(range(128)))
+    if isinstance(spec, list) and spec and spec[0] == "id":
+        first = int(spec[1]) if len(spec) > 1 else 0
+        return _UniqueId((ctypes.c_ubyte * 128)(*[(first + i) % 256 for i in range(128)]))
     return ctypes.c_uint64(int(spec))
 
 
@@ -123,7 +126,8 @@ def _serve(directory: Path) -> None:
                 t1 = time.perf_counter_ns()
                 results.append(fn(*args))
                 each.append(time.perf_counter_ns() - t1)
-            out = {"ns": time.perf_counter_ns() - t0, "each_ns": each, "results": results}
+            outs = [k.value for k in keep if isinstance(k, ctypes.c_uint64)]
+            out = {"ns": time.perf_counter_ns() - t0, "each_ns": each, "results": results, "outs": outs}
         print(json.dumps(out), flush=True)
 
 

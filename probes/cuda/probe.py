@@ -17,11 +17,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from gpusleuth.probes.base import PollResult, ProbeState, Requirement
+from gpusleuth.probes.base import PollResult, ProbeState, ProbeUnavailable, Requirement
 from gpusleuth.probes.bpf import host as bpf_host
+from gpusleuth.probes.bpf import uprobe_multi
 from gpusleuth.probes.bpf.probe import BccProbe
 from gpusleuth.probes.cuda import events as ev
-from gpusleuth.probes.cuda.attach import Attacher
+from gpusleuth.probes.cuda.attach import Attacher, Linker, MultiLinker, PerfLinker
 from gpusleuth.probes.cuda.config import CudaConfig
 from gpusleuth.probes.cuda.decode import AllocFailure, CollectiveCall, CommInit, Launch, Record, SyncCall, decode
 from gpusleuth.probes.cuda.snapshot import CudaLibrary, CudaProcess, CudaSnapshot
@@ -32,7 +33,6 @@ from gpusleuth.probes.kernel.proc_info import all_pids, is_alive
 from gpusleuth.probes.records import Event, Sample, monotonic_ns
 
 UPROBE_PMU = "/sys/bus/event_source/devices/uprobe"
-_ENTRY_KIND = {Family.LAUNCH: "LAUNCH", Family.GRAPH: "GRAPH", Family.GLOO_OP: "GLOO_OP"}
 
 
 class CudaProbe(BccProbe):
@@ -50,6 +50,7 @@ class CudaProbe(BccProbe):
         self._matcher = TpMatcher()
         self._tracing_until = 0
         self._stragglers = 0
+        self._is_multi = uprobe_multi.is_supported() and config.uprobe_path != "perf"
 
     @classmethod
     def requirements(cls) -> list[Requirement]:
@@ -63,34 +64,48 @@ class CudaProbe(BccProbe):
                 and not (f.family is Family.LAUNCH and self.config.launches == "off")]
 
     def defines(self) -> dict[str, int | str]:
-        items = []
-        for i in self._functions():
-            fam = ALL_FUNCTIONS[i].family
-            items.append(f"X({i}, {_ENTRY_KIND.get(fam, 'CALL')})")
-            if fam.has_return:
-                items.append(f"R({i}, {int(fam)})")
-        return {"NUM_FNS": len(ALL_FUNCTIONS), "FN_LIST": " ".join(items), "MAX_THREADS": self.config.max_threads,
-                "MAX_KEYS": self.config.max_keys, "MAX_ALLOCS": self.config.max_allocs}
+        ids = self._functions()
+        families = sorted({int(ALL_FUNCTIONS[i].family) for i in ids if ALL_FUNCTIONS[i].family.has_return})
+        fn_list = "" if self._is_multi else " ".join([f"X({i})" for i in ids] + [f"R({f})" for f in families])
+        return {"USE_MULTI": int(self._is_multi), "NUM_FNS": len(ALL_FUNCTIONS), "FN_LIST": fn_list,
+                "MAX_THREADS": self.config.max_threads, "MAX_KEYS": self.config.max_keys,
+                "MAX_ALLOCS": self.config.max_allocs}
 
     def describe_path(self) -> str:
-        return "uprobes per process"
+        return ("uprobe_multi links" if self._is_multi else "perf event uprobes") + " per process"
 
     def make_event(self, raw: Any) -> Record | None:  # type: ignore[override]
         """The typed record (decode.py) of one ring buffer entry; poll() turns records into store Events."""
         return decode(raw)
 
     def start(self) -> None:
+        self._is_multi = self._choose_path()
         super().start()
+        bcc = bpf_host.import_bcc()
         fns = self._bpf["fn_table"]
         for i, f in enumerate(ALL_FUNCTIONS):
             fns[ctypes.c_int(i)] = fns.Leaf(int(f.family), f.size, f.out, f.handle, f.aux, f.aux2,
                                             int(f.direction), int(f.layout))
         skip = {i for i, f in enumerate(ALL_FUNCTIONS) if i not in set(self._functions())}
-        self._attacher = Attacher(self._bpf, list(self.config.libraries), skip, self.config.max_uprobes,
+        if self._is_multi:
+            load = lambda name: self._bpf.load_func(name, bcc.BPF.KPROBE,  # noqa: E731
+                                                    attach_type=uprobe_multi.BPF_TRACE_UPROBE_MULTI).fd
+            linker: Linker = MultiLinker(load(b"e_any"), load(b"r_any"))
+        else:
+            linker = PerfLinker(self._bpf, self.config.max_uprobes)
+        self._attacher = Attacher(linker, list(self.config.libraries), skip, self.config.max_uprobes,
                                   self.config.rescan_interval_s)
 
     def push_watch(self) -> None:
         """Nothing to push: uprobes are attached per process in poll()."""
+
+    def _choose_path(self) -> bool:
+        """True for uprobe_multi links (cheap to attach and detach), False for a perf event per uprobe."""
+        supported = uprobe_multi.is_supported()
+        if self.config.uprobe_path == "multi" and not supported:
+            raise ProbeUnavailable("probes.cuda.uprobe_path = \"multi\" but this kernel has no uprobe_multi links "
+                                   "(Linux 6.6+ with BTF); set it to \"auto\" or \"perf\"")
+        return supported and self.config.uprobe_path != "perf"
 
     def trace_launches(self, seconds: float) -> int:
         """Per-launch events for the next `seconds` (0 stops them); returns the deadline (monotonic ns)."""
@@ -105,7 +120,8 @@ class CudaProbe(BccProbe):
         with self._lock:
             if self._attacher is not None:
                 tgids = frozenset(all_pids()) - {os.getpid()} if self._watch.is_all else self._watch.tgids
-                self._attacher.sync(tgids)
+                for pid in self._attacher.sync(tgids):
+                    self._matcher.drop_pending(pid)
                 self._matcher.members = {p for p, a in self._attacher.processes.items()
                                          if {"nccl", "gloo"} & set(a.libraries)}
             threads = list(self._bpf["threads"].items()) if self._bpf is not None else []
@@ -202,7 +218,7 @@ class CudaProbe(BccProbe):
         for pid, st in self._stats.items():
             libs = attached[pid].libraries if pid in attached else {}
             proc = CudaProcess(comm=self._comms.get(pid), libraries={
-                k: CudaLibrary(lib.path, [r.symbol for r in lib.resolved], lib.missing, len(lib.events), lib.error)
+                k: CudaLibrary(lib.path, [r.symbol for r in lib.resolved], lib.missing, lib.uprobes, lib.error)
                 for k, lib in libs.items()})
             if "driver" in libs:
                 proc.api = "driver+runtime" if "runtime" in libs else "driver only (runtime static or absent)"

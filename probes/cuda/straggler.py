@@ -113,7 +113,7 @@ class TpMatcher:
 
     def add(self, call: CollectiveCall, now_ns: int) -> Straggler | None:
         """Record one rank's entry; the Straggler once every rank of the group has entered this collective."""
-        g = self.group_of(call)
+        g = None if call.is_p2p else self.group_of(call)
         if g is None:
             return None
         key, rank, size = g
@@ -150,6 +150,13 @@ class TpMatcher:
             del self._pending[(key, seq)]
             if key in self.groups:
                 self.groups[key].unmatched += 1
+
+    def drop_pending(self, pid: int) -> None:
+        """A process left: its entries will never be matched (a new rank may reuse its group and sequence)."""
+        for key in [k for k, p in self._pending.items() if any(e[0] == pid for e in p.entries.values())]:
+            del self._pending[key]
+            if key[0] in self.groups:
+                self.groups[key[0]].unmatched += 1
 
     def forget(self, pid: int) -> None:
         """A process is gone: drop what keys its calls (its groups stay, with their figures)."""
