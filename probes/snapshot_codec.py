@@ -15,13 +15,14 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
+from gpusleuth.probes.cuda.snapshot import CudaSnapshot
 from gpusleuth.probes.gpu.snapshot import GpuSnapshot
 from gpusleuth.probes.kernel.snapshot import SchedSnapshot, SyscallSnapshot
 from gpusleuth.probes.net.snapshot import NetSnapshot
 from gpusleuth.probes.spans.snapshot import SpansSnapshot
 
 SNAPSHOT_TYPES: dict[str, type] = {"gpu": GpuSnapshot, "net": NetSnapshot, "syscalls": SyscallSnapshot,
-                                   "sched": SchedSnapshot, "spans": SpansSnapshot}
+                                   "sched": SchedSnapshot, "spans": SpansSnapshot, "cuda": CudaSnapshot}
 
 
 class SnapshotMismatch(ValueError):
