@@ -305,17 +305,17 @@ static __always_inline void end_comm_init(struct pt_regs *ctx, struct active_t *
     submit(ctx, &ev);
 }
 
-// getContext returned the std::shared_ptr<gloo::Context> into the slot at r->out; gloo::Context starts with a
-// vtable pointer, then `const int rank; const int size;`.
+// getContext returned the std::shared_ptr<gloo::Context> into the slot at r->out: the first 16 bytes of the object
+// it points to hold `const int rank; const int size;` after a vtable pointer or not, depending on how torch built
+// gloo (decode.py: gloo_rank_size tells which), so they are sent as they are.
 static __always_inline void end_gloo_tag(struct pt_regs *ctx, struct active_t *r, u64 id) {
     struct event_t ev = {.ts = r->ts, .a0 = r->handle, .a1 = r->aux & 0xffffffff, .tgid = id >> 32,
                          .tid = (u32)id, .fn = r->fn, .kind = EV_GLOO};
-    u64 gctx = 0;
-    s32 rank_size[2] = {-1, -1};
+    u64 gctx = 0, words[2] = {};
     if (r->out && bpf_probe_read_user(&gctx, sizeof(gctx), (void *)r->out) == 0 && gctx)
-        bpf_probe_read_user(&rank_size, sizeof(rank_size), (void *)(gctx + 8));
-    ev.a2 = (u32)rank_size[0];
-    ev.a3 = (u32)rank_size[1];
+        bpf_probe_read_user(&words, sizeof(words), (void *)gctx);
+    ev.a2 = words[0];
+    ev.a3 = words[1];
     struct active_key_t ok = {.tid = (u32)id, .family = F_GLOO_OP};
     struct active_t *op = active.lookup(&ok);
     if (op) {  // the collective this tag belongs to, entered just before on this thread

@@ -122,6 +122,18 @@ class Launch:
 Record = SyncCall | CollectiveCall | CommInit | AllocFailure | Launch
 
 
+def gloo_rank_size(first: int, second: int) -> tuple[int, int]:
+    """(rank, size) from the first 16 bytes of a gloo::Context (two little-endian u64), or (-1, 0) if they do not
+    look like one. Upstream gloo declares a virtual destructor, so `rank, size` follow the vtable pointer; the gloo
+    inside torch 2.13's CPU wheel has them first (seen on the CPU box: the object's words were [rank, size, base]).
+    A vtable pointer is never a small number, so the two readings cannot be confused."""
+    words = [first & 0xffffffff, first >> 32, second & 0xffffffff, second >> 32]
+    for rank, size in ((words[0], words[1]), (words[2], words[3])):
+        if 0 <= rank < size <= 1 << 20:
+            return rank, size
+    return -1, 0
+
+
 def _dims(packed: int) -> tuple[int, int, int]:
     return packed & _DIM_MASK, (packed >> 21) & _DIM_MASK, (packed >> 42) & _DIM_MASK
 
@@ -137,9 +149,8 @@ def decode(raw: Any) -> Record | None:
         return CollectiveCall(pid, tid, fn, raw.ts, raw.dur, raw.a0, raw.a1, raw.a2, _signed32(raw.a3 & 0xffffffff),
                               -1, 0)
     if kind == EV_GLOO:
-        size = _signed32(raw.a3 & 0xffffffff)
-        rank = _signed32(raw.a2 & 0xffffffff)
-        return CollectiveCall(pid, tid, fn, raw.ts, raw.dur, raw.a0, 0, raw.a1, -1, rank, max(size, 0))
+        rank, size = gloo_rank_size(raw.a2, raw.a3)
+        return CollectiveCall(pid, tid, fn, raw.ts, raw.dur, raw.a0, 0, raw.a1, -1, rank, size)
     if kind == EV_COMM_INIT:
         uid = raw.a3.to_bytes(8, "little").hex() + raw.a4.to_bytes(8, "little").hex()
         return CommInit(pid, tid, fn, raw.ts, raw.dur, raw.a0, _signed32(raw.a1 & 0xffffffff),

@@ -7,9 +7,11 @@ The same collective is recognised on every rank by its group and sequence number
   made earlier is counted as unmatched);
 - gloo: the sequence is c10d::ProcessGroupGloo's tag (its collective counter, the same on every rank whenever the
   probe attached), rank and size come from the gloo context; the group is the job (MASTER_ADDR:MASTER_PORT from
-  the environment, which torchrun and most launchers set, else the eldest ancestor that is also a member, which is
-  rank 0 for ranks spawned by torch.multiprocessing), the size, and the process group's order of first use in the
-  process among groups of that size.
+  the environment, which torchrun and most launchers set, else the launcher: the parent of the eldest ancestor
+  that is itself a member, i.e. rank 0's parent for ranks spawned by rank 0 with torch.multiprocessing, and the
+  common parent of ranks started side by side), the size, and the process group's order of first use in the
+  process among groups of that size. Two gloo jobs started side by side by one parent without MASTER_ADDR/PORT in
+  their environment are therefore taken for one (their collectives would be matched with each other).
 """
 from __future__ import annotations
 
@@ -104,11 +106,11 @@ class TpMatcher:
             env = job_environment(pid)
             if env:
                 self._jobs[pid] = f"env {env}"
-            else:
-                root, parent = pid, parent_pid(pid)
-                while parent in self.members and parent != root:
-                    root, parent = parent, parent_pid(parent)
-                self._jobs[pid] = f"pid {root}"
+            else:  # the launcher: the parent of the eldest ancestor that is itself a member
+                eldest, parent = pid, parent_pid(pid)
+                while parent in self.members and parent != eldest:
+                    eldest, parent = parent, parent_pid(parent)
+                self._jobs[pid] = f"launcher {parent}"
         return self._jobs[pid]
 
     def add(self, call: CollectiveCall, now_ns: int) -> Straggler | None:
