@@ -4,7 +4,8 @@ request that are not steps (arrival, queue, stream, the gap between steps).
 A step's shape is (decode sequences, prefill tokens), bucketed: decode counts exact up to 8 then by powers of two,
 prefill tokens by half-octaves. Each shape keeps its recent *clean* steps (no evidence of trouble on the step
 thread, not far above the shape's current cost), at most a few per second so that a long fault the evidence
-missed needs minutes to move it; the expected cost is a low quantile of their times (robust to what slipped in).
+missed needs minutes to move it. The expected cost is their trimmed mean (the top tenth left out): a request's
+expected time is a *sum* over its steps, and a sum of typical steps is n times the mean, not the median.
 The first steps of an engine (model warm-up, graph capture, allocator growth) never enter a baseline. A shape with
 too few steps borrows the nearest shape that has enough.
 """
@@ -21,7 +22,8 @@ WARMUP_STEPS = 20  # an engine's first steps are not typical
 MIN_SAMPLES = 5  # a shape needs this many clean steps before it stands for itself
 WINDOW = 256  # clean steps kept per shape
 MIN_GAP_NS = 250_000_000  # at most one step per shape enters the window per this interval
-DUR_Q = 0.3  # expected step time: this quantile of the window
+TRIM = 0.1  # the slowest tenth of a window is left out of its mean (what slipped past the evidence)
+GAP_WINDOW, GAP_TRIM = 1024, 0.02
 PART_WINDOW = 256  # requests kept per part baseline
 OUTLIER = 3.0  # a step this many times the shape's median is not clean, whatever the evidence says
 
@@ -61,12 +63,19 @@ class _Window:
 
     def cost(self) -> StepCost:
         if self.cached is None:
-            self.cached = StepCost(_quantile(self.durs, DUR_Q), statistics.median(self.sleeps),
-                                   _quantile(self.gpus, DUR_Q) if self.gpus else None)
+            self.cached = StepCost(trimmed_mean(self.durs), trimmed_mean(self.sleeps),
+                                   trimmed_mean(self.gpus) if self.gpus else None)
         return self.cached
 
 
-def _quantile(values, q: float) -> float:
+def trimmed_mean(values, trim: float = TRIM) -> float:
+    """Mean of the values without the largest `trim` share of them."""
+    ordered = sorted(values)
+    kept = ordered[:max(1, len(ordered) - int(trim * len(ordered)))]
+    return float(statistics.fmean(kept))
+
+
+def quantile(values, q: float) -> float:
     ordered = sorted(values)
     return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
 
@@ -126,8 +135,9 @@ class PartBaseline:
     """Recent durations of one request part (arrival, queue, stream), of the gap between steps, or of the
     interference per decode step; a quantile of them."""
 
-    def __init__(self) -> None:
-        self.values: deque = deque(maxlen=PART_WINDOW)
+    def __init__(self, window: int = PART_WINDOW, trim: float = TRIM) -> None:
+        self.values: deque = deque(maxlen=window)
+        self.trim = trim
         self._cache: dict[float, float] = {}
 
     def observe(self, ns: float) -> None:
@@ -139,8 +149,16 @@ class PartBaseline:
         if len(self.values) < MIN_SAMPLES:
             return None
         if q not in self._cache:
-            self._cache[q] = _quantile(self.values, q)
+            self._cache[q] = quantile(self.values, q)
         return self._cache[q]
+
+    def mean(self) -> float | None:
+        """The trimmed mean (for what is summed: the gaps between a request's steps); None before MIN_SAMPLES."""
+        if len(self.values) < MIN_SAMPLES:
+            return None
+        if -1.0 not in self._cache:
+            self._cache[-1.0] = trimmed_mean(self.values, self.trim)
+        return self._cache[-1.0]
 
 
 @dataclass(slots=True)
@@ -160,5 +178,7 @@ class EngineBaseline:
     def part(self, name: str) -> PartBaseline:
         b = self.parts.get(name)
         if b is None:
-            b = self.parts[name] = PartBaseline()
+            # gaps between steps are many and bimodal (the loop's overhead; the server thread taking the CPU):
+            # a long window, and only the rare outliers trimmed
+            b = self.parts[name] = PartBaseline(GAP_WINDOW, GAP_TRIM) if name == "gap" else PartBaseline()
         return b

@@ -2,7 +2,9 @@
 the same engine normally takes for the same work.
 
 Parts: arrival (the HTTP server's `received` span), queue, prefill and decode (the steps it was in, the steps it
-waited through, the gaps between steps), stream. Expected time of prefill and decode is the sum of the expected
+waited through, the gaps between steps), stream. A request the server received right after the engine was resumed
+from a stop or a freeze also gets a `backlog` part, from the stop's start (an upper bound: it waited in the socket
+backlog since some time in the stop, which the engine's spans cannot see), expected to cost nothing. Expected time of prefill and decode is the sum of the expected
 cost of the steps the request was in (by batch shape) plus the usual gap between steps; a step it was *not* in
 while in these phases (preempted, or waiting for its next prefill chunk) is expected to cost it nothing. Arrival,
 queue and stream are expected to take their recent median. Excess = actual - expected, never below zero per part.
@@ -10,17 +12,21 @@ queue and stream are expected to take their recent median. Excess = actual - exp
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from gpusleuth.agent.diagnosis.baseline import EngineBaseline
 from gpusleuth.agent.diagnosis.engines import EngineTimeline
 from gpusleuth.agent.diagnosis.intervals import Interval, clip, merge, subtract
 from gpusleuth.agent.diagnosis.spans import RequestSpans, Step
 
-PARTS = ("arrival", "queue", "prefill", "decode", "stream")
+PARTS = ("backlog", "arrival", "queue", "prefill", "decode", "stream")
 PHASE_OF_PART = {"arrival": "received", "queue": "queued", "prefill": "prefill", "decode": "decode",
                  "stream": "stream"}
 STEP_PARTS = ("prefill", "decode")
 ENGINE_PARTS = ("queue", "prefill", "decode", "steps")  # on the step thread; arrival, stream: the server's
+BACKLOG_SLACK_NS = 25_000_000  # received this soon after the engine resumed: it was waiting for it
+# (engine, lo, hi) -> (start, end) of a stop of the engine's threads that ended in [lo, hi], or None
+StopLookup = Callable[[EngineTimeline, int, int], "tuple[int, int] | None"]
 INTERFERENCE_Q = 0.75  # usual interference per decode step: a high quantile, so ordinary mixing is no excess
 
 
@@ -98,7 +104,7 @@ def _step_part(name: str, lo: int, hi: int, rid: str, eng: EngineTimeline, base:
             part.source = "nearest"
     part.idle = eng.idle_within(lo, hi)
     part.gaps = subtract(subtract([(lo, hi)], merge(busy)), merge(part.idle))
-    usual_gap = base.part("gap").expected() or 0.0
+    usual_gap = base.part("gap").mean() or 0.0
     part.expected_ns += min(sum(b - a for a, b in part.gaps), usual_gap * max(1, len(part.own)))
     if part.interference_ns:  # only interference beyond the usual is excess (batch_interference explains it)
         usual = (base.part("interference").expected(INTERFERENCE_Q) or 0.0) * len(part.own)
@@ -118,10 +124,26 @@ def _median_part(name: str, lo: int, hi: int, eng: EngineTimeline, base: EngineB
     return part
 
 
-def build_budget(req: RequestSpans, eng: EngineTimeline, base: EngineBaseline) -> Budget:
-    """The budget of a finished request from its phases, its engine's steps and the engine's baseline."""
+def _backlog(req: RequestSpans, eng: EngineTimeline, stops: StopLookup | None) -> Part | None:
+    """The time before arrival the request spent waiting for a stopped engine, where the evidence shows one."""
+    first = req.phases.get("received") or req.phases.get("queued")
+    if first is None or stops is None:
+        return None
+    stop = stops(eng, first[0] - BACKLOG_SLACK_NS, first[0])
+    if stop is None:
+        return None
+    return Part("backlog", min(stop[0], first[0]), first[0], 0.0, "inferred")
+
+
+def build_budget(req: RequestSpans, eng: EngineTimeline, base: EngineBaseline,
+                 stops: StopLookup | None = None) -> Budget:
+    """The budget of a finished request from its phases, its engine's steps and the engine's baseline; `stops`
+    finds a stop of the engine that ended in a time range (for the backlog part)."""
     parts: dict[str, Part] = {}
-    for name in PARTS:
+    backlog = _backlog(req, eng, stops)
+    if backlog is not None:
+        parts["backlog"] = backlog
+    for name in PARTS[1:]:
         span = req.phases.get(PHASE_OF_PART[name])
         if span is None:
             continue

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 from gpusleuth.agent.diagnosis.attribution import Verdict, attribute
 from gpusleuth.agent.diagnosis.baseline import EngineBaseline
-from gpusleuth.agent.diagnosis.budget import Budget, build_budget
+from gpusleuth.agent.diagnosis.budget import Budget, StopLookup, build_budget
 from gpusleuth.agent.diagnosis.causes import is_likely
 from gpusleuth.agent.diagnosis.context import Context, Finding, HostInfo
 from gpusleuth.agent.diagnosis.detectors import DETECTORS
@@ -51,6 +51,21 @@ def summarize(b: Budget, verdicts: list[Verdict], unexplained_ns: float) -> dict
             "is_likely": bool(top and top.is_likely)}
 
 
+FROZEN_STATES = ("T", "t", "frozen")
+
+
+def stop_lookup(evidence: EvidenceIndex) -> StopLookup:
+    """Finds the longest stop (T / t / frozen off-CPU) of an engine's threads that ended in [lo, hi]."""
+    def find(eng: EngineTimeline, lo: int, hi: int) -> tuple[int, int] | None:
+        found = [e for pid in {eng.pid, *eng.rank_pids.values()} for e in evidence.events("offcpu", lo, hi, pid)
+                 if lo <= e.end_ns <= hi and str(e.attrs.get("state")) in FROZEN_STATES]
+        if not found:
+            return None
+        e = max(found, key=lambda e: e.end_ns - e.start_ns)
+        return e.start_ns, e.end_ns
+    return find
+
+
 def run_detectors(ctx: Context) -> list[Finding]:
     return [f for d in DETECTORS for f in d.detect(ctx)]
 
@@ -58,7 +73,7 @@ def run_detectors(ctx: Context) -> list[Finding]:
 def diagnose(req: RequestSpans, eng: EngineTimeline, base: EngineBaseline, evidence: EvidenceIndex,
              samples: SampleIndex, host: HostInfo | None = None, budget: Budget | None = None) -> Diagnosis:
     """Budget, verdicts and unexplained time of one finished request (its budget, if already built)."""
-    budget = budget or build_budget(req, eng, base)
+    budget = budget or build_budget(req, eng, base, stop_lookup(evidence))
     ctx = Context(budget, eng, base, evidence, samples, host or HostInfo())
     verdicts, unexplained = attribute(budget, run_detectors(ctx)) if budget.parts else ([], 0.0)
     return Diagnosis(budget, verdicts, unexplained, ctx)

@@ -1,6 +1,7 @@
 """Feeding the baselines: each step, once the kernel evidence of its time has arrived, is judged clean or not and
-offered to its engine's step baseline; clean requests teach the part baselines (arrival, queue, stream, the gap
-between steps, usual interference), and the GPU's SM clock during clean steps teaches the clock baseline.
+offered to its engine's step baseline; the gap after a clean step teaches the gap baseline; finished requests teach
+the part baselines (arrival, queue, stream, usual interference); the GPU's SM clock during clean steps teaches the
+clock baseline.
 """
 from __future__ import annotations
 
@@ -36,13 +37,14 @@ def step_evidence(ev: EvidenceIndex, eng: EngineTimeline, s: Step) -> tuple[bool
 
 
 def learn_step(base: EngineBaseline, ev: EvidenceIndex, eng: EngineTimeline, s: Step) -> bool:
-    """Offer a step whose evidence is in; True when it entered the baseline."""
+    """Judge a step whose evidence is in and offer it to the baseline; True when it was clean."""
     is_clean, sleep = step_evidence(ev, eng, s)
     sb = base.rank(s.rank)
     if is_clean and sb.is_ready:
         usual = sb.expected(s.num_decode, s.num_prefill_tokens).sleep_ns
         is_clean = sleep <= usual + SLEEP_SLACK_NS
-    return sb.observe(s, sleep, is_clean)
+    sb.observe(s, sleep, is_clean)
+    return is_clean
 
 
 def learn_gpu(base: EngineBaseline, s: Step, gpu_ms: float) -> None:
@@ -58,18 +60,20 @@ def learn_clock(base: EngineBaseline, samples: SampleIndex, gpu: int | None, s: 
             base.sm_clock_mhz.observe(v)
 
 
+def learn_gap(base: EngineBaseline, eng: EngineTimeline, prev: Step, s: Step) -> None:
+    """The time between two consecutive rank-0 steps with no idle wait between them (the loop's own overhead,
+    and the engine's other threads taking the GIL or the CPU between steps)."""
+    if s.start_ns >= prev.end_ns and not eng.idle_within(prev.end_ns, s.start_ns):
+        base.part("gap").observe(s.start_ns - prev.end_ns)
+
+
 def learn_request(base: EngineBaseline, b: Budget) -> None:
-    """A request whose diagnosis found nothing likely: its parts are what normal looks like."""
+    """A finished request's arrival, queue and stream times, and the interference its decode steps saw. Every
+    request teaches them (a low quantile of many is what is normal; a short fault moves it little)."""
     for name in ("arrival", "queue", "stream"):
         part = b.parts.get(name)
         if part is not None:
             base.part(name).observe(part.actual_ns)
-    for name in ("prefill", "decode"):
-        part = b.parts.get(name)
-        if part is None:
-            continue
-        for a, z in part.gaps:
-            base.part("gap").observe(z - a)
-        if name == "decode" and part.own:
-            base.part("interference").observe(part.interference_ns / len(part.own))
-
+    part = b.parts.get("decode")
+    if part is not None and part.own:
+        base.part("interference").observe(part.interference_ns / len(part.own))

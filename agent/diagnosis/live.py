@@ -48,8 +48,9 @@ def window_budget(eng: EngineTimeline, base: EngineBaseline, lo: int, hi: int) -
             clip(s.start_ns, s.end_ns, lo, hi) / max(1, s.dur_ns)
     part.idle = eng.idle_within(lo, hi)
     part.gaps = subtract(subtract([(lo, hi)], merge(busy)), merge(part.idle))
-    usual_gap = base.part("gap").expected() or 0.0
+    usual_gap = base.part("gap").mean() or 0.0
     part.expected_ns += min(sum(b - a for a, b in part.gaps), usual_gap * max(1, len(part.own)))
+    part.expected_ns += sum(b - a for a, b in merge(part.idle))  # waiting for work is what an idle engine does
     if not sb.is_ready and part.own:
         part.expected_ns, part.source = float(part.actual_ns), "none"
     return Budget(RequestSpans(f"window-{lo}", eng.pid), {"steps": part})

@@ -20,10 +20,10 @@ from gpusleuth.agent.diagnosis.engines import Engines, EngineTimeline
 from gpusleuth.agent.diagnosis.evidence import EvidenceIndex, SampleIndex
 from gpusleuth.agent.diagnosis.budget import build_budget
 from gpusleuth.agent.diagnosis.causes import is_likely
-from gpusleuth.agent.diagnosis.explain import Diagnosis, diagnose, summarize, to_dict
+from gpusleuth.agent.diagnosis.explain import Diagnosis, diagnose, stop_lookup, summarize, to_dict
 from gpusleuth.agent.diagnosis.hostinfo import CPU_SERIES
 from gpusleuth.agent.diagnosis.incidents import IncidentTracker
-from gpusleuth.agent.diagnosis.learning import learn_clock, learn_gpu, learn_request, learn_step
+from gpusleuth.agent.diagnosis.learning import learn_clock, learn_gap, learn_gpu, learn_request, learn_step
 from gpusleuth.agent.diagnosis.live import candidates, ongoing_events
 from gpusleuth.agent.diagnosis.spans import RequestSpans, Step
 from gpusleuth.probes.records import Event, Sample
@@ -55,6 +55,7 @@ class Monitor:
         self.horizon_ns = 0
         self._steps: deque[tuple[EngineTimeline, Step]] = deque()
         self._pending: deque[RequestSpans] = deque()
+        self._last_clean: dict[int, Step | None] = {}  # engine -> its last rank-0 step, if clean
         self.finished: OrderedDict[tuple[int, str], RequestSpans] = OrderedDict()
         self.recent: deque[dict[str, Any]] = deque(maxlen=self.config.recent)
         self.costs_ms: deque[float] = deque(maxlen=1000)
@@ -86,25 +87,32 @@ class Monitor:
         while self._steps and self._steps[0][1].end_ns <= self.horizon_ns:
             eng, s = self._steps.popleft()
             base = self.baseline(eng.pid)
-            if learn_step(base, self.evidence, eng, s) and s.rank == 0:
+            is_clean = learn_step(base, self.evidence, eng, s)
+            if s.rank != 0:
+                continue
+            prev = self._last_clean.get(eng.pid)
+            if is_clean and prev is not None:
+                learn_gap(base, eng, prev, s)
+            self._last_clean[eng.pid] = s if is_clean else None
+            if is_clean:
                 learn_clock(base, self.samples, gpu_of_step(self.host, s), s)
         while self._pending and self._pending[0].end_ns <= self.horizon_ns:
             self._diagnose_finished(self._pending.popleft())
 
     def _diagnose_finished(self, req: RequestSpans) -> None:
-        """Budget every finished request; run the detectors on the slow ones (a request that is not slow teaches
-        the part baselines instead). `explain` runs them for any request on demand."""
+        """Budget every finished request (it teaches the part baselines); run the detectors on the slow ones.
+        `explain` runs them for any request on demand."""
         eng = self.engines.engine(req.pid)
         if eng is None:
             return
         t0 = time.perf_counter()
         base = self.baseline(eng.pid)
-        budget = build_budget(req, eng, base)
+        budget = build_budget(req, eng, base, stop_lookup(self.evidence))
         b_ms = (budget.excess_ns / 1e6, budget.expected_ns / 1e6)
+        learn_request(base, budget)
         if is_likely(b_ms[0], b_ms[0], b_ms[1]):
             summary = diagnose(req, eng, base, self.evidence, self.samples, self.host, budget).summary()
         else:
-            learn_request(base, budget)
             summary = summarize(budget, [], 0.0)
         self.costs_ms.append((time.perf_counter() - t0) * 1e3)
         self.diagnosed_total += 1

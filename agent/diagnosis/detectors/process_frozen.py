@@ -4,12 +4,13 @@ ran at all.
 Evidence: `offcpu` events in state T/t/frozen of the engine's threads (step thread for the engine parts, any
 other thread for arrival/stream), and, while it lasts, the sched snapshot's ongoing states (handed in by the live
 diagnosis as open-ended events). The culprit is the frozen process (and its cgroup when the freezer did it); the
-task that woke it again, where seen, is named in the evidence.
+task that woke it again, where seen, is named in the evidence. A request received right after the engine resumed
+has a backlog part (budget.py): the stop is on its path there too.
 """
 from __future__ import annotations
 
 from gpusleuth.agent.diagnosis.causes import who
-from gpusleuth.agent.diagnosis.context import Context, Finding
+from gpusleuth.agent.diagnosis.context import Context, Finding, cover
 from gpusleuth.agent.diagnosis.detectors.common import claims, ms, path_events, spans
 from gpusleuth.agent.diagnosis.intervals import total
 from gpusleuth.probes.records import Event
@@ -28,6 +29,9 @@ def detect(ctx: Context) -> list[Finding]:
     if not stops:
         return []
     got = claims(ctx, spans(eng), spans(srv))
+    live = ctx.budget.parts.get("steps")
+    if live is not None:  # a live window: a stopped engine cannot even receive work, idle or not
+        got.update(cover(ctx, spans(stops), [live], busy_only=False))
     e0 = max(stops, key=lambda e: e.end_ns - e.start_ns)
     states = sorted({str(e.attrs.get("state")) for e in stops})
     is_freezer = "frozen" in states

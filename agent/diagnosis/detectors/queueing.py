@@ -13,19 +13,24 @@ from gpusleuth.agent.diagnosis.budget import Part
 from gpusleuth.agent.diagnosis.causes import who
 from gpusleuth.agent.diagnosis.context import Context, Finding
 from gpusleuth.agent.diagnosis.detectors.common import ms
-from gpusleuth.agent.diagnosis.intervals import clip
+from gpusleuth.agent.diagnosis.intervals import clip, merge, subtract
 from gpusleuth.agent.diagnosis.spans import Step
 
 CAUSE = "queueing"
 
 
 def _normal_cost(ctx: Context, part: Part, steps: list[Step]) -> float:
+    """What the steps it waited through normally cost, with the usual gap after each (the loop between them)."""
     sb = ctx.baseline.rank(0)
     ns = 0.0
+    busy = []
     for s in steps:
         inside = clip(s.start_ns, s.end_ns, part.start_ns, part.end_ns)
+        busy.append((max(s.start_ns, part.start_ns), min(s.end_ns, part.end_ns)))
         ns += min(inside, sb.expected(s.num_decode, s.num_prefill_tokens).dur_ns * inside / max(1, s.dur_ns))
-    return ns
+    gaps = subtract(subtract([(part.start_ns, part.end_ns)], merge(busy)), merge(part.idle))
+    usual_gap = ctx.baseline.part("gap").mean() or 0.0
+    return ns + min(sum(b - a for a, b in gaps), usual_gap * len(steps))
 
 
 def _holders(steps: list[Step], rid: str) -> tuple[Counter, Counter]:

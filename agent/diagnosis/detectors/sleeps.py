@@ -1,10 +1,14 @@
 """Shared by engine_stall and gil_contention: the step thread's sleeps (S state) while it had work, split by who
 woke it. A sleep ended by another thread of the engine process is a wait for that thread (the GIL, a lock); any
-other sleep (a timer, a wait syscall) is the loop stalling. Idle waits (the engine's idle spans) never count.
+other sleep (a timer, a wait syscall) is the loop stalling, except a short one among many sleeps handed over by
+other Python threads:
+CPython's GIL wait is a timed wait that times out every switch interval (5 ms) to ask the holder to let go, and a
+timeout's "waker" is whatever task the timer interrupt found running. Idle waits (idle spans) never count.
 """
 from __future__ import annotations
 
 from gpusleuth.agent.diagnosis.context import Context
+from gpusleuth.probes import procname
 from gpusleuth.probes.records import Event
 
 
@@ -20,8 +24,25 @@ def is_engine_waker(ctx: Context, e: Event) -> bool:
     return wpid in ctx.pids()
 
 
+GIL_TIMEOUT_NS = 10_000_000  # twice CPython's default switch interval
+GIL_BOUND_HANDOFFS = 3  # this many sleeps handed over by other engine threads (not the HTTP server's, which hands
+# the GIL back after each response write) on a request's path: its step thread is waiting on the GIL
+
+
 def sleeps(ctx: Context) -> list[Event]:
     return [e for e in ctx.on_step_thread("offcpu") if str(e.attrs.get("state")) == "S"]
+
+
+def split_sleeps(ctx: Context) -> tuple[list[Event], list[Event]]:
+    """(waits for another engine thread, stalls) among the step thread's sleeps on the budget's path."""
+    every = sleeps(ctx)
+    handed = [e for e in every if is_engine_waker(ctx, e)]
+    other = [e for e in every if not is_engine_waker(ctx, e)]
+    busy = [e for e in handed if e.attrs.get("waker_comm") != procname.HTTP]  # the server's handoffs are usual
+    if len(busy) >= GIL_BOUND_HANDOFFS:  # GIL-bound: its short timer wakeups are GIL timeouts
+        timeouts = [e for e in other if e.end_ns - e.start_ns <= GIL_TIMEOUT_NS]
+        return handed + timeouts, [e for e in other if e.end_ns - e.start_ns > GIL_TIMEOUT_NS]
+    return handed, other
 
 
 def usual_sleep(ctx: Context) -> dict[str, float]:
