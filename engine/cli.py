@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import signal
@@ -120,13 +121,20 @@ def spec_from_args(args: argparse.Namespace):
     return LaunchSpec(source=source, engine=engine, faults=faults, is_spans=not args.no_spans)
 
 
+def _gc_watch(spec):
+    """The process's garbage collections as gc spans while it runs (nothing when spans are off)."""
+    from gpusleuth.engine.gc_spans import GcWatch
+
+    return GcWatch() if spec.is_spans else contextlib.nullcontext()
+
+
 def _make_engine(spec, runner, broadcast, gc_watch):
     from gpusleuth.engine.engine import LLMEngine
     from gpusleuth.engine.spans import SpanEmitter
     from gpusleuth.engine.tokenizer import load_tokenizer
 
     tokenizer = load_tokenizer(runner.cfg, spec.source.model_dir)
-    emitter = SpanEmitter(0, is_enabled=spec.is_spans, gc_watch=gc_watch if spec.is_spans else None)
+    emitter = SpanEmitter(0, is_enabled=spec.is_spans, gc_watch=gc_watch)
     engine = LLMEngine(runner, tokenizer, broadcast=broadcast, emitter=emitter)
     engine.set_faults(spec.faults)
     return engine
@@ -139,9 +147,7 @@ def run_generate(args: argparse.Namespace, spec) -> int:
                             top_k=args.top_k, seed=args.sample_seed, is_ignore_eos=args.ignore_eos)
     if not args.prompt and not args.prompt_ids:
         raise ConfigError("--prompt", "give at least one --prompt or --prompt-ids")
-    from gpusleuth.engine.gc_spans import GcWatch
-
-    with start_ranks(spec) as (runner, broadcast), GcWatch() as gc_watch:
+    with start_ranks(spec) as (runner, broadcast), _gc_watch(spec) as gc_watch:
         engine = _make_engine(spec, runner, broadcast, gc_watch)
         prompts = [engine.tokenizer.encode(t) for t in args.prompt]
         prompts += [[int(x) for x in s.split(",")] for s in args.prompt_ids]
@@ -156,13 +162,12 @@ def run_generate(args: argparse.Namespace, spec) -> int:
 
 
 def run_serve(args: argparse.Namespace, spec) -> int:
-    from gpusleuth.engine.gc_spans import GcWatch
     from gpusleuth.engine.loop import EngineLoop
     from gpusleuth.engine.workers import start_ranks
 
     server_cfg = ServerConfig(host=args.host, port=args.port, served_model_name=args.served_model_name,
                               max_waiting=args.max_waiting)
-    with start_ranks(spec) as (runner, broadcast), GcWatch() as gc_watch:
+    with start_ranks(spec) as (runner, broadcast), _gc_watch(spec) as gc_watch:
         engine = _make_engine(spec, runner, broadcast, gc_watch)
         name = server_cfg.served_model_name or engine.model_name
         loop = EngineLoop(engine, server_cfg.max_waiting)

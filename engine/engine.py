@@ -46,6 +46,7 @@ class LLMEngine:
         self.gpu = gpu_identity(runner.device)
         self.gpu_timer = GpuStepTimer(runner.device)
         self.is_finish_deferred = False  # set by the HTTP server, which sends "finished" itself (server.py)
+        self._thread = (0, 0)  # (ident, native id) of the thread that stepped last
         self.faults = SchedulerFaults()
         self._pending_faults: FaultConfig | None = None
         self._seqs: dict[str, Sequence] = {}
@@ -202,12 +203,19 @@ class LLMEngine:
         gpu = self.gpu_timer.take_done()  # an earlier step's, once the GPU has finished it (no sync)
         extra = {"gpu_ms": gpu[1], "gpu_step": gpu[0]} if gpu else {}
         self.emitter.add("step", "step", f"step-{self.num_steps}", start, end, plan.num_tokens, len(ids),
-                         tid=threading.get_native_id(), gpu_index=self.gpu.index, gpu_uuid=self.gpu.uuid,
+                         tid=self._native_tid(), gpu_index=self.gpu.index, gpu_uuid=self.gpu.uuid,
                          num_prefill=len(plan.prefill), num_prefill_tokens=num_prefill_tokens,
                          num_decode=len(plan.decode), step_id=self.num_steps, request_ids=ids,
                          num_running=len(self.scheduler.running), num_waiting=len(self.scheduler.waiting),
                          kv_usage=round(self.allocator.usage, 4), num_preempted=len(plan.preempted),
                          preempted_ids=[s.request_id for s in plan.preempted], **extra)
+
+    def _native_tid(self) -> int:
+        # get_native_id is a gettid syscall each time (microseconds under gVisor); get_ident is not
+        ident = threading.get_ident()
+        if ident != self._thread[0]:
+            self._thread = (ident, threading.get_native_id())
+        return self._thread[1]
 
     def generate(self, prompts: list[list[int]], params: SamplingParams | list[SamplingParams]) -> list[dict]:
         """Offline: run prompts to completion; per prompt {"token_ids", "text", "finish_reason"}."""

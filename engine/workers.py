@@ -117,6 +117,16 @@ def _spawned_rank(rank: int, spec: LaunchSpec, world: int) -> None:
     dist.destroy_process_group()  # collective under NCCL: rank 0 enters it too before waiting for this process
 
 
+def _spawn_ranks(spec: LaunchSpec, world: int) -> list:
+    """Single host: start ranks 1..world-1 as spawned processes."""
+    spec.master_port = spec.master_port or spec.engine.dist_port or free_port()
+    ctx = torch.multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_spawned_rank, args=(r, spec, world), daemon=True) for r in range(1, world)]
+    for p in procs:
+        p.start()
+    return procs
+
+
 @contextmanager
 def start_ranks(spec: LaunchSpec) -> Iterator[tuple[ModelRunner, object]]:
     """Rank 0's runner and step broadcast (None at tp 1); other ranks run until the block exits.
@@ -127,13 +137,7 @@ def start_ranks(spec: LaunchSpec) -> Iterator[tuple[ModelRunner, object]]:
     world = launched[1] if launched else spec.engine.tp
     if launched and launched[1] != spec.engine.tp:
         raise RuntimeError(f"WORLD_SIZE={launched[1]} but --tp {spec.engine.tp}; they must match")
-    procs = []
-    if world > 1 and not launched:
-        spec.master_port = spec.master_port or spec.engine.dist_port or free_port()
-        ctx = torch.multiprocessing.get_context("spawn")
-        procs = [ctx.Process(target=_spawned_rank, args=(r, spec, world), daemon=True) for r in range(1, world)]
-        for p in procs:
-            p.start()
+    procs = _spawn_ranks(spec, world) if world > 1 and not launched else []
     rank, local_rank = (launched[0], launched[2]) if launched else (0, 0)
     if rank != 0:  # torchrun/SLURM: this process is a worker rank
         procname.set_thread_name(procname.rank_name(procname.ENGINE, rank))

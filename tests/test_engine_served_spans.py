@@ -2,6 +2,7 @@
 contract §1 says: request phases that tile a request from `received` to `finished`, step spans naming the thread
 (`gs-step` in /proc), the batch and the scheduler state, idle spans, heartbeats that keep coming while the step loop
 is stuck, gc spans from the gc_pause_ms drill and slower steps under the gil_hog_threads drill.
+GPUSLEUTH_TEST_DEVICE=cuda runs the same engine on a GPU (where the step spans name it and carry GPU time).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from gpusleuth.probes.spans import wire
 from gpusleuth.probes.spans.probe import SpanConfig, SpanProbe
 
 PHASES = ("received", "queued", "prefill", "decode", "stream", "finished")
+DEVICE = os.environ.get("GPUSLEUTH_TEST_DEVICE", "cpu")
 
 
 class Intake:
@@ -41,7 +43,8 @@ class Intake:
         return wait_for(lambda: (self.poll(), predicate())[1], timeout=timeout)
 
     def of(self, kind: str, request_id: str | None = None) -> list:
-        return [e for e in self.events if e.kind == kind and (request_id is None or e.attrs["request_id"] == request_id)]
+        return [e for e in self.events
+                if e.kind == kind and (request_id is None or e.attrs["request_id"] == request_id)]
 
 
 class Engine:
@@ -82,7 +85,7 @@ def served(tmp_path_factory):
     probe = SpanProbe(SpanConfig(socket=str(tmp / "spans.sock")))
     probe.start()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gpusleuth.engine", "serve", "--preset", "tiny", "--device", "cpu", "--port", "0",
+        [sys.executable, "-m", "gpusleuth.engine", "serve", "--preset", "tiny", "--device", DEVICE, "--port", "0",
          "--cpu-threads", "1", "--max-num-seqs", "8", "--max-num-batched-tokens", "128"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         env={**os.environ, wire.SOCKET_ENV: str(tmp / "spans.sock")})
@@ -140,7 +143,11 @@ def test_request_phases_tile_from_received_to_finished(served, is_stream):
     assert 0 <= ev["decode"].end_ns - steps[-1].end_ns < 5e6  # finished right after its last token's step
     tid = _step_tid(engine)
     assert {s.attrs["tid"] for s in steps} == {tid}
-    assert all(s.attrs["gpu_uuid"] is None and "gpu_ms" not in s.attrs for s in steps)  # CPU: no GPU, no GPU time
+    if DEVICE == "cpu":
+        assert all(s.attrs["gpu_uuid"] is None and "gpu_ms" not in s.attrs for s in steps)  # no GPU, no GPU time
+    else:
+        assert all(s.attrs["gpu_uuid"].startswith("GPU-") and s.attrs["gpu_index"] == 0 for s in steps)
+        assert all(0 < s.attrs["gpu_ms"] and s.attrs["gpu_step"] <= s.attrs["step_id"] for s in steps[1:])
 
 
 def test_idle_and_heartbeat_spans_name_the_step_thread(served):

@@ -2,8 +2,9 @@
 
 A receiver thread drains the socket continuously (so a slow poll never overflows the socket buffer); each poll turns
 what arrived into Events (`request.<phase>`; `engine.step`, `engine.idle`, `engine.gc`, `engine.heartbeat`) and
-per-request traces with latency histograms. Heartbeats are kept as events too: one per engine every 0.5 s is a few
-per cent of its step events, and a recording needs them to show an engine that had work but sent no steps.
+per-request traces with latency histograms; an event of a step-kind span carries the engine thread it names as
+its `tid`. Heartbeats are kept as events too: one per engine every 0.5 s is a few per cent of its step events, and
+a recording needs them to show an engine that had work but sent no steps.
 Engines that send spans are announced to the agent through `watch_pids`, so the kernel probes watch them; an engine
 whose process is gone is dropped, with its in-flight requests (counted as evicted, reason `exited`).
 

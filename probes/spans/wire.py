@@ -4,24 +4,29 @@ One datagram is a UTF-8 JSON object: {"v": 1, "pid": <sender pid>, "spans": [<sp
 {"kind": "request"|"step", "phase": str, "request_id": str, "rank": int, "start_ns": int, "end_ns": int,
  "tokens": int, "batch_size": int, "attrs": {...}} with CLOCK_MONOTONIC nanoseconds. Datagrams stay under 60 KiB.
 
-Request phases (kind "request"), one span each, sent when the phase ends:
-- "received": the HTTP handler has the request -> handed to the scheduler (attrs tokenize_ms, read_ms; server side)
-- "queued", "prefill", "decode": handed to the scheduler -> first step -> first token -> last token
-- "stream": last token -> response written / stream closed (server side)
+Request phases (kind "request"), one span each, sent when the phase ends; under the HTTP server they tile the
+request (each starts where the one before ended):
+- "received": the HTTP handler has the request (its body still to read) -> handed to the scheduler; attrs read_ms
+  (reading the body), tokenize_ms (parsing and tokenizing it). Sent by the server thread.
+- "queued", "prefill", "decode": handed to the scheduler -> first scheduled -> first token -> last token
+- "stream": last token -> response written / stream closed (server thread)
 - "finished": instant; attrs ttft_s, tpot_s, e2e_s (from "received" start where there is one), status,
-  num_preemptions. Under the HTTP server it follows "stream"; offline and for aborts the engine sends it.
-Step-kind phases (kind "step"):
+  num_preemptions. Under the HTTP server the server thread sends it, after "stream", for every request it handed
+  to the scheduler (status "abort" when the client left, "error" when the engine died); offline the engine does.
+Step-kind phases (kind "step"; the span's `rank` field says which rank):
 - "step": one scheduler step of one rank; attrs tid (native id of the thread that ran it), gpu_index, gpu_uuid
-  (None on CPU), num_prefill, num_prefill_tokens, num_decode, step_id; rank 0 also request_ids, num_running,
-  num_waiting, kv_usage 0..1, num_preempted, preempted_ids; gpu_ms + gpu_step (GPU time of an earlier step from
-  CUDA events, absent on CPU).
+  ("GPU-<uuid>" as NVML names it; None on CPU), num_prefill, num_prefill_tokens, num_decode, step_id (the same step
+  on every rank); rank 0 also request_ids, num_running, num_waiting, kv_usage 0..1, num_preempted, preempted_ids;
+  gpu_ms + gpu_step: GPU time of an earlier (or this) step from CUDA events, absent on CPU.
 - "idle": the step thread waited for work (attrs tid); a wait longer than 0.5 s is sent in pieces of 0.5 s.
-- "gc": a Python garbage collection in the engine process (attrs tid, generation, collected).
+- "gc": a Python garbage collection in the engine process (attrs tid of the thread it ran on, generation,
+  collected).
 - "heartbeat": instant, every 0.5 s from the server thread (attrs num_in_flight, tid = the step thread's).
 
 Compatibility (version 1): the phases of the first version (CORE_PHASES) and the later ones never share a datagram,
 because an agent that predates a phase rejects a whole datagram holding it; such an agent then loses only the new
-spans. `decode` skips spans of phases it does not know (counted in Batch.num_unknown) and keeps the rest.
+spans. Of one flush the newer phases go first, so a request's "stream" arrives before its "finished". `decode`
+skips spans of phases it does not know (counted in Batch.num_unknown) and keeps the rest.
 """
 from __future__ import annotations
 
