@@ -35,6 +35,17 @@ def render_all(p: AlertParams) -> dict[str, str]:
     return {file_name(g): render_group(g, p) for g in groups(p)}
 
 
+def prometheus_rule(p: AlertParams, namespace: str = "gpusleuth") -> str:
+    """A prometheus-operator PrometheusRule holding every group (agent/deploy/prometheusrule.yaml)."""
+    rule = {"apiVersion": "monitoring.coreos.com/v1", "kind": "PrometheusRule",
+            "metadata": {"name": "gpusleuth", "namespace": namespace,
+                         "labels": {"app.kubernetes.io/name": "gpusleuth-agent", "release": "prometheus"}},
+            "spec": {"groups": [g.as_dict(p) for g in groups(p)]}}
+    head = ("# Rendered by `python -m gpusleuth.exporters.alerts --prometheus-rule PATH` from exporters/alerts/: the\n"
+            "# rule files of exporters/alerts/*.rules.yml for the prometheus-operator (re-render with your parameters).\n")
+    return head + yaml.safe_dump(rule, sort_keys=False, width=120, allow_unicode=True)
+
+
 def write(p: AlertParams, out: Path) -> list[Path]:
     """Write every rule file into `out` (created); returns the paths."""
     out.mkdir(parents=True, exist_ok=True)
