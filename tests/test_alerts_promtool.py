@@ -259,3 +259,11 @@ def test_promtool_unit_tests_can_fail(tmp_path: Path):
     path.write_text(yaml.safe_dump(spec, sort_keys=False, width=200))
     res = _promtool("test", "rules", str(path))
     assert res.returncode != 0 and "GpusleuthNetMicrobursts" in res.stdout + res.stderr
+
+
+def test_readme_documents_every_parameter():
+    from gpusleuth.exporters.alerts.params import names
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Alerts and runbooks", 1)[1].split("\n## ", 1)[0]
+    assert [n for n in names() if f"`{n}`" not in section] == []
