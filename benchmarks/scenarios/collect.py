@@ -11,6 +11,7 @@ from shapes import normalize
 RECOVERY_S = 1.5  # after a fault ends, requests this long are neither fault nor clean
 CLEAN_SAMPLE = 8  # clean requests explained per window (false alarms)
 MAX_EXAMPLE_EVENTS = 80
+POOL = 40  # clean requests the normal latency is the median of
 
 
 def is_slowed(excess_ms: float, expected_ms: float) -> bool:
@@ -45,6 +46,8 @@ def _explained(q: AgentQuery, rec: dict, known: set[str], expected_ms: float) ->
         if report is not None:
             out["in_agent"] = True
             out["verdicts"] = normalize(report, (excess, expected_ms))[:3]
+            budget = report.get("budget") if isinstance(report.get("budget"), dict) else {}
+            out.update({f"agent_{k}": budget[k] for k in ("excess_ms", "unexplained_ms") if k in budget})
             out["_report"] = report
     return out
 
@@ -57,14 +60,17 @@ def trim_report(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def collect(q: AgentQuery, records: list[dict], win: dict[str, Any], expected: dict[str, float],
-            keep_example: bool) -> None:
+            pool: list[float], keep_example: bool) -> None:
     """Fill `win` with requests (overlapping the fault), clean (sampled before it) and an example report.
-    `expected` holds the normal e2e per request tag; "steady" is refreshed from this window's clean gap."""
+    The normal e2e of steady requests is the median of the scenario's last POOL clean ones (`pool`, this window's
+    clean gap added first: one short gap on a shared box is too noisy alone); burst shapes use `expected`."""
     onset, end = win["onset_ns"], win["end_ns"]
-    clean = clean_requests(records, win["gap_start_ns"] + int(RECOVERY_S * 1e9), onset)
-    if len(clean) >= 3:
-        expected["steady"] = statistics.median(e2e_ms(r) for r in clean)
+    clean = clean_requests(records, win["gap_start_ns"] + int(RECOVERY_S * 1e9), win["gap_end_ns"])
+    pool += [e2e_ms(r) for r in clean]
+    assert pool, f"no clean request before {win['scenario']} {win['level']}: is the engine serving?"
+    expected["steady"] = statistics.median(pool[-POOL:])
     win["expected_e2e_ms"] = round(expected["steady"], 2)
+    win["num_clean_gap"] = len(clean)
     known = {row["request_id"] for row in q.requests(5000)}
     hit = [r for r in records if r["t_send_ns"] < end and r["t_done_ns"] > onset]
     win["requests"] = [_explained(q, r, known, expected.get(r["tag"], expected["steady"])) for r in hit]

@@ -57,6 +57,7 @@ def table(results: dict[str, Any]) -> str:
         lines += [row_line({**r, "scenario": f"{r['scenario'][:9]}/{r['host']}"}) for r in busy]
     c = sc["clean"]
     lines += ["", f"clean requests explained: {c['requests']}, false alarms {_pct(c['false_alarm'])} "
+                  f"({_pct(c['false_alarm_quiet'])} of the {c['quiet_requests']} in quiet-host windows) "
                   f"(causes {c['alarm_causes'] or 'none'}), any verdict {_pct(c['any_verdict'])}; "
                   f"named in {c['clean_windows']} clean windows: {c['named_in_clean_windows'] or 'nothing'}"]
     lines += [f"skipped {s['scenario']}: {s['reason']}" for s in results["skipped"]]

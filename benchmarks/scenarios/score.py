@@ -66,12 +66,15 @@ def score_group(wins: list[dict[str, Any]]) -> dict[str, Any]:
            "slowed": len(slowed), "failed": sum(1 for w in wins for r in w["requests"] if r["error"]),
            "not_in_agent": sum(1 for w in wins for r in w["requests"] if not r["in_agent"] and not r["error"]),
            "slowdown_x": _median(ratios), "excess_ms": _median([r["excess_ms"] for _, r in slowed]),
-           "false_alarm": _mean([bool(r["verdicts"]) and r["verdicts"][0]["likely"] for r in clean]),
+           "false_alarm": _mean([_is_alarm(r) for r in clean]),
            "clean_requests": len(clean), "others_cores": _median([w["host"]["others_cores"] for w in wins]),
            "injected": _injected(wins)}
     if cause is None:
         return row
     row.update(request_scores([(r, w["culprit"]) for w, r in slowed], cause) if slowed else {})
+    shares = [r["agent_unexplained_ms"] / r["agent_excess_ms"] for _, r in slowed
+              if r.get("agent_excess_ms") and "agent_unexplained_ms" in r]
+    row["unexplained"] = _median(shares)  # the agent's own unexplained share of its excess (contract agents)
     det = [w["named"][cause]["s"] for w in eff if cause in w["named"]]
     row.update(detected=_mean([cause in w["named"] for w in eff]), detect_p50_s=_median(det),
                detect_p90_s=_p90(det), top_wrong=Counter(r["verdicts"][0]["cause"] if r["verdicts"] else "none"
@@ -101,15 +104,25 @@ def score_all(results: dict[str, Any]) -> dict[str, Any]:
     return {"rows": rows, "clean": clean_summary(results["windows"])}
 
 
+def _clean_of(windows: list[dict]) -> list[dict]:
+    return [r for w in windows for r in w["clean"] + (w["requests"] if w["cause"] is None else []) if r["in_agent"]]
+
+
+def _is_alarm(r: dict) -> bool:
+    return bool(r["verdicts"]) and r["verdicts"][0]["likely"]
+
+
 def clean_summary(windows: list[dict]) -> dict[str, Any]:
-    """False alarms over every clean request explained, which causes they named, and which causes the agent named
-    in clean windows at all (spurious events/incidents/verdicts)."""
-    clean = [r for w in windows for r in w["clean"] + (w["requests"] if w["cause"] is None else [])
-             if r["in_agent"]]
-    alarms = [r for r in clean if r["verdicts"] and r["verdicts"][0]["likely"]]
+    """False alarms over every clean request explained (and over those of quiet-host windows alone: on a busy
+    host a clean request may really have waited for other tenants), which causes they named, and which causes the
+    agent named in clean windows at all (spurious events/incidents/verdicts)."""
+    clean = _clean_of(windows)
+    quiet = _clean_of([w for w in windows if not w["host"]["is_busy"]])
+    alarms = [r for r in clean if _is_alarm(r)]
     clean_wins = [w for w in windows if w["cause"] is None]
     named = Counter(c for w in clean_wins for c in w["named"])
-    return {"requests": len(clean), "false_alarm": _mean([r in alarms for r in clean]),
+    return {"requests": len(clean), "false_alarm": _mean([_is_alarm(r) for r in clean]),
+            "quiet_requests": len(quiet), "false_alarm_quiet": _mean([_is_alarm(r) for r in quiet]),
             "any_verdict": _mean([bool(r["verdicts"]) for r in clean]),
             "alarm_causes": Counter(r["verdicts"][0]["cause"] for r in alarms).most_common(),
             "clean_windows": len(clean_wins),

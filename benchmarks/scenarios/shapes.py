@@ -2,7 +2,8 @@
 
 The current agent (commit 90f1e1e) has verdicts {cause, score, evidence, runbook} with its own cause names; the
 diagnosis contract's verdicts carry {cause, culprit, explained_ms, share, evidence, runbook} (and maybe `likely`)
-with the contract's names. Both are read here; nothing else in the suite looks at raw verdicts.
+with the contract's names, and `likely` (or `is_likely`) where the agent applies the likely rule itself. Both are
+read here; nothing else in the suite looks at raw verdicts.
 """
 from __future__ import annotations
 
@@ -43,8 +44,9 @@ def budget_totals(report: dict[str, Any]) -> tuple[float, float] | None:
 
 def is_likely(v: dict[str, Any], explained_ms: float, excess_expected: tuple[float, float]) -> bool:
     """The contract's rule: explains >= 50 % of an excess that is >= max(20 % of expected, 5 ms)."""
-    if "likely" in v:
-        return bool(v["likely"])
+    for key in ("likely", "is_likely"):
+        if key in v:
+            return bool(v[key])
     if "explained_ms" not in v:
         return float(v.get("score") or 0.0) >= LIKELY_SCORE
     excess, expected = excess_expected

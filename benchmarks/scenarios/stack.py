@@ -70,6 +70,7 @@ class Stack:
         self.actors: list[Actor] = []
         self.setup_name = ""
         self.fault_keys: set[str] = set()
+        self.engine_path: list[str] = []  # PYTHONPATH entries ahead of the tools' own, for the engine only
 
     # ---- host pieces ----------------------------------------------------------------------------------------
     def open(self) -> "Stack":
@@ -85,6 +86,8 @@ class Stack:
             self.netns = None
         if "loopfs" in self.opts.needs:
             self._make_loopfs()
+        if "privlib" in self.opts.needs and self.cg_engine:
+            self._private_torch()
         self._start_agent()
         return self
 
@@ -104,6 +107,23 @@ class Stack:
             self.loopfs["majmin"] = f"{os.major(rdev)}:{os.minor(rdev)}"
         except (subprocess.CalledProcessError, OSError) as exc:
             self.errors["loopfs"] = f"no loop-device filesystem: {getattr(exc, 'stderr', '') or exc}"
+
+    def _private_torch(self) -> None:
+        """A copy of torch for the engine, written from inside the engine's memory cgroup: page cache is charged
+        to the cgroup that first touches it, and the shared venv's torch was touched by everyone, so only a private
+        copy puts the engine's own code pages where a squeeze of its cgroup can reclaim them (as a container's
+        image layer would)."""
+        find = "import torch, os; print(os.path.dirname(torch.__file__))"
+        res = subprocess.run([self.opts.tools.python, "-c", find], capture_output=True, text=True,
+                             env=self.opts.tools.environ())
+        dst = self.tmp / "privlib"
+        try:
+            dst.mkdir()
+            subprocess.run(["cp", "-a", res.stdout.strip(), str(dst / "torch")], check=True, capture_output=True,
+                           preexec_fn=lambda: self.cg_engine.add(os.getpid()))
+            self.engine_path.insert(0, str(dst))
+        except (subprocess.CalledProcessError, OSError) as exc:
+            self.errors["privlib"] = f"no private copy of torch ({res.stderr.strip()[-200:]}): {exc}"
 
     def _start_agent(self) -> None:
         extra = f'[probes.spans]\nsocket = "{self.tmp}/spans.sock"\nrecent_requests = 5000\n'
@@ -137,6 +157,8 @@ class Stack:
         if self.netns:
             cmd = self.netns.exec_prefix() + cmd
         env = self.opts.tools.environ(GPUSLEUTH_SPAN_SOCKET=f"{self.tmp}/spans.sock")
+        if self.engine_path:
+            env["PYTHONPATH"] = ":".join([*self.engine_path, *filter(None, [env.get("PYTHONPATH", "")])])
         join = (lambda: self.cg_engine.add(os.getpid())) if self.cg_engine else None
         self.engine = Engine(cmd, f"http://{host}:{port}", env, join, self.tmp / f"engine-{setup}.log")
         self.engine.wait_ready(900)
@@ -170,6 +192,8 @@ class Stack:
                 return self.errors[need]
             if need == "netns" and not self.netns:
                 return "no network namespace"
+            if need == "privlib" and self.opts.device == "cpu" and not self.engine_path:
+                return self.errors.get("privlib", "no private copy of torch")
             if need == "loopfs" and not (self.loopfs and "majmin" in self.loopfs):
                 return self.errors.get("loopfs", "no loop-device filesystem")
             if need == "gpu" and self.opts.device != "cuda":
@@ -180,6 +204,12 @@ class Stack:
                 return (f"the engine has no {need[6:]!r} drill (GET /debug/faults lists {sorted(self.fault_keys)}):"
                         " engine/faults.py must add it")
         return None
+
+    def made(self) -> dict[str, object]:
+        """Everything this run creates on the host (close() removes it), for the record and for checking."""
+        dirs = [str(d) for g in (self.cg_engine, self.cg_parent) if g for d in g.dirs.values()]
+        return {"cgroups": dirs, "netns": self.netns.name if self.netns else None, "tmp": str(self.tmp),
+                "loop": (self.loopfs or {}).get("dev")}
 
     def engine_cgroup_path(self) -> str:
         return self.cg_engine.path if self.cg_engine else ""

@@ -30,7 +30,8 @@ class Ctx:
     q: AgentQuery
     meter: HostMeter
     timing: Timing
-    expected: dict[str, float] = field(default_factory=dict)  # normal e2e ms per request tag
+    expected: dict[str, float] = field(default_factory=dict)  # normal e2e ms of the burst shapes, by tag
+    clean_e2e: list[float] = field(default_factory=list)  # e2e ms of this scenario's clean requests so far
 
 
 def _sleep_until(t: float) -> None:
@@ -42,6 +43,7 @@ def run_window(ctx: Ctx, fault: Fault, level: str, rep: int, gap_start_ns: int) 
     stack, t = ctx.stack, ctx.timing
     _sleep_until(gap_start_ns / 1e9 + t.gap_s)
     params = fault.levels[level]
+    gap_end_ns = time.monotonic_ns()  # a fault's own preparation in start() is neither clean nor fault time
     ctx.meter.start()
     culprit = fault.start(stack, params)
     onset_ns = time.monotonic_ns()
@@ -56,10 +58,10 @@ def run_window(ctx: Ctx, fault: Fault, level: str, rep: int, gap_start_ns: int) 
     det.poll_until(time.monotonic() + t.settle_s)
     num_unfinished = _drain(stack, end_ns)
     win = {"scenario": fault.name, "level": level, "rep": rep, "cause": fault.cause, "params": params,
-           "summary": fault.summary, "setup": stack.setup_name, "gap_start_ns": gap_start_ns, "onset_ns": onset_ns,
+           "summary": fault.summary, "setup": stack.setup_name, "gap_start_ns": gap_start_ns, "gap_end_ns": gap_end_ns, "onset_ns": onset_ns,
            "end_ns": end_ns, "culprit": culprit, "injected": injected, "host": host, "named": det.named,
            "unfinished": num_unfinished}
-    collect(ctx.q, stack.load.read(), win, ctx.expected, keep_example=rep == 0)
+    collect(ctx.q, stack.load.read(), win, ctx.expected, ctx.clean_e2e, keep_example=rep == 0)
     return win
 
 

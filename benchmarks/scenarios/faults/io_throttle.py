@@ -21,6 +21,6 @@ class IoThrottle(Fault):
         return {}
 
 
-FAULT = IoThrottle("io_throttle", "blocking_io", {"low": {"mb_s": 16}, "high": {"mb_s": 4}},
-                   "engine cgroup's writes to its disk limited to 16 / 4 MiB/s under its light fsyncs",
+FAULT = IoThrottle("io_throttle", "blocking_io", {"low": {"mb_s": 6}, "high": {"mb_s": 2}},
+                   "engine cgroup's writes to its disk limited to 6 / 2 MiB/s under its light fsyncs",
                    needs=("cgroup", "loopfs", "drill:fsync_mb"))

@@ -28,5 +28,5 @@ class NetBulk(Fault):
         return {"bulk_cpu_share": round(stack.stop_actor(self.state.pop("bulk")), 3)}
 
 
-FAULT = NetBulk("net_bulk", "network", {"low": {"mbps": 16}, "high": {"mbps": 0}},
-                "bulk TCP flow on the engine's 20 Mbit/s egress: 16 Mbit/s / unpaced", needs=("netns",))
+FAULT = NetBulk("net_bulk", "network", {"low": {"mbps": 18}, "high": {"mbps": 0}},
+                "bulk TCP flow on the engine's 20 Mbit/s egress: 18 Mbit/s / unpaced", needs=("netns",))
