@@ -43,6 +43,7 @@ class Requirement:
     is_met: bool
     detail: str = ""
     how_to_fix: str = ""
+    is_optional: bool = False  # unmet: the probe runs without the part that needs it (degraded)
 
 
 @dataclass(slots=True)

@@ -35,7 +35,8 @@ def requirements_report(names: list[str] | None = None) -> dict[str, Any]:
             out[name] = {"loadable": False, "error": str(exc), "requirements": []}
             continue
         reqs = cls.requirements()
-        out[name] = {"loadable": True, "ready": all(r.is_met for r in reqs),
-                     "requirements": [{"name": r.name, "met": r.is_met, "detail": r.detail, "fix": r.how_to_fix}
+        out[name] = {"loadable": True, "ready": all(r.is_met or r.is_optional for r in reqs),
+                     "requirements": [{"name": r.name, "met": r.is_met, "optional": r.is_optional,
+                                       "detail": r.detail, "fix": r.how_to_fix}
                                       for r in reqs]}
     return out

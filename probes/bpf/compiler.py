@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +18,20 @@ _COMPILER_LIBS = ("libLLVM", "libclang")
 COMMON_HEADER = Path(__file__).with_name("common.h")
 
 
+_LOCAL_INCLUDE = re.compile(r'^#include "([\w.-]+)"[ \t]*$', re.M)
+
+
 def render_source(c_file: Path, defines: dict[str, int | str]) -> str:
     """The BPF C text: #define flags first, then the file beside the loader (bcc syscount's way to specialise), with
-    `#include "common.h"` replaced by the shared header's text (bcc compiles from memory, with no include path)."""
+    each `#include "name"` replaced by that file's text: common.h is the shared header, any other name a file beside
+    `c_file` (bcc compiles from memory, with no include path, so a probe's C split into parts is put together here)."""
     lines = [f"#define {k} {v}" for k, v in defines.items()]
-    text = c_file.read_text().replace('#include "common.h"', COMMON_HEADER.read_text(), 1)
-    return "\n".join(lines) + "\n" + text
+
+    def inline(match: re.Match) -> str:
+        name = match.group(1)
+        return (COMMON_HEADER if name == COMMON_HEADER.name else c_file.with_name(name)).read_text()
+
+    return "\n".join(lines) + "\n" + _LOCAL_INCLUDE.sub(inline, c_file.read_text())
 
 
 def compile_bpf(text: str) -> Any:

@@ -81,9 +81,9 @@ def bpf_requirements(tracepoints: Iterable[tuple[str, str]], need_net_admin: boo
 
 
 def check_requirements(reqs: list[Requirement]) -> None:
-    """Raise ProbeUnavailable naming the first unmet requirement and its fix."""
+    """Raise ProbeUnavailable naming the first unmet requirement (optional ones aside) and its fix."""
     for req in reqs:
-        if not req.is_met:
+        if not req.is_met and not req.is_optional:
             raise ProbeUnavailable(f"{req.name} missing ({req.detail}): {req.how_to_fix}")
 
 

@@ -1,4 +1,4 @@
-"""Reading BPF maps from user space: read-and-clear in batches, set membership, per-CPU sums, comm strings."""
+"""Reading BPF maps from user space: read (and clear) in batches, set membership, per-CPU sums, comm strings."""
 from __future__ import annotations
 
 import ctypes
@@ -12,17 +12,26 @@ def drain(table: Any, chunk: int = 512) -> list[tuple[Any, Any]]:
     bcc's own batch reader allocates buffers for the map's max_entries on every call (megabytes per poll for a
     64k-entry map); fixed small buffers keep an idle poll cheap. Falls back to lookup-then-delete on old kernels.
     """
+    return _batch(table, chunk, is_delete=True)
+
+
+def read_all(table: Any, chunk: int = 512) -> list[tuple[Any, Any]]:
+    """Every entry of a BPF hash map, left in place (batch lookup, `chunk` entries at a time; as `drain`)."""
+    return _batch(table, chunk, is_delete=False)
+
+
+def _batch(table: Any, chunk: int, is_delete: bool) -> list[tuple[Any, Any]]:
     from bcc.libbcc import lib  # noqa: PLC0415
 
+    call = lib.bpf_lookup_and_delete_batch if is_delete else lib.bpf_lookup_batch
     keys, values = (table.Key * chunk)(), (table.Leaf * chunk)()
     in_batch, out_batch, count = ctypes.c_uint32(0), ctypes.c_uint32(0), ctypes.c_uint32(0)
     out: list[tuple[Any, Any]] = []
     first = True
     while True:
         count.value = chunk
-        res = lib.bpf_lookup_and_delete_batch(table.map_fd, None if first else ctypes.byref(in_batch),
-                                              ctypes.byref(out_batch), ctypes.byref(keys), ctypes.byref(values),
-                                              ctypes.byref(count))
+        res = call(table.map_fd, None if first else ctypes.byref(in_batch), ctypes.byref(out_batch),
+                   ctypes.byref(keys), ctypes.byref(values), ctypes.byref(count))
         err = ctypes.get_errno()
         for i in range(count.value):
             out.append((_copy(keys[i]), _copy(values[i])))
@@ -32,13 +41,18 @@ def drain(table: Any, chunk: int = 512) -> list[tuple[Any, Any]]:
         if err == errno.ENOENT:  # the whole map has been walked
             return out
         if first and err in (errno.EINVAL, errno.ENOTSUPP if hasattr(errno, "ENOTSUPP") else 524):
-            return out + _drain_slow(table)
-        raise OSError(err, f"batch lookup-and-delete on BPF map {table.name!r} failed")
+            return out + [(_copy(k), _copy(v)) for k, v in (_drain_slow(table) if is_delete else table.items())]
+        raise OSError(err, f"batch lookup{'-and-delete' if is_delete else ''} on BPF map {table.name!r} failed")
 
 
 def _copy(item: Any) -> Any:
-    """Detach an element from the reused buffer (scalar elements already arrive as plain ints)."""
-    return item if isinstance(item, (int, float)) else type(item).from_buffer_copy(item)
+    """Detach an element from the reused buffer; scalars as plain ints (batch buffers give them so already, the
+    slow path's table.items() as ctypes scalars)."""
+    if isinstance(item, (int, float)):
+        return item
+    if isinstance(item, ctypes._SimpleCData):
+        return item.value
+    return type(item).from_buffer_copy(item)
 
 
 def _drain_slow(table: Any) -> list[tuple[Any, Any]]:

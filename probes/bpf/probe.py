@@ -1,5 +1,6 @@
-"""What the bcc tracepoint probes share: compiling C with #define flags, the watch map, one event buffer drained
-into Events with a per-poll bound, read-and-clear of kernel maps, and detaching."""
+"""What the bcc tracepoint probes share: compiling C with #define flags, optional parts compiled out where their
+tracepoint is missing, the watch map, event buffers drained into Events with one per-poll bound, read-and-clear of
+kernel maps, and detaching."""
 from __future__ import annotations
 
 import threading
@@ -22,6 +23,11 @@ class BccProbe(Probe):
     TRACEPOINTS: ClassVar[list[tuple[str, str]]]
     EVENT_TABLE: ClassVar[str]
     EVENT_PAGES: ClassVar[int] = 16
+    # More event buffers: table -> name of the method that makes an Event of one of its records.
+    EXTRA_EVENT_TABLES: ClassVar[dict[str, str]] = {}
+    # Optional parts: #define flag -> (tracepoints the part needs, what goes missing without it). A part whose
+    # tracepoint this kernel lacks is compiled out (flag 0) and the probe runs degraded, naming it.
+    OPTIONAL_PARTS: ClassVar[dict[str, tuple[tuple[tuple[str, str], ...], str]]] = {}
 
     def __init__(self, config: Any) -> None:
         super().__init__(config)
@@ -33,10 +39,26 @@ class BccProbe(Probe):
         self._pending: list[Event] = []
         self._dropped_user = 0
         self._use_ringbuf = True
+        self._parts: dict[str, str] = {}  # optional part flag -> why it is off ('' = on)
 
     @classmethod
     def requirements(cls) -> list[Requirement]:
-        return bpf_host.bpf_requirements(cls.TRACEPOINTS)
+        reqs = bpf_host.bpf_requirements(cls.TRACEPOINTS)
+        for tracepoints, what in cls.OPTIONAL_PARTS.values():
+            reqs += [Requirement(f"tracepoint {c}:{e}", bpf_host.tracepoint_exists(c, e), f"optional: {what}",
+                                 "a kernel with this tracepoint; the probe runs without the part meanwhile",
+                                 is_optional=True) for c, e in tracepoints]
+        return reqs
+
+    def part_off_reason(self, flag: str) -> str:
+        """Why optional part `flag` cannot run here ('' if it can); subclasses add config switches or other checks."""
+        tracepoints, what = self.OPTIONAL_PARTS[flag]
+        missing = [f"{c}:{e}" for c, e in tracepoints if not bpf_host.tracepoint_exists(c, e)]
+        return f"no tracepoint {', '.join(missing)}: {what} off" if missing else ""
+
+    def parts_off(self) -> list[str]:
+        """Why each optional part that is off is off (config switches excluded: those are not a degradation)."""
+        return [reason for reason in self._parts.values() if reason and not reason.startswith("disabled")]
 
     @abstractmethod
     def defines(self) -> dict[str, int]:
@@ -48,8 +70,12 @@ class BccProbe(Probe):
 
     def source(self) -> str:
         """The generated C text (for `agent probes --ebpf NAME`)."""
+        if not self._parts:
+            self._parts = {flag: self.part_off_reason(flag) for flag in self.OPTIONAL_PARTS}
+        parts = {flag: int(not reason) for flag, reason in self._parts.items()}
         return bpf_compiler.render_source(self.C_SOURCE, {
-            "FILTER": 0 if self._watch.is_all else 1, "USE_RINGBUF": int(self._use_ringbuf), **self.defines()})
+            "FILTER": 0 if self._watch.is_all else 1, "USE_RINGBUF": int(self._use_ringbuf), **parts,
+            **self.defines()})
 
     def compile(self) -> None:
         self._bpf = bpf_compiler.compile_bpf(self.source())
@@ -61,24 +87,35 @@ class BccProbe(Probe):
         bpf_host.check_requirements(self.requirements())
         bcc = bpf_host.import_bcc()
         self._use_ringbuf = bool(getattr(bcc.BPF, "support_ringbuf", lambda: True)())
+        self._parts = {}  # checked again at each start
         self.compile()
-        table = self._events = self._bpf[self.EVENT_TABLE]
-        if self._use_ringbuf:
-            table.open_ring_buffer(self._on_raw_event)
-        else:
-            table.open_perf_buffer(self._on_raw_event, page_cnt=self.EVENT_PAGES)
+        tables = {self.EVENT_TABLE: self.make_event,
+                  **{name: getattr(self, method) for name, method in self.EXTRA_EVENT_TABLES.items()}}
+        for name, make in tables.items():
+            callback = self._event_callback(self._bpf[name], make)
+            if self._use_ringbuf:
+                self._bpf[name].open_ring_buffer(callback)
+            else:
+                self._bpf[name].open_perf_buffer(callback, page_cnt=self.EVENT_PAGES)
+        self._events = self._bpf[self.EVENT_TABLE]
         self.push_watch()
         buffer = "ring buffer" if self._use_ringbuf else "perf buffer"
-        self.set_status(ProbeState.OK, path=f"{self.describe_path()}, {buffer}")
+        off = self.parts_off()
+        self.set_status(ProbeState.DEGRADED if off else ProbeState.OK, "; ".join(off),
+                        path=f"{self.describe_path()}, {buffer}")
 
-    def _on_raw_event(self, *args) -> int:
-        # ring buffer callbacks get (ctx, data, size); perf buffer callbacks get (cpu, data, size)
-        if len(self._pending) >= self.config.max_events_per_poll:
-            self._dropped_user += 1
-            return -1  # stop draining this poll: the rest waits in the buffer, or the kernel drops and counts it
-        # bcc builds the record's ctypes type from the C struct the program submits: no mirror to keep in step.
-        self._pending.append(self.make_event(self._events.event(args[1])))
-        return 0
+    def _event_callback(self, table: Any, make: Any) -> Any:
+        def on_raw_event(*args) -> int:
+            # ring buffer callbacks get (ctx, data, size); perf buffer callbacks get (cpu, data, size)
+            if len(self._pending) >= self.config.max_events_per_poll:
+                self._dropped_user += 1
+                return -1  # stop draining this poll: the rest waits in the buffer, or the kernel drops and counts it
+            # bcc builds the record's ctypes type from the C struct the program submits: no mirror to keep in step.
+            event = make(table.event(args[1]))
+            if event is not None:  # a maker may decline a record
+                self._pending.append(event)
+            return 0
+        return on_raw_event
 
     def update_watch(self, watch: WatchSet) -> None:
         with self._lock:

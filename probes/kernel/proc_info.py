@@ -1,4 +1,4 @@
-"""Process facts shared by probes and the agent: comm names, liveness, threads, cgroup ids.
+"""Process facts shared by probes and the agent: comm names, liveness, threads, cgroup ids, page-fault counts.
 
 psutil gives the process list. Three readers stay on /proc because psutil answers a different question:
 the comm comes from /proc/PID/comm (psutil's name() expands a 15-character comm from the command line, so it would
@@ -32,6 +32,27 @@ def threads_of(pid: int) -> list[int]:
         return [int(t) for t in os.listdir(f"/proc/{pid}/task")]
     except OSError:
         return []
+
+
+def tgid_of(tid: int) -> int:
+    """The process of a thread id (0 if it is gone), from /proc/TID/status."""
+    try:
+        for line in Path(f"/proc/{tid}/status").read_text().splitlines():
+            if line.startswith("Tgid:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def fault_counts(pid: int) -> tuple[int, int] | None:
+    """(minor, major) page faults of a process so far, from /proc/PID/stat (None if it is gone): the one place the
+    kernel splits major from minor, which psutil (7.2) does not expose."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[7]), int(fields[9])  # minflt, majflt: fields 10 and 12 of proc(5), counted after comm
 
 
 def all_pids() -> list[int]:

@@ -1,12 +1,20 @@
-// Run-queue latency per watched process (log2 histograms) and per-thread off-CPU / run-queue time, from the
-// sched tracepoints. Specialised by the loader: FILTER, SLOW_RUNQ_NS, MAX_THREADS, USE_RINGBUF.
+// Run-queue latency per watched process (log2 histograms), per-thread off-CPU / run-queue time, who took the CPU
+// while a watched thread waited, off-CPU states, memory stalls and softirq load, from sched, exceptions, vmscan and
+// irq tracepoints. Specialised by the loader: FILTER, USE_RINGBUF, SLOW_RUNQ_NS, MAX_THREADS, NUM_CPUS,
+// MAX_WAITERS, NUM_CULPRITS, CHARGE_MIN_NS, HOT_OFFCPU_NS, SLOW_OFFCPU_NS, MIN_RECLAIM_NS, IRQ_WINDOW_NS, IRQ_PCT,
+// IRQ_MAX_RUN_NS; the optional parts HAS_CULPRITS, HAS_FROZEN, HAS_FAULTS, HAS_RECLAIM, HAS_MEMCG_RECLAIM,
+// HAS_IRQ (0: compiled out).
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
+// lost[]: [0] map keys that did not fit, [1] events the buffers could not take, [2] waits whose culprits could not
+// be tracked (more than MAX_WAITERS watched threads waiting on one CPU, or the culprit tables full).
+#define LOST_SLOTS 3
 #include "common.h"
 
 #define CLONE_THREAD_FLAG 0x00010000
 // sched_switch's prev_state: 0 or TASK_REPORT_MAX (0x100, "R+": preempted) both mean still runnable.
 #define REPORT_MAX 0x100
+#define STATE_MASK 0xff
 
 struct hist_key_t {
     u32 tgid;
@@ -22,8 +30,23 @@ struct thread_t {
     u64 runq_ns;
     u64 offcpu_ns;
     u64 switches;
+    u64 faults;         // user page faults (exceptions:page_fault_user)
+    u64 reclaim_ns;     // time in direct or memcg reclaim
     u32 tgid;
-    u32 pad;
+    u32 cpu;            // the CPU it last switched in on
+};
+
+struct enq_t {          // a watched thread runnable but not running
+    u64 ts;             // since when
+    u32 cpu;            // the CPU whose run queue it waits on (sched_waking's target, then sched_migrate_task)
+    u32 tgid;
+};
+
+struct culprit_t {
+    u32 tgid;
+    u32 tid;
+    u64 ns;             // CPU time it ran on the waiter's CPU during the wait
+    char comm[TASK_COMM_LEN];
 };
 
 struct delay_t {
@@ -31,18 +54,28 @@ struct delay_t {
     u32 tid;
     u64 start_ns;
     u64 dur_ns;
-    u32 prev_pid;       // the task that gave up the CPU to it: often the neighbour it waited behind
+    u32 prev_pid;       // the task that gave up the CPU to it
+    u32 cpu;            // where it finally ran
+    u64 idle_ns;        // its CPU ran the idle task while it was runnable (throttled, or queued elsewhere)
+    u64 other_ns;       // run by tasks that did not fit in c[]
+    u32 has_culprits;   // 0: the wait was not tracked (see lost[2])
+    u32 pad;
     char comm[TASK_COMM_LEN];
     char prev_comm[TASK_COMM_LEN];
+    // the culprit table, flat: bcc's record types take scalars and one-dimensional arrays only
+    u32 c_tgid[NUM_CULPRITS];
+    u32 c_tid[NUM_CULPRITS];
+    u64 c_ns[NUM_CULPRITS];
+    char c_comm[NUM_CULPRITS * TASK_COMM_LEN];
 };
 
 BPF_HASH(watched, u32, u8, 65536);
 BPF_TABLE("lru_hash", u32, u32, threads, MAX_THREADS);   // tid -> tgid of watched threads
-BPF_TABLE("lru_hash", u32, u64, enqueued, MAX_THREADS);  // tid -> when it became runnable
-BPF_TABLE("lru_hash", u32, u64, blocked, MAX_THREADS);   // tid -> when it went off-CPU blocked
+BPF_TABLE("lru_hash", u32, struct enq_t, enqueued, MAX_THREADS);
 BPF_HASH(hist, struct hist_key_t, struct hist_val_t, 65536);
 BPF_HASH(thread_stats, u32, struct thread_t, MAX_THREADS);
-EVENT_OUTPUT(delays, 16);
+BPF_PERCPU_ARRAY(delay_scratch, struct delay_t, 1);       // records are too big for the 512-byte BPF stack
+EVENT_OUTPUT(delays, 64);
 
 static __always_inline u32 *watched_tgid(u32 tid) {
     return threads.lookup(&tid);
@@ -55,6 +88,11 @@ static __always_inline struct thread_t *stats_of(u32 tid, u32 tgid) {
         count_lost(0);
     return t;
 }
+
+#include "sched_culprits.h"
+#include "sched_offcpu.h"
+#include "sched_mm.h"
+#include "sched_irq.h"
 
 // A new thread of a watched process is watched from its first wakeup.
 TRACEPOINT_PROBE(task, task_newtask) {
@@ -70,62 +108,122 @@ TRACEPOINT_PROBE(task, task_newtask) {
     return 0;
 }
 
-static __always_inline int on_wakeup(u32 tid) {
-    if (!watched_tgid(tid))
-        return 0;
-    u64 now = bpf_ktime_get_ns();
-    enqueued.update(&tid, &now);
-    return 0;
+static __always_inline void start_wait(u32 tid, u32 tgid, u32 cpu, u64 now) {
+    struct enq_t e = {.ts = now, .cpu = cpu, .tgid = tgid};
+    enqueued.update(&tid, &e);
+    claim_slot(cpu, tid);
 }
 
-TRACEPOINT_PROBE(sched, sched_wakeup) { return on_wakeup(args->pid); }
-TRACEPOINT_PROBE(sched, sched_wakeup_new) { return on_wakeup(args->pid); }
-
-TRACEPOINT_PROBE(sched, sched_switch) {
-    u64 now = bpf_ktime_get_ns();
-    u32 prev = args->prev_pid, next = args->next_pid;
-
-    // prev is the current task: its tgid is known here, so this is where threads enter the map.
-    u32 prev_tgid = bpf_get_current_pid_tgid() >> 32;
-    if (prev != 0) {
-#if FILTER
-        int is_watched = watched.lookup(&prev_tgid) != 0;
-#else
-        int is_watched = 1;
-#endif
-        if (is_watched) {
-            if (!threads.lookup(&prev))
-                threads.update(&prev, &prev_tgid);
-            long state = args->prev_state;
-            if (state == 0 || (state & REPORT_MAX))
-                enqueued.update(&prev, &now);     // preempted: still runnable, waiting again
-            else
-                blocked.update(&prev, &now);
-        }
-    }
-
-    if (next == 0)
-        return 0;
-    u32 *tgidp = watched_tgid(next);
+// sched_waking runs in the waker's context (sched_wakeup may run later on the target CPU, in whatever task is
+// current there), so it is where the waker is known; the target CPU is settled by sched_migrate_task.
+TRACEPOINT_PROBE(sched, sched_waking) {
+    u32 tid = args->pid;
+    u32 *tgidp = watched_tgid(tid);
     if (!tgidp)
         return 0;
     u32 tgid = *tgidp;
-    struct thread_t *t = stats_of(next, tgid);
-    if (t)
-        __sync_fetch_and_add(&t->switches, 1);
+    u64 waker = bpf_get_current_pid_tgid();
+    if ((u32)waker == tid)
+        return 0;  // woken before it went to sleep: it never left the CPU
+    u64 now = bpf_ktime_get_ns();
+    note_waker(tid, waker, now);
+    start_wait(tid, tgid, args->target_cpu, now);
+    return 0;
+}
 
-    u64 *bts = blocked.lookup(&next);
-    if (bts) {
-        u64 off = now - *bts;
-        blocked.delete(&next);
-        if (t)
-            __sync_fetch_and_add(&t->offcpu_ns, off);
-    }
-    u64 *ets = enqueued.lookup(&next);
-    if (!ets)
+TRACEPOINT_PROBE(sched, sched_wakeup_new) {
+    u32 tid = args->pid;
+    u32 *tgidp = watched_tgid(tid);
+    if (tgidp)
+        start_wait(tid, *tgidp, args->target_cpu, bpf_ktime_get_ns());
+    return 0;
+}
+
+#if HAS_CULPRITS
+// Moved to another run queue while waiting (load balancing, affinity): its culprits are now that CPU's tasks.
+TRACEPOINT_PROBE(sched, sched_migrate_task) {
+    u32 tid = args->pid;
+    struct enq_t *e = enqueued.lookup(&tid);
+    if (!e)
         return 0;
-    u64 start = *ets, delta = now - start;
+    u32 from = e->cpu, to = args->dest_cpu;
+    e->cpu = to;
+    release_slot(from, tid);
+    claim_slot(to, tid);
+    return 0;
+}
+#endif
+
+static __always_inline void on_switch_out(u32 prev, u32 tgid, long state, u32 cpu, u64 now) {
+    if (!threads.lookup(&prev))
+        threads.update(&prev, &tgid);  // prev is the current task: its tgid is known here
+    if (state == 0 || (state & REPORT_MAX)) {
+        start_wait(prev, tgid, cpu, now);     // preempted: still runnable, waiting again
+    } else {
+        block(prev, tgid, state & STATE_MASK, cpu, now);
+        enqueued.delete(&prev);         // a wakeup that raced its sleep is void now
+    }
+}
+
+struct switch_t {        // what the sched_switch handler passes on (its args type is not visible outside it)
+    void *ctx;
+    const char *prev_comm;
+    const char *next_comm;
+    u32 prev;
+    u32 next;
+    u32 cpu;
+    u32 pad;
+    u64 now;
+};
+
+static __always_inline void emit_delay(struct switch_t *sw, u32 tgid, u64 start, u64 delta) {
+    u32 zero = 0;
+    struct delay_t *d = delay_scratch.lookup(&zero);
+    if (!d)
+        return;
+    d->tgid = tgid;
+    d->tid = sw->next;
+    d->start_ns = start;
+    d->dur_ns = delta;
+    d->prev_pid = sw->prev;
+    d->cpu = sw->cpu;
+    bpf_probe_read_kernel(&d->comm, sizeof(d->comm), sw->next_comm);
+    bpf_probe_read_kernel(&d->prev_comm, sizeof(d->prev_comm), sw->prev_comm);
+    fill_culprits(d, sw->next, start);
+#if USE_RINGBUF
+    if (delays.ringbuf_output(d, sizeof(*d), 0) != 0)
+        count_lost(1);
+#else
+    if (delays.perf_submit(sw->ctx, d, sizeof(*d)) != 0)
+        count_lost(1);
+#endif
+}
+
+static __always_inline void on_switch_in(struct switch_t *sw) {
+    u32 next = sw->next, cpu = sw->cpu;
+    u64 now = sw->now;
+    u32 *tgidp = watched_tgid(next);
+    if (!tgidp)
+        return;
+    u32 tgid = *tgidp;
+    struct thread_t *t = stats_of(next, tgid);
+    if (t) {
+        __sync_fetch_and_add(&t->switches, 1);
+        t->cpu = cpu;
+    }
+    struct enq_t *e = enqueued.lookup(&next);
+    u64 woken = e ? e->ts : now;
+    u64 off = unblock(sw->ctx, next, woken, sw->next_comm);
+    if (t && off)
+        __sync_fetch_and_add(&t->offcpu_ns, off);
+    if (!e)
+        return;
+    u64 start = e->ts, delta = now - start;
+    u32 queued_on = e->cpu;
     enqueued.delete(&next);
+    release_slot(cpu, next);
+    if (queued_on != cpu)
+        release_slot(queued_on, next);
     if (t)
         __sync_fetch_and_add(&t->runq_ns, delta);
     struct hist_key_t key = {.tgid = tgid, .slot = bpf_log2l(delta)};
@@ -136,18 +234,31 @@ TRACEPOINT_PROBE(sched, sched_switch) {
         __sync_fetch_and_add(&c->sum_ns, delta);
     } else
         count_lost(0);
+    if (delta >= SLOW_RUNQ_NS)
+        emit_delay(sw, tgid, start, delta);
+    if (delta >= CHARGE_MIN_NS)
+        forget_wait(next);  // a shorter wait never got a culprit table
+}
 
-    if (delta >= SLOW_RUNQ_NS) {
-        struct delay_t d = {.tgid = tgid, .tid = next, .start_ns = start, .dur_ns = delta, .prev_pid = prev};
-        bpf_probe_read_kernel(&d.comm, sizeof(d.comm), args->next_comm);
-        bpf_probe_read_kernel(&d.prev_comm, sizeof(d.prev_comm), args->prev_comm);
-#if USE_RINGBUF
-        if (delays.ringbuf_output(&d, sizeof(d), 0) != 0)
-            count_lost(1);
+TRACEPOINT_PROBE(sched, sched_switch) {
+    u64 now = bpf_ktime_get_ns();
+    u32 cpu = bpf_get_smp_processor_id();
+    u32 prev = args->prev_pid, next = args->next_pid;
+    u32 prev_tgid = bpf_get_current_pid_tgid() >> 32;
+    charge_cpu(cpu, now, prev, prev_tgid);  // the slice prev just ran, to the watched threads waiting here
+    if (prev != 0) {
+#if FILTER
+        int is_watched = watched.lookup(&prev_tgid) != 0;
 #else
-        if (delays.perf_submit(args, &d, sizeof(d)) != 0)
-            count_lost(1);
+        int is_watched = 1;
 #endif
+        if (is_watched)
+            on_switch_out(prev, prev_tgid, args->prev_state, cpu, now);
+    }
+    if (next != 0) {
+        struct switch_t sw = {.ctx = args, .prev_comm = args->prev_comm, .next_comm = args->next_comm,
+                              .prev = prev, .next = next, .cpu = cpu, .now = now};
+        on_switch_in(&sw);
     }
     return 0;
 }
@@ -157,6 +268,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
     u32 tid = (u32)bpf_get_current_pid_tgid();
     threads.delete(&tid);
     enqueued.delete(&tid);
-    blocked.delete(&tid);
+    forget_blocked(tid);
+    forget_wait(tid);
     return 0;
 }
