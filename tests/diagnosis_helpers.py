@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from gpusleuth.agent.diagnosis.monitor import Monitor
+from gpusleuth.agent.recording.diagnosis import replay_monitor
 from gpusleuth.probes.records import Event, Sample
 
 MS = 1_000_000
@@ -63,10 +64,8 @@ class Engine:
 
 
 def monitor(events: list[Event], samples: list[Sample] = ()) -> Monitor:
-    m = Monitor()
-    m.feed(sorted(events, key=lambda e: e.end_ns), samples)
-    m.advance(1 << 62)
-    return m
+    """The diagnosis run over recorded events as `agent explain --recording` runs it."""
+    return replay_monitor(list(events), list(samples))
 
 
 def fixture(name: str) -> dict:

@@ -7,7 +7,7 @@ recording (agent/recording/replay.py rebuilds those from parquet first).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from gpusleuth.agent.diagnosis.attribution import Verdict, attribute
 from gpusleuth.agent.diagnosis.baseline import EngineBaseline
@@ -22,7 +22,6 @@ from gpusleuth.probes.kernel.syscall_table import WAIT_SYSCALLS
 from gpusleuth.probes.records import Event
 
 MAX_EVIDENCE_SHOWN = 500
-PATH_KINDS = ("runq_delay", "offcpu", "slow_syscall", "direct_reclaim", "cgroup_throttle")
 
 
 @dataclass(slots=True)
@@ -92,20 +91,29 @@ def _row(req: RequestSpans) -> dict[str, Any]:
             "num_preemptions": int(f.get("num_preemptions") or 0)}
 
 
-def _on_path(ctx: Context) -> Iterable[Event]:
+def _host_events(ctx: Context) -> tuple[list[Event], int]:
+    """Host events overlapping the request (engine spans and idle waits left out: the waits are only counted),
+    and how many idle waits there were."""
     lo, hi = ctx.window()
-    for pid in sorted(ctx.pids()):
-        for kind in PATH_KINDS:
-            for e in ctx.evidence.events(kind, lo, hi, pid):
-                if kind != "slow_syscall" or e.attrs.get("syscall") not in WAIT_SYSCALLS:
-                    yield e
-    yield from ctx.engine.gcs_within(lo, hi)
+    out, idle = [], 0
+    for kind in ctx.evidence.kinds():
+        if kind.startswith(("request.", "engine.", "incident")):
+            continue
+        for e in ctx.evidence.events(kind, lo, hi):
+            if kind == "slow_syscall" and e.attrs.get("syscall") in WAIT_SYSCALLS:
+                idle += 1
+            else:
+                out.append(e)
+    out += ctx.engine.gcs_within(lo, hi)
+    return sorted(out, key=lambda e: e.start_ns)[-MAX_EVIDENCE_SHOWN:], idle
 
 
 def to_dict(d: Diagnosis, row: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The `explain` answer: request, phases, budget table, verdicts, unexplained, evidence on the path."""
+    """The `explain` answer: request, phases, budget table, verdicts, unexplained, and the host events that
+    overlapped the request (`is_on_path`: of the engine's own processes)."""
     b, req = d.budget, d.budget.request
-    shown = sorted(_on_path(d.ctx), key=lambda e: e.start_ns)[-MAX_EVIDENCE_SHOWN:]
+    shown, idle = _host_events(d.ctx)
+    pids = d.ctx.pids()
     excess = b.excess_ns
     phase_rows = [{"phase": name, "start_ns": lo, "end_ns": hi} for name, (lo, hi) in
                   sorted(req.phases.items(), key=lambda kv: kv[1][0])]
@@ -116,4 +124,5 @@ def to_dict(d: Diagnosis, row: dict[str, Any] | None = None) -> dict[str, Any]:
                        "unexplained_share": round(d.unexplained_ns / excess, 3) if excess > 0 else 0.0,
                        "is_slow": is_likely(excess / 1e6, excess / 1e6, b.expected_ns / 1e6)},
             "verdicts": [v.to_dict() for v in d.verdicts], "unexplained_ms": round(d.unexplained_ns / 1e6, 3),
-            "overlapping": [e.to_dict() for e in shown]}
+            "overlapping": [{**e.to_dict(), "is_on_path": e.pid in pids} for e in shown],
+            "idle_waits_hidden": idle}
