@@ -11,8 +11,11 @@ PROBES: dict[str, str] = {
     "net": "gpusleuth.probes.net.probe:NetProbe",
     "gpu": "gpusleuth.probes.gpu.probe:GpuProbe",
     "spans": "gpusleuth.probes.spans.probe:SpanProbe",
+    "cuda": "gpusleuth.probes.cuda.probe:CudaProbe",
 }
-DEFAULT_ENABLED: tuple[str, ...] = tuple(PROBES)
+# Not on by default: cuda, whose uprobes cost each watched CUDA call 0.5-16 us (README "CUDA and NCCL uprobes").
+OPT_IN: frozenset[str] = frozenset({"cuda"})
+DEFAULT_ENABLED: tuple[str, ...] = tuple(name for name in PROBES if name not in OPT_IN)
 
 
 def probe_class(name: str) -> Any:

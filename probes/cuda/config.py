@@ -17,9 +17,9 @@ class CudaConfig:
     rescan_interval_s: float = 2.0  # how often watched processes' maps are read for newly loaded libraries
     gpu_bound_share: float = 0.3  # a host step is GPU-bound when its sync wait is at least this share of it
     straggler_min_ms: float = 1.0  # a collective whose last rank entered this much after the first is an Event
-    max_threads: int = 65536
+    max_threads: int = 16384  # threads of watched processes tracked (launch counters, calls in progress)
     max_keys: int = 16384  # (process, function, direction, duration bucket, communicator) keys per interval
-    max_allocs: int = 262144  # live allocations remembered for their frees
+    max_allocs: int = 65536  # live allocations remembered for their frees (least recently made dropped first)
     max_events_per_poll: int = 100000
     max_uprobes: int = 4096  # uprobes (perf events) across all processes; each holds a file descriptor
     recent_steps: int = 64  # host steps kept per thread in the snapshot

@@ -32,7 +32,7 @@ def build(directory: Path, cflags: tuple[str, ...] = ("-O2",)) -> Path:
     """Compile the fake libraries into `directory` (made if needed); returns it. Needs gcc.
 
     `cflags` choose the functions' first instruction, which decides the uprobe's cost: -O2 gives `xor eax, eax`
-    (single-stepped by the kernel), -O2 -fno-omit-frame-pointer gives `push rbp` (emulated, no single step)."""
+    (single-stepped by the kernel), -O0 gives `push rbp` (emulated by the kernel, no single step)."""
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
         raise RuntimeError("gcc not found: the fake CUDA libraries are built from C (apt-get install gcc)")
