@@ -31,12 +31,14 @@ import pytest
 import yaml
 
 from gpusleuth.agent.cli.loadgen import LoadGenerator
+from gpusleuth.agent.control.client import ControlClient
 from gpusleuth.agent.harness import AGENT, free_port, wait_for, write_config
 from gpusleuth.exporters.alerts import catalog
 from gpusleuth.exporters.alerts.params import AlertParams
 from gpusleuth.exporters.alerts.render import groups, write
 from gpusleuth.exporters.grafana.dashboard import dashboard, targets
 from gpusleuth.exporters.registry import COLLECTORS
+from gpusleuth.probes.net.testbed import veth_pair, wait_line
 from gpusleuth.runbooks.book import load_all
 from gpusleuth.runbooks.promql import metric_names
 from gpusleuth.agent.cli.runbook import vocabulary
@@ -317,9 +319,32 @@ def _fault(stack: Stack, expected: dict[str, bool], start_fault, stop_fault) -> 
         pytest.xfail(NO_INCIDENTS)
 
 
+def _long_request(stack: Stack) -> threading.Thread:
+    """A request that stays in flight for seconds, so the freeze catches one (GpusleuthEngineNoSpans needs it)."""
+    body = json.dumps({"model": stack.load.model, "prompt": "hold", "max_tokens": 1500, "ignore_eos": True,
+                       "temperature": 0.0}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{stack.engine_port}/v1/completions", data=body,
+                                 headers={"Content-Type": "application/json"})
+
+    def send() -> None:
+        try:
+            urllib.request.urlopen(req, timeout=300).read()
+        except OSError:
+            pass  # the engine may answer 400 for too long a request: then another load request is in flight
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread
+
+
 def test_engine_freeze_pages_with_its_runbooks(stack):
     pid = stack.engine.pid
-    _fault(stack, {"GpusleuthEngineDown": False, "GpusleuthIncidentProcessFrozen": True},
+    _long_request(stack)
+    with ControlClient(stack.socket) as client:  # the agent's count, not Prometheus' (a scrape behind)
+        wait_for(lambda: client.call("snapshot", sources=["spans"])["spans"]["in_flight"] > 0, timeout=30,
+                 interval=0.05)
+    _fault(stack, {"GpusleuthEngineDown": False, "GpusleuthEngineNoSpans": False,
+                   "GpusleuthIncidentProcessFrozen": True},
            lambda: os.kill(pid, signal.SIGSTOP), lambda: os.kill(pid, signal.SIGCONT))
 
 
@@ -337,10 +362,29 @@ def test_cpu_hog_on_the_engine_cpu_pages_with_its_runbook(stack):
     _fault(stack, {"GpusleuthIncidentCpuContention": True}, start, stop)
 
 
+def _retransmits(stack: Stack) -> None:
+    """A TCP flow through 5 % loss between two namespaces: retransmits the agent counts host-wide (the series
+    exists only once a segment was retransmitted)."""
+    from tests.net_helpers import ForeignFilter
+
+    with veth_pair() as pair:
+        sink = pair.spawn(pair.ns_b, "sink")
+        sink.stdout.readline()
+        loss = ForeignFilter(pair.ns_b, pair.if_b, "ingress", prio=1, name="e2e_loss_5pct", drop_pct=5.0)
+        try:
+            wait_line(pair.spawn(pair.ns_a, "bulk", "--seconds", "2"), 60)
+            wait_for(lambda: "gpusleuth_net_tcp_retransmit_segments_total" in stack.scrape_names(), timeout=30)
+        finally:
+            loss.close()
+            sink.kill()
+            sink.wait()
+
+
 def test_every_metric_name_used_exists_in_a_live_scrape(stack):
     t0 = time.monotonic()
     (stack.tmp / "xid").touch()  # the fake NVML's XID 13 (application): the XID series and its alert
     wait_for(lambda: _arrived("GpusleuthGpuXidApplication", t0), timeout=BOUND_S + 20, interval=0.2)
+    _retransmits(stack)
     stack.scrape_names()
     live = stack.seen_names | set(catalog.PROMETHEUS)
     missing = {n: sorted(w) for n, w in _used_names().items() if n not in live}
