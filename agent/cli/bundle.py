@@ -28,7 +28,7 @@ HOST_PROVIDES = {"torch", "triton", "numpy", "pandas", "pyarrow", "transformers"
                  "httpx", "aiohttp", "pytest", "nvidia-ml-py", "tokenizers", "safetensors", "python-dateutil",
                  "pytz", "tzdata", "six", "packaging", "pygments", "typing-extensions", "markdown-it-py", "mdurl"}
 # pydantic brings pydantic-core (a compiled wheel), annotated-types and typing-inspection through its requirements.
-AGENT_ROOTS = ("prometheus-client", "textual", "pyroute2", "nvidia-ml-py", "pydantic")
+AGENT_ROOTS = ("prometheus-client", "textual", "pyroute2", "nvidia-ml-py", "pydantic", "pyyaml", "promql-parser")
 
 
 class BundleError(Exception):
