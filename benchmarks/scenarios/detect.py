@@ -26,7 +26,9 @@ class Detector:
             if e["start_ns"] >= self.onset_ns:  # evidence that began before the fault names something else
                 self._name(event_cause(e, self.engine_pids), f"event:{e['kind']}")
         for inc in self.q.incidents(self.onset_ns):
-            self._name(cause_name((inc.get("attrs") or inc).get("cause")), "incident")
+            inc = inc.get("attrs") or inc
+            if max(inc.get("onset_ns") or 0, inc.get("opened_ns") or 0) >= self.onset_ns:  # not one already open
+                self._name(cause_name(inc.get("cause")), "incident")
         for row in self.q.requests(limit=40):
             rid = row["request_id"]
             if row["end_ns"] < self.onset_ns or rid in self._explained:

@@ -1,8 +1,8 @@
 """How busy the host was with work that is not ours, per window: the noise the suite records instead of hiding.
 
 Host CPU time (all CPUs, psutil.cpu_times) minus the CPU time of every process the runner started (agent, engine
-with its ranks, load generator, the fault's actors, the runner itself); softirq/irq time is kept apart, since it
-runs in no process and a fault may cause it on purpose.
+with its ranks, load generator, the fault's actors, the runner itself) and of kernel threads; softirq/irq time and
+kernel threads (ksoftirqd, kworkers, kswapd) are kept apart, since a fault may cause them on purpose.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ class Reading:
     irq_s: float  # irq+softirq of all CPUs
     engine_cpu_busy_s: float  # every kind of busy time on the engine's CPUs
     ours_s: float
+    kthreads_s: float
 
 
 class HostMeter:
@@ -40,7 +41,7 @@ class HostMeter:
         eng = sum(c.user + c.nice + c.system + c.irq + c.softirq + getattr(c, "steal", 0.0)
                   for i, c in enumerate(per_cpu) if i in self.engine_cpus)
         ours = sum(cpu_seconds(pid, with_children=False) for pid in set(self.our_pids()))
-        return Reading(time.monotonic(), busy, irq, eng, ours)
+        return Reading(time.monotonic(), busy, irq, eng, ours, _kthreads_s())
 
     def start(self) -> None:
         self._start = self.read()
@@ -49,9 +50,20 @@ class HostMeter:
         """Call before the fault's actors stop: a process that ended in between would drop out of `ours`."""
         a, b = self._start, self.read()
         dt = max(1e-3, b.t - a.t)
-        ours = b.ours_s - a.ours_s
-        others = max(0.0, (b.busy_s - a.busy_s) - ours) / dt
+        ours, kthreads = b.ours_s - a.ours_s, b.kthreads_s - a.kthreads_s
+        kthreads = max(0.0, kthreads)  # a kernel thread that exited between the readings takes its time along
+        others = max(0.0, (b.busy_s - a.busy_s) - ours - kthreads) / dt
         return {"others_cores": round(others, 3), "irq_cores": round((b.irq_s - a.irq_s) / dt, 3),
                 "engine_cpus_busy": round((b.engine_cpu_busy_s - a.engine_cpu_busy_s) / dt
                                           / max(1, len(self.engine_cpus)), 3),
-                "ours_cores": round(ours / dt, 3), "is_busy": others >= BUSY_CORES}
+                "ours_cores": round(ours / dt, 3), "kthread_cores": round(kthreads / dt, 3),
+                "is_busy": others >= BUSY_CORES}
+
+
+def _kthreads_s() -> float:
+    """CPU time of kernel threads (children of kthreadd, pid 2); their user time is zero."""
+    total = 0.0
+    for p in psutil.process_iter(["ppid", "cpu_times"]):
+        if p.info["ppid"] == 2 and p.info["cpu_times"]:
+            total += p.info["cpu_times"].system
+    return total

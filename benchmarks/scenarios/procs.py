@@ -171,11 +171,12 @@ class Engine:
 
 
 class LoadGen:
-    """load.py in its own process: periodic arrivals, bursts on command, records in a JSON-lines file."""
+    """load.py in its own process: periodic arrivals, bursts on command, records in a JSON-lines file. It runs on
+    the engine's Python, which has aiohttp (the engine's server needs it; an agent-only install may not)."""
 
-    def __init__(self, url: str, out: Path, args: list[str], cpus: list[int]) -> None:
+    def __init__(self, python: str, url: str, out: Path, args: list[str], cpus: list[int]) -> None:
         self.out = out
-        cmd = [sys.executable, str(HERE / "load.py"), "--url", url, "--out", str(out), *args]
+        cmd = [python, str(HERE / "load.py"), "--url", url, "--out", str(out), *args]
         if cpus:
             cmd = ["taskset", "-c", ",".join(map(str, cpus)), *cmd]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -48,7 +48,12 @@ def table(results: dict[str, Any]) -> str:
              f"cgroup v{results['host'].get('cgroup_version')}, device {opts['device']}, {results['started']}",
              f"{len(results['windows'])} windows: {opts['repeat']} reps x {','.join(opts['intensity'])}, "
              f"{opts['fault_s']} s fault / {opts['gap_s']} s clean gap, {opts['rate']} req/s steady"
-             + (" -- VERDICTS DELIBERATELY BROKEN" if opts.get("verdicts_broken") else ""), "", HEADER]
+             + (" -- VERDICTS DELIBERATELY BROKEN" if opts.get("verdicts_broken") else "")]
+    for i, run in enumerate(results.get("runs", [])[1:], start=1):
+        names = sorted({w["scenario"] for w in results["windows"] if w.get("run") == i})
+        lines.append(f"run {i} ({', '.join(names)}): agent {run['provenance'].get('agent_checkout')}, engine "
+                     f"{run['provenance'].get('engine_checkout')}, {run['started']}")
+    lines += ["", HEADER]
     rows = sc["rows"]
     lines += [row_line(r) for r in rows if r["host"] == "all"]
     busy = [r for r in rows if r["host"] != "all"]

@@ -98,6 +98,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--report-dir", default="", help="text table and PNGs here (default: beside --out)")
     p.add_argument("--report-name", default="table", help="file stem of the table and PNGs")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--merge-into", default="", help="fold this run's scenarios into an earlier results file")
     p.add_argument("--venv", default="", help="run DIR/bin/agent and DIR/bin/python -m gpusleuth.engine")
     p.add_argument("--agent", default="")
     p.add_argument("--python", default="")
@@ -152,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             run_setup(ctx, setup, [f for f in faults if f.engine == setup], args, wanted, results)
     finally:
         stack.close()
+    if args.merge_into:
+        results = merge(Path(args.merge_into), results)
     results["scores"] = score.score_all(results)
     out = Path(args.out)
     write(out, results)
@@ -187,6 +190,19 @@ def run_setup(ctx: Ctx, setup: str, faults: list, args, wanted: list[str], resul
             fault.teardown(ctx.stack)
 
 
+def merge(base_path: Path, results: dict) -> dict:
+    """`results` folded into the results file at `base_path`: its scenarios replace the base's, and each window
+    keeps the index of the run (agent, engine, argv) that made it."""
+    base = json.loads(base_path.read_text())
+    names = {w["scenario"] for w in results["windows"]} | {s["scenario"] for s in results["skipped"]}
+    runs = base.setdefault("runs", [{k: base[k] for k in ("argv", "provenance", "started")}])
+    runs.append({k: results[k] for k in ("argv", "provenance", "started")})
+    base["windows"] = [w for w in base["windows"] if w["scenario"] not in names] + [
+        {**w, "run": len(runs) - 1} for w in results["windows"]]
+    base["skipped"] = [s for s in base["skipped"] if s["scenario"] not in names] + results["skipped"]
+    return base
+
+
 def skipped(fault, stack: Stack, results: dict) -> bool:
     reason = fault.skip_reason(stack)
     if reason:
@@ -198,7 +214,7 @@ def skipped(fault, stack: Stack, results: dict) -> bool:
 def write(path: Path, results: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(results, indent=1, default=str) + "\n")
+    tmp.write_text(json.dumps(results, separators=(",", ":"), default=str) + "\n")  # ~25 KB a window
     tmp.replace(path)
 
 

@@ -64,7 +64,7 @@ def normalize(report: dict[str, Any], measured: tuple[float, float]) -> list[dic
         out.append({"cause": cause_name(v.get("cause")), "explained_ms": round(explained, 2),
                     "score": v.get("score"), "share": v.get("share"), "likely": is_likely(v, explained, totals),
                     "culprit": v.get("culprit") if isinstance(v.get("culprit"), dict) else None,
-                    "evidence": str(v.get("evidence", ""))[:300]})
+                    "evidence": str(v.get("evidence", ""))[:200]})
     return out
 
 

@@ -86,7 +86,7 @@ class Stack:
             self.netns = None
         if "loopfs" in self.opts.needs:
             self._make_loopfs()
-        if "privlib" in self.opts.needs and self.cg_engine:
+        if "privlib" in self.opts.needs and self.cg_engine and self.opts.device == "cpu":
             self._private_torch()
         self._start_agent()
         return self
@@ -163,7 +163,8 @@ class Stack:
         self.engine = Engine(cmd, f"http://{host}:{port}", env, join, self.tmp / f"engine-{setup}.log")
         self.engine.wait_ready(900)
         self.setup_name, self.fault_keys = setup, engine_fault_keys(self.url)
-        self.load = LoadGen(self.url, self.tmp / f"load-{setup}.jsonl", self.opts.load_args, self.opts.side_cpus)
+        self.load = LoadGen(self.opts.tools.python, self.url, self.tmp / f"load-{setup}.jsonl", self.opts.load_args,
+                            self.opts.side_cpus)
         AgentQuery(self.agent.client).wait_watched(self.engine.pid)
 
     def stop_engine(self) -> None:
