@@ -10,5 +10,6 @@ COLLECTORS: tuple[str, ...] = (
     "gpusleuth.exporters.dcgm:DcgmCollector",
     "gpusleuth.exporters.gpu:GpuCollector",
     "gpusleuth.exporters.requests:RequestCollector",
+    "gpusleuth.exporters.cuda:CudaCollector",
     "gpusleuth.exporters.incidents:IncidentCollector",
 )
