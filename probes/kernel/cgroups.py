@@ -50,12 +50,14 @@ class Mounts:
         return version, chain
 
 
-def find_mounts(mountinfo: Path = Path("/proc/self/mountinfo")) -> Mounts:
-    """cgroup v1 mounts by controller and the v2 mount, from mountinfo (the first mount of each wins)."""
+def find_mounts(mountinfo: Path = Path("/proc/self/mountinfo"), known: Path = Path("/proc/cgroups")) -> Mounts:
+    """cgroup v1 mounts by controller and the v2 mount, from mountinfo (the first mount of each wins); a v1 mount's
+    controllers are its super options that /proc/cgroups names (the others are flags: xattr, noprefix, ...)."""
     v1: dict[str, tuple[Path, str]] = {}
     v2 = None
     try:
         lines = mountinfo.read_text().splitlines()
+        controllers = {ln.split()[0] for ln in known.read_text().splitlines() if ln and not ln.startswith("#")}
     except OSError:
         return Mounts()
     for line in lines:
@@ -68,7 +70,7 @@ def find_mounts(mountinfo: Path = Path("/proc/self/mountinfo")) -> Mounts:
             v2 = (point, root)
         elif tail[0] == "cgroup":
             for opt in tail[2].split(","):
-                if opt not in ("rw", "ro") and "=" not in opt:
+                if opt in controllers:
                     v1.setdefault(opt, (point, root))
     return Mounts(v1, v2)
 

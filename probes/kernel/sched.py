@@ -27,7 +27,7 @@ engine shows while it is still frozen.
 from __future__ import annotations
 
 import ctypes
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -190,7 +190,8 @@ class SchedProbe(BccProbe):
             frozen_at = (dict(bpf_maps.read_all(self._bpf["frozen_at"])) if not self._parts["HAS_FROZEN"] else {})
         comms = self._watched_comms()
         cg = self._cgroups.poll(comms, now_ns) if self._cgroups is not None else CgroupPoll()
-        events = [self._refine(e) for e in events] + cg.events
+        throttled = {pid: e.attrs["periods"] for e in cg.events for pid in e.attrs["pids"]}
+        events = [self._refine(e, throttled) for e in events] + cg.events
         for e in events:
             self._totals[e.kind] = self._totals.get(e.kind, 0) + 1
         samples = self._accumulate(drained["hist"], drained["thread_stats"], now_ns)
@@ -208,12 +209,15 @@ class SchedProbe(BccProbe):
         pids = set(self._watch.tgids) | {t.pid for tid, t in self._threads.items() if tid in self._hot}
         return {pid: self._comms.get(pid) for pid in sorted(pids)}
 
-    def _refine(self, e: Event) -> Event:
-        """An S / D offcpu interval during which a poll found the process's cgroup frozen was a freeze."""
+    def _refine(self, e: Event, throttled: dict[int, int]) -> Event:
+        """What only the cgroups tell: an S / D offcpu interval during which a poll found the process's cgroup
+        frozen was a freeze; a run-queue wait of a process whose cgroup was throttled this poll may be the quota's
+        doing rather than its culprits' (they ran while it was throttled): `cgroup_throttled_periods` says so."""
         if (e.kind == "offcpu" and e.attrs["state"] in FREEZE_STATES and self._cgroups is not None
                 and self._cgroups.was_frozen(e.pid, e.start_ns, e.end_ns)):
-            return Event(e.kind, e.source, e.start_ns, e.end_ns, e.pid, e.tid, e.comm,
-                         {**e.attrs, "state": "frozen", "frozen_seen_by": "cgroup"})
+            return replace(e, attrs={**e.attrs, "state": "frozen", "frozen_seen_by": "cgroup"})
+        if e.kind == "runq_delay" and e.pid in throttled:
+            return replace(e, attrs={**e.attrs, "cgroup_throttled_periods": throttled[e.pid]})
         return e
 
     def _set_health(self, lost: list[int]) -> None:
