@@ -1,6 +1,6 @@
 """The cuda probe's acceptance checks and cost figures (issue 16), one JSON file per stage under RESULTS_DIR.
 
-    sudo python3 benchmarks/cuda_probe_check.py RESULTS_DIR [--stages hit_cost,idle,torch,engine,contention,overhead]
+    sudo python3 benchmarks/cuda_probe_check.py RESULTS_DIR [--stages hit_cost,idle,torch,engine,overhead]
 
 Stages (the first two run anywhere with gcc and root; the others need a GPU and torch):
   hit_cost    ns per uprobe hit on the fake libraries (probes/cuda/fake_cuda.c) built two ways: functions that start
@@ -11,8 +11,8 @@ Stages (the first two run anywhere with gcc and root; the others need a GPU and 
   idle        the probe's own CPU per second while it watches processes that use no CUDA, and its start time.
   torch       a torch script: N graph launches, M syncs after known spin kernels, K copies of known sizes: the
               probe's counts and bytes must equal the script's, its sync wait within 5 % of the script's timing.
-  engine      the bundled engine, eager decode: launches per step from the probe vs the torch profiler's (CUPTI).
-  contention  the same decode alone and beside a GEMM process: the share of GPU-bound host steps.
+  engine      the bundled engine, eager decode: launches per step from the probe vs the torch profiler's (CUPTI);
+              then the same decode alone and beside a GEMM process: the share of GPU-bound host steps.
   overhead    the engine server under streaming load with the agent running its default probes vs the same plus
               cuda, interleaved rounds, with CUDA graphs and eager (--agent: the agent command).
 Run by benchmarks/gpu_session.sh's `cuda` stage, which sets the bundled bcc's library paths.
@@ -243,38 +243,15 @@ def engine_steps(probe: CudaProbe, child: Child, steps: int, profile: bool) -> t
 
 
 def stage_engine(args) -> dict:
+    """Eager decode of the bundled engine: launches per step vs the torch profiler's count; then GPU-bound host
+    steps alone vs beside a competing GEMM process (one model load for both)."""
     from gpusleuth.probes.cuda.join import Step, launches_per_step  # noqa: PLC0415
 
-    child = Child("engine", preset=args.preset)
+    child, gemm = Child("engine", preset=args.preset), None
     try:
         with started_probe() as probe:
             watch(probe, {child.pid})
             steps, syncs = engine_steps(probe, child, args.steps, profile=True)
-    finally:
-        child.close()
-    ours = launches_per_step([Step(child.pid, s["tid"], s["start_ns"], s["end_ns"]) for s in steps], syncs)
-    theirs = [s["profiler_launches"] for s in steps]
-    equal = sum(a == b for a, b in zip(ours, theirs))
-    log(f"engine: launches per step equal in {equal}/{len(steps)} steps; probe {ours[:5]}..., profiler {theirs[:5]}")
-    return {"preset": args.preset, "steps": len(steps), "probe_launches_per_step": ours,
-            "profiler_launches_per_step": theirs, "steps_equal": equal, "totals": [sum(ours), sum(theirs)],
-            "passed": equal == len(steps)}
-
-
-def bound_share(probe: CudaProbe, child: Child, steps: int) -> dict:
-    _, syncs = engine_steps(probe, child, steps, profile=False)
-    bounds = [e.attrs["bound"] for e in syncs if "bound" in e.attrs]
-    shares = [e.attrs["wait_ns"] / e.attrs["host_ns"] for e in syncs if e.attrs.get("host_ns")]
-    return {"host_steps": len(bounds), "gpu_bound_share": bounds.count("gpu") / max(len(bounds), 1),
-            "median_sync_wait_share": statistics.median(shares) if shares else None}
-
-
-def stage_contention(args) -> dict:
-    child = Child("engine", preset=args.preset)
-    gemm = None
-    try:
-        with started_probe() as probe:
-            watch(probe, {child.pid})
             alone = bound_share(probe, child, args.steps)
             gemm = Child("gemm")
             time.sleep(2)
@@ -283,9 +260,26 @@ def stage_contention(args) -> dict:
         child.close()
         if gemm is not None:
             gemm.close()
-    log(f"contention: GPU-bound share alone {alone['gpu_bound_share']:.2f}, with GEMM {shared['gpu_bound_share']:.2f}")
-    return {"alone": alone, "with_gemm": shared,
-            "passed": shared["gpu_bound_share"] >= 0.8 and shared["gpu_bound_share"] > alone["gpu_bound_share"]}
+    ours = launches_per_step([Step(child.pid, s["tid"], s["start_ns"], s["end_ns"]) for s in steps], syncs)
+    theirs = [s["profiler_launches"] for s in steps]
+    equal = sum(a == b for a, b in zip(ours, theirs))
+    log(f"engine: launches per step equal in {equal}/{len(steps)} steps; probe {ours[:5]}..., profiler {theirs[:5]}")
+    log(f"engine: GPU-bound share alone {alone['gpu_bound_share']:.2f}, with GEMM {shared['gpu_bound_share']:.2f}")
+    checks = {"launches_per_step_equal": equal == len(steps),
+              "gemm_makes_steps_gpu_bound": shared["gpu_bound_share"] >= 0.8
+              and shared["gpu_bound_share"] > alone["gpu_bound_share"]}
+    return {"preset": args.preset, "steps": len(steps), "probe_launches_per_step": ours,
+            "profiler_launches_per_step": theirs, "steps_equal": equal, "totals": [sum(ours), sum(theirs)],
+            "alone": alone, "with_gemm": shared, "checks": checks, "passed": all(checks.values())}
+
+
+def bound_share(probe: CudaProbe, child: Child, steps: int) -> dict:
+    """Host steps (sync to sync) of the engine's decode, and the share the probe classed GPU-bound."""
+    _, syncs = engine_steps(probe, child, steps, profile=False)
+    bounds = [e.attrs["bound"] for e in syncs if "bound" in e.attrs]
+    shares = [e.attrs["wait_ns"] / e.attrs["host_ns"] for e in syncs if e.attrs.get("host_ns")]
+    return {"host_steps": len(bounds), "gpu_bound_share": bounds.count("gpu") / max(len(bounds), 1),
+            "median_sync_wait_share": statistics.median(shares) if shares else None}
 
 
 def stage_overhead(args) -> dict:
@@ -295,8 +289,8 @@ def stage_overhead(args) -> dict:
 
 
 STAGES = {"hit_cost": stage_hit_cost, "idle": stage_idle, "torch": stage_torch, "engine": stage_engine,
-          "contention": stage_contention, "overhead": stage_overhead}
-GPU_STAGES = {"torch", "engine", "contention", "overhead"}
+          "overhead": stage_overhead}
+GPU_STAGES = {"torch", "engine", "overhead"}
 
 
 def main() -> None:
@@ -304,7 +298,7 @@ def main() -> None:
     p.add_argument("results", help="folder for the JSON files")
     p.add_argument("--stages", default=",".join(STAGES))
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--preset", default="llama3-8b", help="engine model for engine/contention/overhead")
+    p.add_argument("--preset", default="llama3-8b", help="engine model for the engine and overhead stages")
     p.add_argument("--steps", type=int, default=60, help="decode steps per engine measurement")
     p.add_argument("--graphs", type=int, default=50)
     p.add_argument("--syncs", type=int, default=20)

@@ -14,6 +14,12 @@
 #   poll        benchmarks/bench_gpu_poll.py (1 GPU and all GPUs, nvidia-smi -lms 100 beside it)
 #   profile     benchmarks/profile_decode_step.py (llama3-8b batch-1 decode, kernels and idle gaps; TPs in $PROFILE_TPS)
 #   decode      benchmarks/bench_engine_decode.py (llama3-8b batch-1 decode vs the GEMV ceiling)
+#   cuda        benchmarks/cuda_probe_check.py (after install: it runs the cuda probe in-process with the bundled
+#               bcc): uprobe cost per hit (fake libraries and libcuda), idle cost, the torch N graphs / M syncs /
+#               K copies check, eager engine launches per step vs the torch profiler and GEMM contention
+#               ($CUDA_PRESET, default llama3-8b) -> $out/cuda/cuda_*.json
+#   cuda_overhead  the same script's overhead stage: agent default probes vs default + cuda, interleaved, with
+#               CUDA graphs and eager decode ($CUDA_PRESET; rounds $CUDA_ROUNDS, default 3)
 # The checkout is not installed there: benchmarks/checkout_env.sh (sourced below) puts it on PYTHONPATH as
 # `gpusleuth` and installs the wheels carried in .whl/ (git-ignored) under a temp folder. The engine needs
 # prometheus_client, which GPU hosts often lack; on a machine with network, in the checkout, fetch the version
@@ -77,10 +83,22 @@ stage_profile() {
     done
 }
 stage_decode() { $py benchmarks/bench_engine_decode.py --out "$out/bench_engine_decode.json"; }
+cuda_check() {  # the in-process probe needs the bundled bcc's libraries; the workloads it starts get the original
+    local root=/opt/gpusleuth/root
+    GS_CHILD_LD_LIBRARY_PATH="${LD_LIBRARY_PATH:-}" \
+    LD_LIBRARY_PATH="$root/usr/lib/x86_64-linux-gnu:$root/usr/lib/llvm-14/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+    PYTHONPATH="$PYTHONPATH:/opt/gpusleuth/bcc-only:/opt/gpusleuth/lib" \
+        $py benchmarks/cuda_probe_check.py "$out/cuda" --preset "${CUDA_PRESET:-llama3-8b}" "$@"
+}
+stage_cuda() { cuda_check --stages hit_cost,idle,torch,engine; }
+stage_cuda_overhead() {
+    $py benchmarks/cuda_probe_check.py "$out/cuda" --stages overhead --agent "$agent" \
+        --preset "${CUDA_PRESET:-llama3-8b}" --overhead-rounds "${CUDA_ROUNDS:-3}"
+}
 
 export out ngpu agent py
 export -f stage_install stage_nvml stage_tp_tests stage_tp_bench stage_serving stage_overhead stage_poll \
-    stage_profile stage_decode
+    stage_profile stage_decode cuda_check stage_cuda stage_cuda_overhead
 echo "host: $(hostname), $ngpu GPU(s): $(nvidia-smi --query-gpu=name --format=csv,noheader | sort | uniq -c | xargs)"
 for s in "$@"; do
     case $s in
@@ -93,6 +111,8 @@ for s in "$@"; do
         poll) run_stage poll 300 stage_poll ;;
         profile) run_stage profile 240 stage_profile ;;
         decode) run_stage decode 400 stage_decode ;;
+        cuda) run_stage cuda 560 stage_cuda ;;
+        cuda_overhead) run_stage cuda_overhead 560 stage_cuda_overhead ;;
         *) echo "unknown stage $s" >&2 ;;
     esac
 done

@@ -42,7 +42,9 @@ EXAMPLES = {
         agent explain --recording /var/lib/gpusleuth/recording --slowest""",
     "probes": """
         agent probes                           # what each probe needs and whether this host has it
-        agent probes --ebpf syscalls           # print the generated BPF C of a probe""",
+        agent probes --ebpf syscalls           # print the generated BPF C of a probe
+        agent probes cuda                      # CUDA/NCCL libraries and symbols of each watched process
+        sudo agent probes cuda --launches --seconds 2 --pid 1234   # every kernel launch of pid 1234 for 2 s""",
 }
 
 
@@ -75,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
     p = add("status", "per-probe status, uptime, drops, recording")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = add("probes", "what each probe needs and whether this host has it")
+    p.add_argument("probe", nargs="?", choices=["cuda"], help="cuda: libraries and symbols per watched process")
+    p.add_argument("--launches", action="store_true", help="with cuda: trace every kernel launch (root)")
+    p.add_argument("--seconds", type=float, default=5.0, help="with --launches: how long (default 5)")
+    p.add_argument("--pid", type=int, action="append", default=[], help="with cuda: these processes, not [watch]")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--ebpf", metavar="PROBE", help="print the generated BPF C text of PROBE and exit")
     p = add("explain", "why was a request slow: its latency budget and the causes of its excess")
@@ -266,8 +272,28 @@ def cmd_probes(args) -> int:
             raise config_mod.ConfigError("--ebpf", f"probe {args.ebpf!r} has no BPF program")
         print(probe.source())
         return EXIT_OK
+    if args.probe == "cuda":
+        return _probes_cuda(args, cfg)
     reqs = registry.requirements_report(list(registry.PROBES))
     print(json.dumps(reqs, indent=2) if args.json else format_probes(reqs, cfg.enabled_probes))
+    return EXIT_OK
+
+
+def _probes_cuda(args, cfg: config_mod.Config) -> int:
+    from gpusleuth.agent.watch import Watcher  # noqa: PLC0415
+    from gpusleuth.probes.cuda import report  # noqa: PLC0415
+
+    pids = set(args.pid) or set(Watcher(cfg.watch).resolve().tgids)
+    if not args.launches:
+        found = report.discover(pids)
+        print(json.dumps(found, indent=2) if args.json else report.format_discovery(found))
+        return EXIT_OK
+    if os.geteuid() != 0:
+        print("agent: tracing launches loads BPF programs: run as root (sudo agent probes cuda --launches)",
+              file=sys.stderr)
+        return EXIT_PRIVILEGE
+    events = report.trace_launches(pids, args.seconds)
+    print(json.dumps([e.to_dict() for e in events]) if args.json else report.format_launches(events, args.seconds))
     return EXIT_OK
 
 

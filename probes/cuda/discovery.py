@@ -62,7 +62,7 @@ def mapped_libraries(pid: int) -> dict[str, str]:
                         found[kind] = path
     except OSError:
         return {}
-    return found
+    return {kind: found[kind] for kind in LIBRARY_FILES if kind in found}
 
 
 def host_path(pid: int, path: str) -> str:
