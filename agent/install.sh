@@ -26,7 +26,7 @@ kernel=$(uname -r)
 if [ "${GPUSLEUTH_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     pkgs=(python3 python3-venv python3-bpfcc bpfcc-tools bpftool iproute2 prometheus prometheus-alertmanager tmux procps
-          iputils-ping kmod)
+          iputils-ping kmod gcc)  # gcc: the tests build small C programs and the fake CUDA libraries
     missing=()
     for p in "${pkgs[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p"); done
     # Exact headers for the running kernel if the distribution has them; otherwise the distribution's generic

@@ -10,6 +10,7 @@ one JSON command per line on stdin ({"call": name, "args": [...], "times": n} or
 from __future__ import annotations
 
 import ctypes
+import glob
 import json
 import shutil
 import subprocess
@@ -33,7 +34,8 @@ def build(directory: Path, cflags: tuple[str, ...] = ("-O2",)) -> Path:
 
     `cflags` choose the functions' first instruction, which decides the uprobe's cost: -O2 gives `xor eax, eax`
     (single-stepped by the kernel), -O0 gives `push rbp` (emulated by the kernel, no single step)."""
-    gcc = shutil.which("gcc") or shutil.which("cc")
+    versioned = sorted(glob.glob("/usr/bin/gcc-[0-9]*"))  # what linux-headers-* pulls in (gcc-12 on Debian 12)
+    gcc = shutil.which("gcc") or shutil.which("cc") or (versioned[-1] if versioned else None)
     if gcc is None:
         raise RuntimeError("gcc not found: the fake CUDA libraries are built from C (apt-get install gcc)")
     directory.mkdir(parents=True, exist_ok=True)
