@@ -1,6 +1,9 @@
 """The live diagnosis of an engine over the last second (what incidents are made of): the same budget and the same
 detectors as for a request, over a window of the step thread's time instead of one request's parts.
 
+Causes a window of steps cannot show (a request waiting in the queue, its response slow to go out) come from the
+requests that finished: a few with the same likely top cause in the last seconds open its incident too.
+
 The window's single part, "steps", holds every rank-0 step in it; its expected time is the steps' expected cost
 plus the usual gaps, so a window with no step at all (a frozen or stalled loop) is nearly all excess. What the
 sched snapshot says is going on right now (`ongoing`: threads stopped, in D state or runnable without running for
@@ -14,7 +17,7 @@ from typing import Any, Iterable
 from gpusleuth.agent.diagnosis.attribution import Verdict, attribute
 from gpusleuth.agent.diagnosis.baseline import EngineBaseline
 from gpusleuth.agent.diagnosis.budget import Budget, Part
-from gpusleuth.agent.diagnosis.context import Context, HostInfo
+from gpusleuth.agent.diagnosis.context import Context, Finding, HostInfo
 from gpusleuth.agent.diagnosis.engines import EngineTimeline
 from gpusleuth.agent.diagnosis.evidence import EvidenceIndex, SampleIndex
 from gpusleuth.agent.diagnosis.explain import run_detectors
@@ -22,6 +25,7 @@ from gpusleuth.agent.diagnosis.intervals import clip, merge, subtract
 from gpusleuth.agent.diagnosis.spans import RequestSpans
 from gpusleuth.probes.records import Event
 
+MIN_FROZEN_NS = 100_000_000  # a stop this long in a window is an incident, work or not
 MIN_EXPLAINED_NS = 50_000_000  # an incident explains at least this much of a window ...
 MIN_EXCESS_FRACTION = 0.2  # ... of an excess at least this fraction of the window's expected time
 ONGOING_KIND = {"T": "offcpu", "t": "offcpu", "frozen": "offcpu", "D": "offcpu", "R": "runq_delay"}
@@ -35,6 +39,33 @@ class Candidate:
     verdict: Verdict
     onset_ns: int  # where its evidence in the window starts
     window: tuple[int, int]
+
+
+@dataclass(slots=True)
+class SlowRequest:
+    engine_pid: int
+    start_ns: int
+    end_ns: int
+    verdict: Verdict
+
+
+REQUESTS_WINDOW_NS = 5_000_000_000
+MIN_SLOW_REQUESTS = 3
+
+
+def from_requests(slow: Iterable[SlowRequest], hi: int) -> list[Candidate]:
+    """Causes that MIN_SLOW_REQUESTS requests finished in the last REQUESTS_WINDOW_NS were likely slowed by."""
+    groups: dict[tuple[int, str], list[SlowRequest]] = {}
+    for r in slow:
+        if r.end_ns >= hi - REQUESTS_WINDOW_NS:
+            groups.setdefault((r.engine_pid, r.verdict.cause), []).append(r)
+    out = []
+    for (pid, _), rs in groups.items():
+        if len(rs) >= MIN_SLOW_REQUESTS:
+            last = max(rs, key=lambda r: r.end_ns)
+            out.append(Candidate(pid, last.verdict, min(_onset(r.verdict, None, r.start_ns) for r in rs),
+                                 (hi - REQUESTS_WINDOW_NS, hi)))
+    return out
 
 
 def window_budget(eng: EngineTimeline, base: EngineBaseline, lo: int, hi: int) -> Budget:
@@ -70,10 +101,10 @@ def ongoing_events(sched: Any, pids: set[int], now_ns: int) -> list[Event]:
     return out
 
 
-def _onset(v: Verdict, ctx: Context, lo: int) -> int:
+def _onset(v: Verdict, ctx: Context | None, lo: int) -> int:
     """Where the verdict's evidence starts: its first claimed interval, or an ongoing state's start."""
     starts = [a for ivs in (v.finding.intervals.values() if v.finding else ()) for a, _ in ivs]
-    if v.cause == "process_frozen":
+    if v.cause == "process_frozen" and ctx is not None:
         starts += [e.start_ns for e in ctx.extra if e.kind == "offcpu"]
     return min(starts) if starts else lo
 
@@ -83,10 +114,23 @@ def candidates(eng: EngineTimeline, base: EngineBaseline, evidence: EvidenceInde
     """Causes that explain enough of the window [lo, hi] of one engine to open (or keep) an incident."""
     budget = window_budget(eng, base, lo, hi)
     ctx = Context(budget, eng, base, evidence, samples, host, list(extra))
-    verdicts, _ = attribute(budget, run_detectors(ctx))
-    floor = max(MIN_EXPLAINED_NS, MIN_EXCESS_FRACTION * budget.expected_ns)
-    if budget.excess_ns < floor:
-        return []
-    return [Candidate(eng.pid, v, _onset(v, ctx, lo), (lo, hi)) for v in verdicts
-            if v.explained_ns >= max(MIN_EXPLAINED_NS, 0.5 * budget.excess_ns) or
-            (v.explained_ns >= MIN_EXPLAINED_NS and v.share >= 0.3)]
+    findings = run_detectors(ctx)
+    verdicts, _ = attribute(budget, findings)
+    found = [Candidate(eng.pid, v, _onset(v, ctx, lo), (lo, hi)) for v in _frozen(findings)]
+    if budget.excess_ns < max(MIN_EXPLAINED_NS, MIN_EXCESS_FRACTION * budget.expected_ns):
+        return found
+    return found + [Candidate(eng.pid, v, _onset(v, ctx, lo), (lo, hi)) for v in verdicts
+                    if v.cause != "process_frozen" and (v.explained_ns >= max(MIN_EXPLAINED_NS, 0.5 * budget.excess_ns)
+                                                        or (v.explained_ns >= MIN_EXPLAINED_NS and v.share >= 0.3))]
+
+
+def _frozen(findings: list[Finding]) -> list[Verdict]:
+    """A stopped engine is an incident on its evidence alone: stopped while idle it has no excess (nothing to do
+    in its own eyes) but cannot even receive work."""
+    out = []
+    for f in findings:
+        ns = sum(b - a for ivs in f.intervals.values() for a, b in merge(ivs))
+        if f.cause == "process_frozen" and ns >= MIN_FROZEN_NS:
+            out.append(Verdict(f.cause, f.culprit, float(ns), 1.0, f.evidence, {"steps": float(ns)}, True,
+                               f.figures, f))
+    return out

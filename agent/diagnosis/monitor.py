@@ -24,7 +24,7 @@ from gpusleuth.agent.diagnosis.explain import Diagnosis, diagnose, stop_lookup, 
 from gpusleuth.agent.diagnosis.hostinfo import CPU_SERIES
 from gpusleuth.agent.diagnosis.incidents import IncidentTracker
 from gpusleuth.agent.diagnosis.learning import learn_clock, learn_gap, learn_gpu, learn_request, learn_step
-from gpusleuth.agent.diagnosis.live import candidates, ongoing_events
+from gpusleuth.agent.diagnosis.live import SlowRequest, candidates, from_requests, ongoing_events
 from gpusleuth.agent.diagnosis.spans import RequestSpans, Step
 from gpusleuth.probes.records import Event, Sample
 
@@ -59,6 +59,7 @@ class Monitor:
         self.finished: OrderedDict[tuple[int, str], RequestSpans] = OrderedDict()
         self.recent: deque[dict[str, Any]] = deque(maxlen=self.config.recent)
         self.costs_ms: deque[float] = deque(maxlen=1000)
+        self.slow: deque[SlowRequest] = deque(maxlen=1000)  # recent requests with a likely top verdict
         self.diagnosed_total = 0
         self._last_prune = 0
 
@@ -111,7 +112,10 @@ class Monitor:
         b_ms = (budget.excess_ns / 1e6, budget.expected_ns / 1e6)
         learn_request(base, budget)
         if is_likely(b_ms[0], b_ms[0], b_ms[1]):
-            summary = diagnose(req, eng, base, self.evidence, self.samples, self.host, budget).summary()
+            d = diagnose(req, eng, base, self.evidence, self.samples, self.host, budget)
+            summary = d.summary()
+            if d.top is not None and d.top.is_likely:
+                self.slow.append(SlowRequest(eng.pid, req.start_ns, req.end_ns, d.top))
         else:
             summary = summarize(budget, [], 0.0)
         self.costs_ms.append((time.perf_counter() - t0) * 1e3)
@@ -131,6 +135,7 @@ class Monitor:
             if eng.last_step_end_ns < lo - 10_000_000_000 and not extra and not eng.heartbeats:
                 continue  # an engine gone quiet long ago
             found += candidates(eng, self.baseline(eng.pid), self.evidence, self.samples, self.host, lo, hi, extra)
+        found += from_requests(self.slow, hi)
         comms = {pid: eng.comm for pid, eng in self.engines.by_pid.items()}
         return self.tracker.update(found, comms, now_ns)
 

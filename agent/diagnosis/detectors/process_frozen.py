@@ -24,13 +24,15 @@ def _frozen(e: Event) -> bool:
 
 
 def detect(ctx: Context) -> list[Finding]:
+    live = ctx.budget.parts.get("steps")
     eng, srv = path_events(ctx, "offcpu", _frozen)
+    if live is not None:  # a live window: any thread stopped, the server's too: it cannot even receive work
+        srv = [e for e in ctx.off_step_thread("offcpu") if _frozen(e)]
     stops = eng + srv
     if not stops:
         return []
     got = claims(ctx, spans(eng), spans(srv))
-    live = ctx.budget.parts.get("steps")
-    if live is not None:  # a live window: a stopped engine cannot even receive work, idle or not
+    if live is not None:
         got.update(cover(ctx, spans(stops), [live], busy_only=False))
     e0 = max(stops, key=lambda e: e.end_ns - e.start_ns)
     states = sorted({str(e.attrs.get("state")) for e in stops})
