@@ -129,7 +129,7 @@ def gloo_rank_size(first: int, second: int) -> tuple[int, int]:
     A vtable pointer is never a small number, so the two readings cannot be confused."""
     words = [first & 0xffffffff, first >> 32, second & 0xffffffff, second >> 32]
     for rank, size in ((words[0], words[1]), (words[2], words[3])):
-        if 0 <= rank < size <= 1 << 20:
+        if 0 <= rank < size <= 1 << 16:
             return rank, size
     return -1, 0
 
