@@ -50,7 +50,8 @@ def format_report(r: dict[str, Any]) -> str:
             lines.append("causes: none looked for: no baseline yet (the engine has not run enough clean steps to "
                          "know what its normal is)")
         else:
-            lines.append("causes: none found" + ("" if b.get("is_slow") else " (the request was not slower than usual)"))
+            lines.append("causes: none found"
+                         + ("" if b.get("is_slow") else " (the request was not slower than usual)"))
     for i, v in enumerate(verdicts, 1):
         tag = "  likely" if v.get("is_likely") else ""
         lines.append(f"{i}. {v['cause']}: {_ms(v['explained_ms'])} ms, {v['share']:.0%} of the excess{tag}")

@@ -307,7 +307,8 @@ def cmd_demo(args) -> int:
     return demo.run(args, _load_config(args))
 
 
-COMMANDS = {"demo": cmd_demo, "explain": cmd_explain, "start": cmd_start, "stop": cmd_stop, "status": cmd_status, "probes": cmd_probes}
+COMMANDS = {"demo": cmd_demo, "explain": cmd_explain, "start": cmd_start, "stop": cmd_stop, "status": cmd_status,
+            "probes": cmd_probes}
 
 if __name__ == "__main__":
     sys.exit(main())

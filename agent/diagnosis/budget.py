@@ -4,7 +4,8 @@ the same engine normally takes for the same work.
 Parts: arrival (the HTTP server's `received` span), queue, prefill and decode (the steps it was in, the steps it
 waited through, the gaps between steps), stream. A request the server received right after the engine was resumed
 from a stop or a freeze also gets a `backlog` part, from the stop's start (an upper bound: it waited in the socket
-backlog since some time in the stop, which the engine's spans cannot see), expected to cost nothing. Expected time of prefill and decode is the sum of the expected
+backlog since some time in the stop, which the engine's spans cannot see), expected to cost nothing.
+Expected time of prefill and decode is the sum of the expected
 cost of the steps the request was in (by batch shape) plus the usual gap between steps; a step it was *not* in
 while in these phases (preempted, or waiting for its next prefill chunk) is expected to cost it nothing. Arrival,
 queue and stream are expected to take their recent median. Excess = actual - expected, never below zero per part.

@@ -100,7 +100,8 @@ class Context:
         return [e for e in self.events(kind, lo, hi, self.pid) if e.tid not in tids]
 
 
-def cover(ctx: Context, intervals: list[Interval], parts: list[Part], busy_only: bool = True) -> dict[str, list[Interval]]:
+def cover(ctx: Context, intervals: list[Interval], parts: list[Part],
+          busy_only: bool = True) -> dict[str, list[Interval]]:
     """Per part: the part of `intervals` inside it (inside its busy time when `busy_only`)."""
     merged = merge(intervals)
     out: dict[str, list[Interval]] = {}

@@ -84,7 +84,8 @@ class DiagnosisRunner:
         cpu = thread_cpu_samples(threads, self._cpus, now_ns)
         if now_ns - self._threads_at >= THREADS_EVERY_NS:
             self._threads_at = now_ns
-            refresh_threads(m.host, {p for eng in m.engines.by_pid.values() for p in (eng.pid, *eng.rank_pids.values())})
+            refresh_threads(m.host, {p for eng in m.engines.by_pid.values()
+                                     for p in (eng.pid, *eng.rank_pids.values())})
         self.store.add(samples=cpu, events=incidents)
         self.store.set_snapshot("diagnosis", snapshot)
         if hot != self._hot and self.set_hot_threads is not None:

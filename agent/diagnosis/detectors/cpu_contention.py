@@ -29,7 +29,8 @@ def _tally(waits: list[Event]) -> tuple[Tally, bool]:
         culprits = e.attrs.get("culprits")
         if culprits:
             for c in culprits:
-                t.add(int(c.get("pid") or 0), int(c.get("tid") or 0), str(c.get("comm") or "?"), float(c.get("ns") or 0))
+                t.add(int(c.get("pid") or 0), int(c.get("tid") or 0), str(c.get("comm") or "?"),
+                      float(c.get("ns") or 0))
         elif e.attrs.get("prev_pid"):
             guessed = True
             t.add(int(e.attrs["prev_pid"]), int(e.attrs["prev_pid"]), str(e.attrs.get("prev_comm") or "?"),

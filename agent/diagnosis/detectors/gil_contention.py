@@ -1,10 +1,10 @@
-"""gil_contention: the step thread waited for the GIL: it slept on a futex until another Python thread of the
-engine, which had been running, let go.
+"""gil_contention: the step thread waited for the GIL: it slept on a futex until another Python thread of the engine,
+which had been running, let go.
 
-Evidence: S-state `offcpu` events of the step thread ended by another thread of the engine process (the GIL
-holder hands the lock over with a futex wake), and the short timer wakeups among them (sleeps.py). The culprit is the thread that woke it most (by time), i.e. the
-thread holding the GIL. The step thread's usual sleeps per step are discounted (a thread pool's waits look alike).
-"""
+Evidence: S-state `offcpu` events of the step thread ended by another thread of the engine process (the GIL holder
+hands the lock over with a futex wake), and the short timer wakeups among them (sleeps.py). The culprit is the
+thread that woke it most (by time), i.e. the thread holding the GIL. The step thread's usual sleeps per step are
+discounted (a thread pool's waits look alike)."""
 from __future__ import annotations
 
 from collections import Counter

@@ -33,7 +33,9 @@ def detect(ctx: Context) -> list[Finding]:
         e0 = errors[0]
         what = ", ".join(sorted({f"XID {e.attrs.get('xid')} ({e.attrs.get('name', '?')})" if e.kind == "gpu_xid"
                                  else e.kind[4:] for e in errors}))
-        text = f"GPU {gpu} reported {what} during the request" + (f" (process {e0.comm}, pid {e0.pid})" if e0.pid else "")
+        text = f"GPU {gpu} reported {what} during the request"
+        if e0.pid:
+            text += f" (process {e0.comm}, pid {e0.pid})"
         out.append(Finding(CAUSE, who(e0.pid or ctx.pid, e0.comm or ctx.engine.comm, gpu=gpu, gpu_uuid=uuid), text,
                            amounts=amounts, figures={"gpu": gpu, "errors": len(errors)}))
     return out
