@@ -17,9 +17,9 @@ import score  # noqa: E402
 from hostcpu import BUSY_CORES  # noqa: E402
 from shapes import LIKELY_SCORE, OLD_CAUSES  # noqa: E402
 
-HEADER = (f"{'scenario':<15} {'level':<6} {'cause':<17} {'win':>3} {'eff':>3} {'slowed':>6} {'slow x':>6} "
-          f"{'top1':>5} {'top3':>5} {'culpr':>5} {'attrib':>6} {'detect':>5} {'p50 s':>5} {'p90 s':>5} "
-          f"{'FA':>5} {'others':>6}")
+HEADER = (f"{'scenario':<15} {'level':<6} {'cause':<17} {'win':>3} {'eff':>3} {'q/b':>5} {'slowed':>6} "
+          f"{'slow x':>6} {'top1':>5} {'top3':>5} {'culpr':>5} {'attrib':>6} {'detect':>6} {'p50 s':>5} "
+          f"{'p90 s':>5} {'FA':>5} {'top1 quiet|busy':>15}")
 
 
 def host_facts() -> dict[str, Any]:
@@ -33,12 +33,18 @@ def _f(x: Any, width: int, digits: int = 2) -> str:
     return f"{x:>{width}.{digits}f}" if isinstance(x, float) else f"{x:>{width}}"
 
 
-def row_line(r: dict[str, Any]) -> str:
+def row_line(r: dict[str, Any], split: dict[str, dict]) -> str:
+    """One scenario x intensity over all its windows; `split` holds its quiet and busy rows, where it has both."""
+    quiet, busy = split.get("quiet"), split.get("busy")
+    num_busy = r.get("busy_windows", 0)
+    qb = f"{r['windows'] - num_busy}/{num_busy}"
+    by_host = (f"{_f(quiet.get('top1'), 7)}|{_f(busy.get('top1'), 7)}" if quiet and busy else
+               ("(all busy)" if num_busy else "(all quiet)"))
     return (f"{r['scenario']:<15} {r['level']:<6} {(r['cause'] or '-'):<17} {r['windows']:>3} {r['effective']:>3} "
-            f"{r['slowed']:>6} {_f(r['slowdown_x'], 6)} {_f(r.get('top1'), 5)} {_f(r.get('top3'), 5)} "
-            f"{_f(r.get('culprit'), 5)} {_f(r.get('attributed'), 6)} {_f(r.get('detected'), 5)} "
+            f"{qb:>5} {r['slowed']:>6} {_f(r['slowdown_x'], 6)} {_f(r.get('top1'), 5)} {_f(r.get('top3'), 5)} "
+            f"{_f(r.get('culprit'), 5)} {_f(r.get('attributed'), 6)} {_f(r.get('detected'), 6)} "
             f"{_f(r.get('detect_p50_s'), 5, 1)} {_f(r.get('detect_p90_s'), 5, 1)} {_f(r['false_alarm'], 5)} "
-            f"{_f(r['others_cores'], 6)}")
+            f"{by_host:>15}")
 
 
 def table(results: dict[str, Any]) -> str:
@@ -55,11 +61,11 @@ def table(results: dict[str, Any]) -> str:
                      f"{run['provenance'].get('engine_checkout')}, {run['started']}")
     lines += ["", HEADER]
     rows = sc["rows"]
-    lines += [row_line(r) for r in rows if r["host"] == "all"]
-    busy = [r for r in rows if r["host"] != "all"]
-    if busy:
-        lines += ["", f"split by host load (busy: other processes >= {BUSY_CORES} cores in the window)", HEADER]
-        lines += [row_line({**r, "scenario": f"{r['scenario'][:9]}/{r['host']}"}) for r in busy]
+    for r in rows:
+        if r["host"] == "all":
+            split = {x["host"]: x for x in rows if x["host"] != "all" and (x["scenario"], x["level"]) ==
+                     (r["scenario"], r["level"])}
+            lines.append(row_line(r, split))
     c = sc["clean"]
     lines += ["", f"clean requests explained: {c['requests']}, false alarms {_pct(c['false_alarm'])} "
                   f"({_pct(c['false_alarm_quiet'])} of the {c['quiet_requests']} in quiet-host windows) "
@@ -69,7 +75,8 @@ def table(results: dict[str, Any]) -> str:
     lines += ["", "win/eff: windows / windows where the fault slowed >= 1 request (only those are scored); slow x: "
               "median e2e / normal; top1/top3/culpr: share of slowed requests; attrib: median explained / excess; "
               "detect: share of effective windows named by any agent output, p50/p90 s after onset; FA: clean "
-              "requests with a likely top verdict; others: cores used by processes not ours.",
+              f"requests with a likely top verdict; q/b: windows on a quiet / busy host (other processes using "
+              f">= {BUSY_CORES} cores), top-1 of each where a row has both.",
               f"Old cause names mapped: {OLD_CAUSES}; a verdict with only a score is likely at score >= "
               f"{LIKELY_SCORE}; culprits count only by pid/interface/rank/GPU, never by comm."]
     return "\n".join(lines) + "\n"

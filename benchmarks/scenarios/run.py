@@ -121,6 +121,22 @@ def cpus(text: str, default: list[int]) -> list[int]:
     return [int(c) for c in text.split(",") if c] if text else default
 
 
+def stack_options(args: argparse.Namespace, faults: list) -> StackOptions:
+    ncpu = os.cpu_count() or 1
+    return StackOptions(tools=tools_from(args), device="cuda" if args.gpu else "cpu",
+                        engine_cpus=cpus(args.engine_cpus, [ncpu - 1]), side_cpus=cpus(args.side_cpus, [0]),
+                        load_args=["--rate", str(args.rate)], is_verdicts_broken=args.break_verdicts,
+                        needs={n for f in faults for n in f.needs})
+
+
+def new_results(args: argparse.Namespace, opts: StackOptions, timing: Timing, wanted: list[str]) -> dict:
+    return {"suite": "scenarios", "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv[1:],
+            "provenance": provenance(opts.tools), "host": report.host_facts(), "windows": [], "skipped": [],
+            "options": {"repeat": args.repeat, "intensity": wanted, "gap_s": timing.gap_s, "fault_s": timing.fault_s,
+                        "rate": args.rate, "engine_cpus": opts.engine_cpus, "side_cpus": opts.side_cpus,
+                        "device": opts.device, "verdicts_broken": args.break_verdicts}}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if os.geteuid() != 0:
@@ -128,26 +144,15 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ENV
     faults = load_faults([n for n in args.only.split(",") if n] or None)
     wanted = [lv for lv in args.intensity.split(",") if lv]
-    ncpu = os.cpu_count() or 1
-    opts = StackOptions(tools=tools_from(args), device="cuda" if args.gpu else "cpu",
-                        engine_cpus=cpus(args.engine_cpus, [ncpu - 1]), side_cpus=cpus(args.side_cpus, [0]),
-                        load_args=["--rate", str(args.rate)], is_verdicts_broken=args.break_verdicts,
-                        needs={n for f in faults for n in f.needs})
+    opts, timing = stack_options(args, faults), Timing(gap_s=args.gap_s, fault_s=args.fault_s)
     if opts.side_cpus:  # the runner's own work (polling, explain answers) stays off the engine's CPU
         os.sched_setaffinity(0, opts.side_cpus)
-    timing = Timing(gap_s=args.gap_s, fault_s=args.fault_s)
-    results = {"suite": "scenarios", "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "argv": sys.argv[1:],
-               "provenance": provenance(opts.tools), "host": report.host_facts(), "windows": [], "skipped": [],
-               "options": {"repeat": args.repeat, "intensity": wanted, "gap_s": timing.gap_s,
-                           "fault_s": timing.fault_s, "rate": args.rate, "engine_cpus": opts.engine_cpus,
-                           "side_cpus": opts.side_cpus, "device": opts.device,
-                           "verdicts_broken": args.break_verdicts}}
+    results = new_results(args, opts, timing, wanted)
     stack = Stack(opts)
     try:
         stack.open()
-        results["host"]["cgroup_version"] = stack.cg_engine.version if stack.cg_engine else None
-        results["host"]["stack_errors"] = stack.errors
-        results["host"]["made"] = stack.made()
+        results["host"].update(cgroup_version=stack.cg_engine.version if stack.cg_engine else None,
+                               stack_errors=stack.errors, made=stack.made())
         ctx = Ctx(stack, AgentQuery(stack.agent.client), HostMeter(stack.our_pids, opts.engine_cpus), timing)
         for setup in dict.fromkeys(f.engine for f in faults):
             run_setup(ctx, setup, [f for f in faults if f.engine == setup], args, wanted, results)
@@ -156,10 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge_into:
         results = merge(Path(args.merge_into), results)
     results["scores"] = score.score_all(results)
-    out = Path(args.out)
-    write(out, results)
-    report.write_all(results, Path(args.report_dir) if args.report_dir else out.with_suffix(""),
-                     args.report_name, plots=not args.no_plots)
+    write(Path(args.out), results)
+    report.write_all(results, Path(args.report_dir or Path(args.out).with_suffix("")), args.report_name,
+                     plots=not args.no_plots)
     return 0
 
 

@@ -62,7 +62,8 @@ def score_group(wins: list[dict[str, Any]]) -> dict[str, Any]:
     ratios = [statistics.median(r["e2e_ms"] / max(1e-3, r["expected_ms"]) for r in w["requests"] if not r["error"])
               for w in wins if any(not r["error"] for r in w["requests"])]
     clean = [r for w in wins for r in w["clean"] + (w["requests"] if cause is None else []) if r["in_agent"]]
-    row = {"windows": len(wins), "effective": len(eff), "requests": sum(len(w["requests"]) for w in wins),
+    row = {"windows": len(wins), "busy_windows": sum(bool(w["host"]["is_busy"]) for w in wins),
+           "effective": len(eff), "requests": sum(len(w["requests"]) for w in wins),
            "slowed": len(slowed), "failed": sum(1 for w in wins for r in w["requests"] if r["error"]),
            "not_in_agent": sum(1 for w in wins for r in w["requests"] if not r["in_agent"] and not r["error"]),
            "slowdown_x": _median(ratios), "excess_ms": _median([r["excess_ms"] for _, r in slowed]),

@@ -1,6 +1,6 @@
-"""Python GC pauses in the engine process. Needs an engine drill (a GC pause cannot be caused from outside a
-Python process without a debugger): `gc_pause_ms` in engine/faults.py, e.g. the step thread builds enough cyclic
-garbage that a full collection takes about that long, every `gc_every_steps` steps. Skipped until it exists."""
+"""Python GC pauses in the engine process, the engine's own drill (a GC pause cannot be caused from outside a
+Python process without a debugger): `gc_pause_ms` in engine/faults.py, a real full collection of about that long
+every `gc_every_steps` (10) steps on the step thread. Engines without the drill (before c2216fc) skip the row."""
 from fault import Fault, engine_culprit, post_faults
 
 
@@ -15,4 +15,4 @@ class GcPause(Fault):
 
 
 FAULT = GcPause("gc_pause", "gc_pause", {"low": {"ms": 10}, "high": {"ms": 50}},
-                "engine drill: full GC pauses of ~10 / 50 ms", needs=("drill:gc_pause_ms",))
+                "engine drill: full GC of ~10 / 50 ms every 10 steps", needs=("drill:gc_pause_ms",))

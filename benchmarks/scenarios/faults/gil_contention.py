@@ -1,6 +1,7 @@
-"""GIL contention in the engine process. Needs an engine drill: `gil_hog_threads` in engine/faults.py, that many
-Python threads in the engine spinning in pure Python, so the step thread waits for the GIL (futex waits with
-runnable Python threads). Skipped until it exists."""
+"""GIL contention in the engine process, the engine's own drill: `gil_hog_threads` in engine/faults.py, that many
+Python threads (comm gs-gil-hog) in the engine spinning in pure Python, so the step thread waits for the GIL (futex
+waits with runnable Python threads). They share the engine's CPU, so they take CPU time too. Engines without the
+drill (before c2216fc) skip the row."""
 from fault import Fault, engine_culprit, post_faults
 
 
