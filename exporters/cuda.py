@@ -70,6 +70,9 @@ class CudaCollector(SnapshotCollector):
         copy_b = CounterMetricFamily(P + "memcpy_bytes", "Bytes copied", labels=[*base, "direction"])
         copy_s = HistogramMetricFamily(P + "memcpy_seconds", "Copy call duration (the copy itself for "
                                        "synchronous copies)", labels=[*base, "direction"])
+        bandwidth = GaugeMetricFamily(P + "memcpy_bandwidth_bytes_per_second", "Bytes per second of synchronous "
+                                      "copies (calls with no stream), since the probe attached",
+                                      labels=[*base, "direction"])
         allocs = CounterMetricFamily(P + "allocations", "Device allocations", labels=base)
         alloc_b = CounterMetricFamily(P + "allocated_bytes", "Bytes allocated (successful allocations)", labels=base)
         fails = CounterMetricFamily(P + "allocation_failures", "Failed device allocations", labels=base)
@@ -83,6 +86,8 @@ class CudaCollector(SnapshotCollector):
             for direction, stats in proc.copies.items():
                 copy_b.add_metric([*key, direction], stats.bytes)
                 _hist(copy_s, [*key, direction], stats.duration)
+            for direction, rate in proc.copy_bandwidth.items():
+                bandwidth.add_metric([*key, direction], rate)
             allocs.add_metric(key, proc.allocs.count)
             alloc_b.add_metric(key, proc.allocs.bytes)
             fails.add_metric(key, proc.allocs.failures)
@@ -90,7 +95,7 @@ class CudaCollector(SnapshotCollector):
             live.add_metric(key, proc.live_alloc_bytes)
             for kind, lib in proc.libraries.items():
                 libs.add_metric([*key, kind], 1.0 if lib.uprobes else 0.0)
-        yield from (copy_b, copy_s, allocs, alloc_b, fails, freed, live, libs)
+        yield from (copy_b, copy_s, bandwidth, allocs, alloc_b, fails, freed, live, libs)
 
     def _collective_metrics(self, snap: CudaSnapshot) -> Iterator[Metric]:
         labels = ["pid", "comm", "library", "group", "rank", "op"]

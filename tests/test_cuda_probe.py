@@ -121,6 +121,10 @@ def test_copy_bytes_and_directions_are_exact(probe, fake):
     proc, _ = _proc(probe, fake.pid)
     got = {d: (s.count, s.bytes) for d, s in proc.copies.items()}
     assert got == {"h2d": (8, 3 * 4096 + 5 * 64), "d2h": (2, 200), "default": (4, 4000), "peer": (2, 1554)}
+    # bandwidth from the synchronous copies only (no stream argument): H2D 3 x 4096, D2H 2 x 100, peer 2 x 777
+    assert set(proc.copy_bandwidth) == {"h2d", "d2h", "peer"}
+    h2d_ns = proc.copies["h2d"].duration.sum_ns  # async calls included in the histogram, not in the bandwidth
+    assert proc.copy_bandwidth["h2d"] > 3 * 4096 * 1e9 / h2d_ns
 
 
 def test_allocations_frees_and_failures(probe, fake):

@@ -78,6 +78,7 @@ class CudaProcess:
     launch_rate: float = 0.0  # kernel launches per second over the last poll
     syncs: dict[str, CallStats] = field(default_factory=dict)  # "stream", "context", "device", "event"
     copies: dict[str, CallStats] = field(default_factory=dict)  # direction: h2h h2d d2h d2d default peer
+    copy_bandwidth: dict[str, float] = field(default_factory=dict)  # bytes/s of synchronous copies, by direction
     allocs: CallStats = field(default_factory=CallStats)
     frees: CallStats = field(default_factory=CallStats)
     live_alloc_bytes: int = 0  # allocated minus freed since the probe attached

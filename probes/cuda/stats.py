@@ -10,7 +10,7 @@ from typing import Any
 from gpusleuth.probes.bpf.log2_hist import Log2Hist
 from gpusleuth.probes.cuda.decode import CollectiveCall, SyncCall
 from gpusleuth.probes.cuda.snapshot import CallStats, CollectiveStats, CudaProcess, CudaThread, HostStep
-from gpusleuth.probes.cuda.symbols import ALL_FUNCTIONS, Direction, Family
+from gpusleuth.probes.cuda.symbols import ALL_FUNCTIONS, NO_ARG, Direction, Family
 
 DIRECTIONS = {d.value: d.name.lower() for d in Direction}
 
@@ -53,6 +53,7 @@ class ProcessStats:
     def __init__(self, recent_steps: int, gpu_bound_share: float) -> None:
         self.syncs: dict[str, _Acc] = {}
         self.copies: dict[str, _Acc] = {}
+        self.sync_copies: dict[str, list[int]] = {}  # direction -> [bytes, ns] of copies with no stream argument
         self.allocs, self.frees, self.groups = _Acc(), _Acc(), _Acc()
         self.collectives: dict[tuple[str, int, str], _Collective] = {}
         self.threads: dict[int, _Thread] = {}
@@ -82,7 +83,12 @@ class ProcessStats:
         if fn.family is Family.SYNC:
             self.syncs.setdefault(fn.call, _Acc()).add(*args)
         elif fn.family is Family.COPY:
-            self.copies.setdefault(DIRECTIONS.get(direction, "default"), _Acc()).add(*args)
+            name = DIRECTIONS.get(direction, "default")
+            self.copies.setdefault(name, _Acc()).add(*args)
+            if fn.handle == NO_ARG:  # synchronous: the call lasts as long as the copy
+                acc = self.sync_copies.setdefault(name, [0, 0])
+                acc[0] += value.bytes
+                acc[1] += value.sum_ns
         elif fn.family is Family.ALLOC:
             self.allocs.add(*args)
         elif fn.family is Family.FREE:
@@ -142,6 +148,7 @@ class ProcessStats:
         proc.launches, proc.graph_launches, proc.launch_rate = self.launches, self.graph_launches, self.launch_rate
         proc.syncs = {k: a.snapshot() for k, a in self.syncs.items()}
         proc.copies = {k: a.snapshot() for k, a in self.copies.items()}
+        proc.copy_bandwidth = {k: b * 1e9 / ns for k, (b, ns) in self.sync_copies.items() if ns > 0}
         proc.allocs, proc.frees, proc.groups = self.allocs.snapshot(), self.frees.snapshot(), self.groups.snapshot()
         proc.live_alloc_bytes = self.allocs.bytes - self.frees.bytes
         proc.collectives = [CollectiveStats(c.library, *groups_of.get((pid, c.library, c.handle), ("", -1)), c.op,
