@@ -20,7 +20,7 @@ class CudaConfig:
     max_threads: int = 16384  # threads of watched processes tracked (launch counters, calls in progress)
     max_keys: int = 16384  # (process, function, direction, duration bucket, communicator) keys per interval
     max_allocs: int = 65536  # live allocations remembered for their frees (least recently made dropped first)
-    max_events_per_poll: int = 100000
+    max_events_per_poll: int = 20000  # records per poll (syncs, collectives, traced launches); more wait or drop
     max_uprobes: int = 4096  # uprobes (perf events) across all processes; each holds a file descriptor
     recent_steps: int = 64  # host steps kept per thread in the snapshot
     idle_expiry_s: float = 600.0
