@@ -1,4 +1,8 @@
-"""Markdown runbooks, installed with the package: `path("cpu-runqueue-delay")` is where that runbook's file is."""
+"""Markdown runbooks, installed with the package: `path("cpu-contention")` is where that runbook's file is.
+
+Each runbook's front matter names the alerts and diagnosis causes it answers and the checks `agent runbook` runs
+(book.py loads and validates them, checks.py runs them).
+"""
 from __future__ import annotations
 
 from pathlib import Path
