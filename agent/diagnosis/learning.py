@@ -15,6 +15,9 @@ from gpusleuth.probes.kernel.syscall_table import WAIT_SYSCALLS
 DIRTY_KINDS = ("runq_delay", "direct_reclaim")
 SLEEP_SLACK_NS = 1_000_000  # a step that sleeps this much more than its shape usually does is not clean
 CLOCK_SERIES = "gpu.sm_clock_mhz"
+PROC_SERIES = "gpu.process.sm_util_pct"
+GPU_SLACK_NS = 3_000_000_000  # per-process samples come on the GPU probe's detail interval
+FOREIGN_PCT = 5.0
 
 
 def step_evidence(ev: EvidenceIndex, eng: EngineTimeline, s: Step) -> tuple[bool, int]:
@@ -36,9 +39,21 @@ def step_evidence(ev: EvidenceIndex, eng: EngineTimeline, s: Step) -> tuple[bool
     return True, sleep
 
 
-def learn_step(base: EngineBaseline, ev: EvidenceIndex, eng: EngineTimeline, s: Step) -> bool:
-    """Judge a step whose evidence is in and offer it to the baseline; True when it was clean."""
+def shares_gpu(samples: SampleIndex, gpu: int | None, pids: set[int], s: Step) -> bool:
+    """Another process used the step's GPU around it (NVML per-process samples)."""
+    if gpu is None:
+        return False
+    got = samples.series(PROC_SERIES, s.start_ns - GPU_SLACK_NS, s.end_ns, gpu=str(gpu))
+    return any(int(labels.get("pid", 0)) not in pids and max(v for _, v in points) >= FOREIGN_PCT
+               for labels, points in got)
+
+
+def learn_step(base: EngineBaseline, ev: EvidenceIndex, eng: EngineTimeline, s: Step,
+               is_shared: bool = False) -> bool:
+    """Judge a step whose evidence is in and offer it to the baseline; True when it was clean (a step on a GPU
+    another process used, `is_shared`, is not)."""
     is_clean, sleep = step_evidence(ev, eng, s)
+    is_clean = is_clean and not is_shared
     sb = base.rank(s.rank)
     if is_clean and sb.is_ready:
         usual = sb.expected(s.num_decode, s.num_prefill_tokens).sleep_ns

@@ -23,7 +23,8 @@ from gpusleuth.agent.diagnosis.causes import is_likely
 from gpusleuth.agent.diagnosis.explain import Diagnosis, diagnose, stop_lookup, summarize, to_dict
 from gpusleuth.agent.diagnosis.hostinfo import CPU_SERIES
 from gpusleuth.agent.diagnosis.incidents import IncidentTracker
-from gpusleuth.agent.diagnosis.learning import learn_clock, learn_gap, learn_gpu, learn_request, learn_step
+from gpusleuth.agent.diagnosis.learning import (learn_clock, learn_gap, learn_gpu, learn_request, learn_step,
+                                                shares_gpu)
 from gpusleuth.agent.diagnosis.live import SlowRequest, candidates, from_requests, ongoing_events
 from gpusleuth.agent.diagnosis.spans import RequestSpans, Step
 from gpusleuth.probes.records import Event, Sample
@@ -78,8 +79,6 @@ class Monitor:
         got = self.engines.ingest(events)
         self._steps.extend(got.steps)
         self._pending.extend(got.finished)
-        for eng, s in got.gpu_reports:
-            learn_gpu(self.baseline(eng.pid), s, s.measured_gpu_ms)
 
     # --- work up to the horizon -------------------------------------------------------------------------------
     def advance(self, horizon_ns: int) -> None:
@@ -88,7 +87,9 @@ class Monitor:
         while self._steps and self._steps[0][1].end_ns <= self.horizon_ns:
             eng, s = self._steps.popleft()
             base = self.baseline(eng.pid)
-            is_clean = learn_step(base, self.evidence, eng, s)
+            gpu = gpu_of_step(self.host, s)
+            is_clean = learn_step(base, self.evidence, eng, s,
+                                  shares_gpu(self.samples, gpu, {eng.pid, *eng.rank_pids.values()}, s))
             if s.rank != 0:
                 continue
             prev = self._last_clean.get(eng.pid)
@@ -96,7 +97,9 @@ class Monitor:
                 learn_gap(base, eng, prev, s)
             self._last_clean[eng.pid] = s if is_clean else None
             if is_clean:
-                learn_clock(base, self.samples, gpu_of_step(self.host, s), s)
+                learn_clock(base, self.samples, gpu, s)
+                if s.measured_gpu_ms is not None:  # reported by a later step, in by now
+                    learn_gpu(base, s, s.measured_gpu_ms)
         while self._pending and self._pending[0].end_ns <= self.horizon_ns:
             self._diagnose_finished(self._pending.popleft())
 

@@ -3,14 +3,16 @@ a clock-event reason), so its steps took longer.
 
 Blamed only when the SM clock sampled during the request's steps was below the engine's baseline clock (the
 median SM clock seen during its clean steps) on that same GPU; each step is credited dur x (1 - clock/baseline),
-at most its excess. The clock-event reasons in force are named (gpu_throttle events on that GPU).
+at most its excess. The clock-event reasons in force are named (gpu_throttle events on that GPU). While another
+process loads the GPU, lower clocks are part of its contention and are left to gpu_contention.
 """
 from __future__ import annotations
 
 from gpusleuth.agent.diagnosis.causes import who
 from gpusleuth.agent.diagnosis.context import Context, Finding
 from gpusleuth.agent.diagnosis.detectors.common import ms
-from gpusleuth.agent.diagnosis.detectors.gpus import CLOCK_SERIES, gpu_steps, step_excess
+from gpusleuth.agent.diagnosis.detectors.gpu_contention import MIN_FOREIGN_PCT
+from gpusleuth.agent.diagnosis.detectors.gpus import CLOCK_SERIES, gpu_steps, sm_shares, step_excess
 
 CAUSE = "gpu_clocks"
 MIN_DROP = 0.05  # clocks within 5 % of the baseline are normal boost variation
@@ -36,12 +38,16 @@ def detect(ctx: Context) -> list[Finding]:
     if not base:
         return []
     out = []
+    pids = ctx.pids()
     for gpu, steps in gpu_steps(ctx).items():
+        shares = sm_shares(ctx, gpu, steps[0].start_ns, steps[-1].end_ns)
+        if any(v >= MIN_FOREIGN_PCT for p, v in shares.items() if p not in pids):
+            continue  # another process's load lowers the clocks too: that is gpu_contention's
         amounts: dict[str, float] = {}
         lowest = base
         mine = {id(s) for s in steps}
         for part in ctx.engine_parts():
-            for s in part.own:
+            for s in part.own + part.waited:
                 if id(s) not in mine:
                     continue
                 clock = _clock_at(ctx, gpu, s.start_ns, s.end_ns)

@@ -3,7 +3,8 @@
 Evidence: the steps' own GPU time (CUDA events, `gpu_ms` reported by a later step) above the shape's baseline, and
 processes other than the engine with SM utilisation on that GPU (NVML per-process samples). Each step is credited
 with its GPU time above baseline, at most its excess; steps without a GPU time get the measured steps' average
-ratio. The culprit is the foreign process with the largest SM share (pid, comm, share).
+ratio. Steps the request waited through count too (a slower GPU also holds the queue). The culprit is the foreign
+process with the largest SM share (pid, comm, share).
 """
 from __future__ import annotations
 
@@ -68,6 +69,6 @@ def _spread(ctx: Context, steps, credited: float) -> dict[str, float]:
     per: dict[str, float] = {}
     ids = {id(s) for s in steps}
     for part in ctx.engine_parts():
-        per[part.name] = sum(step_excess(ctx, s) for s in part.own if id(s) in ids)
+        per[part.name] = sum(step_excess(ctx, s) for s in part.own + part.waited if id(s) in ids)
     total = sum(per.values()) or 1.0
     return {k: credited * v / total for k, v in per.items() if v > 0}

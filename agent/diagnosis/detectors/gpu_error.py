@@ -27,7 +27,8 @@ def detect(ctx: Context) -> list[Finding]:
         amounts: dict[str, float] = {}
         mine = {id(s) for s in steps}
         for part in ctx.engine_parts():
-            ns = sum(step_excess(ctx, s) for s in part.own if id(s) in mine and s.end_ns >= first - BEFORE_NS)
+            ns = sum(step_excess(ctx, s) for s in part.own + part.waited
+                     if id(s) in mine and s.end_ns >= first - BEFORE_NS)
             if ns:
                 amounts[part.name] = ns
         e0 = errors[0]

@@ -18,10 +18,11 @@ def gpu_of(ctx: Context, step: Step) -> int | None:
 
 
 def gpu_steps(ctx: Context) -> dict[int, list[Step]]:
-    """The budget's own steps (rank 0) by the GPU they ran on; CPU steps left out."""
+    """The steps on the budget's path (rank 0: the ones it was in and the ones it waited through) by the GPU they
+    ran on; CPU steps left out."""
     out: dict[int, list[Step]] = {}
     for part in ctx.engine_parts():
-        for s in part.own:
+        for s in sorted(part.own + part.waited, key=lambda s: s.start_ns):
             g = gpu_of(ctx, s)
             if g is not None:
                 out.setdefault(g, []).append(s)
