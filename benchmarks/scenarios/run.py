@@ -20,6 +20,7 @@ import importlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -139,6 +140,7 @@ def new_results(args: argparse.Namespace, opts: StackOptions, timing: Timing, wa
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a TERMed run still cleans up (finally blocks)
     if os.geteuid() != 0:
         print("run as root: the agent loads BPF programs; faults use cgroups, namespaces and tc", file=sys.stderr)
         return EXIT_ENV
@@ -186,7 +188,7 @@ def run_setup(ctx: Ctx, setup: str, faults: list, args, wanted: list[str], resul
             for rep in range(args.repeat):
                 for level in levels_of(fault, wanted):
                     win = run_window(ctx, fault, level, rep, gap_start)
-                    gap_start = win["end_ns"]
+                    gap_start = time.monotonic_ns()  # the next clean gap starts once this window's backlog drained
                     results["windows"].append(win)
                     print(score.window_line(win), flush=True)
                     write(Path(args.out), results)
