@@ -86,22 +86,25 @@ def prog_stats() -> dict[int, tuple[str, int, int]]:
 
 def measured(probe, pid: int, run) -> dict[str, dict[str, float]]:
     """Start `probe` watching `pid`, then per BPF program it loaded: runs/s and ns per run during `run()`
-    (kernel.bpf_stats_enabled must be 1). Programs other processes loaded are left out, even of the same name."""
-    theirs = set(prog_stats())
-
-    def count():
-        before = {k: v for k, v in prog_stats().items() if k not in theirs}
+    (kernel.bpf_stats_enabled must be 1). Its programs are those that appeared while it started: on a shared box
+    others load programs of the same names (another agent's sched probe) at any time."""
+    before = set(prog_stats())
+    probe.update_watch(WatchSet(tgids=frozenset({pid})))
+    probe.start()
+    try:
+        mine = set(prog_stats()) - before
+        start = {k: v for k, v in prog_stats().items() if k in mine}
         t0 = time.monotonic()
         run()
         dt = time.monotonic() - t0
         out = {}
-        for pid_, (name, t, c) in prog_stats().items():
-            if pid_ in before and c - before[pid_][2] > 100:
-                runs = c - before[pid_][2]
-                out[name] = {"runs_per_s": runs / dt, "ns_per_run": (t - before[pid_][1]) / runs,
-                             "ns_total": t - before[pid_][1]}
+        for prog, (name, t, c) in prog_stats().items():
+            if prog in start and c - start[prog][2] > 100:
+                runs, ns = c - start[prog][2], t - start[prog][1]
+                out[name] = {"runs_per_s": runs / dt, "ns_per_run": ns / runs, "ns_total": ns}
         return out
-    return with_probe(probe, pid, count)
+    finally:
+        probe.stop()
 
 
 class BpfStats:
@@ -115,30 +118,32 @@ class BpfStats:
 
 
 def pingpong(exe: Path, args, old_cls, old_cfg) -> dict:
+    """Wall-clock ns per round trip in interleaved rounds (bpf stats off), then in-kernel ns per round trip of each
+    probe's programs in interleaved rounds of their own (bpf stats on); medians of both."""
     loop = PingPong(exe, args.rounds_per_run, CPU)
-    variants = {
-        "none": loop.run,
-        "old_probe": lambda: with_probe(old_cls(old_cfg()), loop.pid, loop.run),
-        "new_probe": lambda: with_probe(SchedProbe(SchedConfig()), loop.pid, loop.run),
-        "new_no_culprits": lambda: with_probe(SchedProbe(SchedConfig(has_culprits=False)), loop.pid, loop.run),
-    }
-    raw: dict[str, list[float]] = {k: [] for k in variants}
+    probes = {"old_probe": lambda: old_cls(old_cfg()), "new_probe": lambda: SchedProbe(SchedConfig()),
+              "new_no_culprits": lambda: SchedProbe(SchedConfig(has_culprits=False))}
+    wall: dict[str, list[float]] = {k: [] for k in ["none", *probes]}
     for r in range(args.rounds):
-        for name, fn in variants.items():
-            raw[name].append(fn())
-            log(f"ping-pong round {r} {name:<16} {raw[name][-1]:8.1f} ns/round trip")
+        for name in wall:
+            wall[name].append(loop.run() if name == "none" else with_probe(probes[name](), loop.pid, loop.run))
+            log(f"ping-pong round {r} {name:<16} {wall[name][-1]:8.1f} ns/round trip")
+    kernel: dict[str, list[float]] = {k: [] for k in probes}
+    last: dict[str, dict] = {}
     with BpfStats():
-        kernel = {"old_probe": measured(old_cls(old_cfg()), loop.pid, loop.run),
-                  "new_probe": measured(SchedProbe(SchedConfig()), loop.pid, loop.run),
-                  "new_no_culprits": measured(SchedProbe(SchedConfig(has_culprits=False)), loop.pid, loop.run)}
+        for r in range(args.rounds):
+            for name, make in probes.items():
+                last[name] = measured(make(), loop.pid, loop.run)
+                kernel[name].append(sum(p["ns_total"] for p in last[name].values()) / args.rounds_per_run)
+                log(f"in-kernel round {r} {name:<16} {kernel[name][-1]:8.1f} ns/round trip")
     loop.close()
-    med = {k: statistics.median(v) for k, v in raw.items()}
+    med = {k: statistics.median(v) for k, v in wall.items()}
     added = {k: med[k] - med["none"] for k in med if k != "none"}
-    return {"ns_per_round_trip_median": med, "raw": raw, "added_ns_per_round_trip": added,
+    kmed = {k: statistics.median(v) for k, v in kernel.items()}
+    return {"ns_per_round_trip_median": med, "raw": wall, "added_ns_per_round_trip": added,
             "new_over_old_added": added["new_probe"] / added["old_probe"] if added["old_probe"] > 0 else None,
-            "new_over_old_total": med["new_probe"] / med["old_probe"], "in_kernel": kernel,
-            "in_kernel_ns_per_round_trip": {k: sum(p["ns_total"] for p in v.values()) / args.rounds_per_run
-                                            for k, v in kernel.items()}}
+            "in_kernel_ns_per_round_trip_median": kmed, "in_kernel_raw": kernel,
+            "in_kernel_new_over_old": kmed["new_probe"] / kmed["old_probe"], "in_kernel_last_round": last}
 
 
 WAKER = """
@@ -209,8 +214,9 @@ def irq_load(exe: Path, seconds: float, rounds: int) -> dict:
     port = rx.getsockname()[1]
 
     def flood() -> float:
-        done = subprocess.run(["taskset", "-c", str(CPU), str(exe), str(port), str(seconds)], check=True,
-                              capture_output=True, text=True)
+        # SCHED_FIFO: the same CPU share for the flood in every round, however busy the box
+        done = subprocess.run(["chrt", "-f", "1", "taskset", "-c", str(CPU), str(exe), str(port), str(seconds)],
+                              check=True, capture_output=True, text=True)
         return float(done.stdout.split()[0])
 
     raw: dict[str, list[float]] = {"none": [], "new_probe": []}
@@ -248,6 +254,8 @@ def main() -> None:
     write_result(args.out, result)
     summary = {"new_over_old_added": result["pingpong"]["new_over_old_added"],
                "added_ns": result["pingpong"]["added_ns_per_round_trip"],
+               "in_kernel_ns": result["pingpong"]["in_kernel_ns_per_round_trip_median"],
+               "in_kernel_new_over_old": result["pingpong"]["in_kernel_new_over_old"],
                "bounded_events": result["bounded_events"], "udp_ratio": result["udp_flood"]["ratio"],
                "irq_cpu_share": result["udp_flood"]["irq_programs_cpu_share_of_one_cpu"]}
     print(json.dumps(summary, indent=2))

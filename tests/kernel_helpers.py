@@ -1,4 +1,5 @@
-"""Helpers for the kernel-probe tests: scratch cgroups that are always removed, watched child processes."""
+"""Helpers for the kernel-probe tests: scratch cgroups that are always removed, watched child processes, a store
+holding one snapshot for the exporter."""
 from __future__ import annotations
 
 import contextlib
@@ -16,6 +17,16 @@ from gpusleuth.probes.records import monotonic_ns
 
 SLEEPY = "import time\nwhile True:\n    time.sleep(0.002)\n"
 BUSY = "while True:\n    pass\n"
+
+
+class SnapshotStore:
+    """What a collector reads (agent.store's snapshot()), holding one snapshot: for exporter checks."""
+
+    def __init__(self, snap) -> None:
+        self.snap = snap
+
+    def snapshot(self, source: str):
+        return self.snap
 
 
 def v1_mount(controller: str) -> Path | None:

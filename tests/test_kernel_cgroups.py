@@ -17,17 +17,9 @@ from gpusleuth.exporters.sched import SchedCollector
 from gpusleuth.probes.kernel.cgroups import CgroupWatch, Mounts, find_mounts, pressure_some_us
 from gpusleuth.probes.kernel.sched import SchedConfig, SchedProbe
 from gpusleuth.probes.records import monotonic_ns
-from tests.kernel_helpers import BUSY, child, scratch_cgroup, v1_mount, watch
+from tests.kernel_helpers import BUSY, SnapshotStore, child, scratch_cgroup, v1_mount, watch
 
 QUOTA_US, PERIOD_US = 20_000, 100_000
-
-
-class _Store:
-    def __init__(self, snap) -> None:
-        self.snap = snap
-
-    def snapshot(self, source: str):
-        return self.snap
 
 
 @pytest.mark.root
@@ -61,7 +53,7 @@ def test_v1_cpu_quota_throttles_and_is_reported():
     assert waits and all(e.attrs["cgroup_throttled_periods"] == event.attrs["periods"] for e in waits)
     [state] = [c for c in result.snapshot.cgroups if c.path == path]
     registry = CollectorRegistry()
-    registry.register(SchedCollector(_Store(result.snapshot)))
+    registry.register(SchedCollector(SnapshotStore(result.snapshot)))
     assert registry.get_sample_value("gpusleuth_cgroup_cpu_throttled_periods_total", {"cgroup": path}) \
         == state.nr_throttled
     assert registry.get_sample_value("gpusleuth_cgroup_cpu_quota_cpus", {"cgroup": path}) == QUOTA_US / PERIOD_US

@@ -9,12 +9,14 @@ import signal
 import time
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from gpusleuth.exporters.sched import SchedCollector
 from gpusleuth.probes import snapshot_codec
 from gpusleuth.probes.base import WatchSet
 from gpusleuth.probes.kernel.sched import SchedConfig, SchedProbe
 from gpusleuth.probes.records import monotonic_ns
-from tests.kernel_helpers import BUSY, SLEEPY, child, scratch_cgroup, v1_mount, v2_mount, watch
+from tests.kernel_helpers import BUSY, SLEEPY, SnapshotStore, child, scratch_cgroup, v1_mount, v2_mount, watch
 
 pytestmark = pytest.mark.root
 HOLD_S = 0.3
@@ -76,6 +78,11 @@ def test_sigstop_is_state_T_and_ongoing_while_stopped(probe, code):
     assert not _ongoing(end, proc.pid)
     wire = json.loads(json.dumps(snapshot_codec.encode("sched", mid.snapshot)))
     assert snapshot_codec.decode("sched", wire).ongoing == mid.snapshot.ongoing  # as the TUI gets it
+    registry = CollectorRegistry()
+    registry.register(SchedCollector(SnapshotStore(mid.snapshot)))
+    stuck = registry.get_sample_value("gpusleuth_thread_stuck_seconds", {"pid": str(proc.pid), "tid": str(proc.pid),
+                                                                         "comm": ongoing[0].comm, "state": "T"})
+    assert HOLD_S * 2 / 3 * 0.9 <= stuck <= HOLD_S
 
 
 @pytest.mark.skipif(v1_mount("freezer") is None, reason="no cgroup v1 freezer on this host")

@@ -178,15 +178,17 @@ class CgroupWatch:
     def poll(self, comms: dict[int, str], now_ns: int) -> CgroupPoll:
         """`comms`: watched pid -> comm. Samples, Events and states of their cgroups as of now."""
         out, seen = CgroupPoll(), {}
+        groups: dict[tuple, list[int]] = {}  # processes in the same cgroups: their files are read once
         for pid in list(comms)[:MAX_PIDS]:
             cgroups = cgroups_of(pid, self._proc)
-            if not cgroups:
-                continue
+            if cgroups:
+                groups.setdefault(tuple(sorted(cgroups.items())), []).append(pid)
+        for key, pids in groups.items():
+            cgroups = dict(key)
             if is_frozen(self.mounts, cgroups):
-                out.frozen_pids.add(pid)
+                out.frozen_pids.update(pids)
             for state in self._states_of(cgroups):
-                key = (state.version, state.path)
-                seen.setdefault(key, state).pids.append(pid)
+                seen.setdefault((state.version, state.path), state).pids.extend(pids)
         for key, state in seen.items():
             self._compare(key, state, comms, now_ns, out)
             out.states.append(state)

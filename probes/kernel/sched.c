@@ -2,8 +2,8 @@
 // while a watched thread waited, off-CPU states, memory stalls and softirq load, from sched, exceptions, vmscan and
 // irq tracepoints. Specialised by the loader: FILTER, USE_RINGBUF, SLOW_RUNQ_NS, MAX_THREADS, NUM_CPUS,
 // MAX_WAITERS, NUM_CULPRITS, CHARGE_MIN_NS, HOT_OFFCPU_NS, SLOW_OFFCPU_NS, MIN_RECLAIM_NS, IRQ_WINDOW_NS, IRQ_PCT,
-// IRQ_MAX_RUN_NS; the optional parts HAS_CULPRITS, HAS_FROZEN, HAS_FAULTS, HAS_RECLAIM, HAS_MEMCG_RECLAIM,
-// HAS_IRQ (0: compiled out).
+// IRQ_MAX_RUN_NS, USE_RAW_TP (raw tracepoints for those that need no task_struct field); the optional parts
+// HAS_CULPRITS, HAS_FROZEN, HAS_FAULTS, HAS_RECLAIM, HAS_MEMCG_RECLAIM, HAS_IRQ (0: compiled out).
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
 // lost[]: [0] map keys that did not fit, [1] events the buffers could not take, [2] waits whose culprits could not
@@ -75,6 +75,13 @@ BPF_TABLE("lru_hash", u32, struct enq_t, enqueued, MAX_THREADS);
 BPF_HASH(hist, struct hist_key_t, struct hist_val_t, 65536);
 BPF_HASH(thread_stats, u32, struct thread_t, MAX_THREADS);
 BPF_PERCPU_ARRAY(delay_scratch, struct delay_t, 1);       // records are too big for the 512-byte BPF stack
+
+struct cpu_t {
+    u64 since_ns;                 // when the current task switched in
+    u64 curr;                     // the current task's tid
+    u64 waiters[MAX_WAITERS];     // tids of watched threads waiting on this CPU (0 = free slot; culprits part)
+};
+BPF_ARRAY(cpus, struct cpu_t, NUM_CPUS);  // written by its own CPU's switches, read from wakeups anywhere
 EVENT_OUTPUT(delays, 64);
 
 static __always_inline u32 *watched_tgid(u32 tid) {
@@ -108,9 +115,13 @@ TRACEPOINT_PROBE(task, task_newtask) {
     return 0;
 }
 
-static __always_inline void start_wait(u32 tid, u32 tgid, u32 cpu, u64 now) {
+// Runnable from now, queued on `cpu`. A preemption starts a new wait; a wakeup never resets a wait in progress.
+static __always_inline void start_wait(u32 tid, u32 tgid, u32 cpu, u64 now, int is_wakeup) {
     struct enq_t e = {.ts = now, .cpu = cpu, .tgid = tgid};
-    enqueued.update(&tid, &e);
+    if (is_wakeup)
+        enqueued.insert(&tid, &e);
+    else
+        enqueued.update(&tid, &e);
     claim_slot(cpu, tid);
 }
 
@@ -121,13 +132,13 @@ TRACEPOINT_PROBE(sched, sched_waking) {
     u32 *tgidp = watched_tgid(tid);
     if (!tgidp)
         return 0;
-    u32 tgid = *tgidp;
-    u64 waker = bpf_get_current_pid_tgid();
-    if ((u32)waker == tid)
-        return 0;  // woken before it went to sleep: it never left the CPU
+    u32 tgid = *tgidp, cpu = args->target_cpu;  // the CPU it last ran on, or runs on
+    struct cpu_t *c = cpus.lookup(&cpu);
+    if (c && c->curr == tid)
+        return 0;  // still current there: the wakeup undid a sleep it had not begun, it never left the CPU
     u64 now = bpf_ktime_get_ns();
-    note_waker(tid, waker, now);
-    start_wait(tid, tgid, args->target_cpu, now);
+    note_waker(tid, bpf_get_current_pid_tgid(), now);
+    start_wait(tid, tgid, cpu, now, 1);
     return 0;
 }
 
@@ -135,7 +146,7 @@ TRACEPOINT_PROBE(sched, sched_wakeup_new) {
     u32 tid = args->pid;
     u32 *tgidp = watched_tgid(tid);
     if (tgidp)
-        start_wait(tid, *tgidp, args->target_cpu, bpf_ktime_get_ns());
+        start_wait(tid, *tgidp, args->target_cpu, bpf_ktime_get_ns(), 1);
     return 0;
 }
 
@@ -158,7 +169,7 @@ static __always_inline void on_switch_out(u32 prev, u32 tgid, long state, u32 cp
     if (!threads.lookup(&prev))
         threads.update(&prev, &tgid);  // prev is the current task: its tgid is known here
     if (state == 0 || (state & REPORT_MAX)) {
-        start_wait(prev, tgid, cpu, now);     // preempted: still runnable, waiting again
+        start_wait(prev, tgid, cpu, now, 0);  // preempted: still runnable, waiting again
     } else {
         block(prev, tgid, state & STATE_MASK, cpu, now);
         enqueued.delete(&prev);         // a wakeup that raced its sleep is void now
@@ -245,7 +256,12 @@ TRACEPOINT_PROBE(sched, sched_switch) {
     u32 cpu = bpf_get_smp_processor_id();
     u32 prev = args->prev_pid, next = args->next_pid;
     u32 prev_tgid = bpf_get_current_pid_tgid() >> 32;
-    charge_cpu(cpu, now, prev, prev_tgid);  // the slice prev just ran, to the watched threads waiting here
+    struct cpu_t *c = cpus.lookup(&cpu);
+    if (c) {
+        charge_cpu(c, cpu, now, prev, prev_tgid);  // the slice prev just ran, to the watched threads waiting here
+        c->since_ns = now;
+        c->curr = next;
+    }
     if (prev != 0) {
 #if FILTER
         int is_watched = watched.lookup(&prev_tgid) != 0;

@@ -27,11 +27,12 @@ engine shows while it is still frozen.
 from __future__ import annotations
 
 import ctypes
+import platform
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
 
-from gpusleuth.probes.base import PollResult, ProbeState
+from gpusleuth.probes.base import PollResult, ProbeState, ProbeUnavailable, Requirement
 from gpusleuth.probes.bpf import host as bpf_host
 from gpusleuth.probes.bpf import maps as bpf_maps
 from gpusleuth.probes.bpf.log2_hist import Log2Hist
@@ -94,6 +95,12 @@ def possible_cpus(path: Path = Path("/sys/devices/system/cpu/possible")) -> int:
     return max(int(r.split("-")[-1]) for r in text.split(",")) + 1
 
 
+def kernel_version() -> tuple[int, int]:
+    """(major, minor) of the running kernel."""
+    parts = platform.release().split(".")
+    return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)
+
+
 class SchedProbe(BccProbe):
     name = "sched"
     config_class = SchedConfig
@@ -132,14 +139,31 @@ class SchedProbe(BccProbe):
                 "CHARGE_MIN_NS": min(CHARGE_MIN_NS, int(c.slow_runq_ms * 1e6) // 10),
                 "HOT_OFFCPU_NS": int(c.hot_offcpu_ms * 1e6), "SLOW_OFFCPU_NS": int(c.slow_offcpu_ms * 1e6),
                 "MIN_RECLAIM_NS": int(c.min_reclaim_ms * 1e6), "IRQ_WINDOW_NS": int(c.softirq_window_ms * 1e6),
-                "IRQ_PCT": int(c.softirq_pct), "IRQ_MAX_RUN_NS": IRQ_MAX_RUN_NS}
+                "IRQ_PCT": int(c.softirq_pct), "IRQ_MAX_RUN_NS": IRQ_MAX_RUN_NS,
+                "USE_RAW_TP": int(self._has_raw_tracepoints())}
+
+    @classmethod
+    def requirements(cls) -> list[Requirement]:
+        return super().requirements() + [Requirement(
+            "raw tracepoints", cls._has_raw_tracepoints(), "optional: a cgroup v1 freeze told from D", "a kernel >= 4.17 with "
+            "BPF_PROG_TYPE_RAW_TRACEPOINT; frozen threads show as D meanwhile", is_optional=True)]
 
     def part_off_reason(self, flag: str) -> str:
         if not getattr(self.config, self.SWITCHES[flag]):
             return f"disabled by probes.sched.{self.SWITCHES[flag]}"
-        if flag == "HAS_FROZEN" and not bpf_host.import_bcc().BPF.support_raw_tracepoint():
-            return "no raw tracepoints: a cgroup v1 freeze shows as D"
+        if flag == "HAS_FROZEN":
+            if not self._has_raw_tracepoints():
+                return "no raw tracepoints: a cgroup v1 freeze shows as D"
+            if kernel_version() < (5, 18):
+                return "kernel before 5.18 (raw sched_switch has no prev_state): a cgroup v1 freeze shows as D"
         return super().part_off_reason(flag)
+
+    @staticmethod
+    def _has_raw_tracepoints() -> bool:
+        try:
+            return bool(bpf_host.import_bcc().BPF.support_raw_tracepoint())
+        except ProbeUnavailable:  # no bcc: start() says so; the C text (`agent probes --ebpf`) still renders
+            return False
 
     def describe_path(self) -> str:
         on = [flag[4:].lower() for flag, reason in self._parts.items() if not reason]

@@ -1,17 +1,12 @@
 // Who took the CPU while a watched thread waited on its run queue (part of sched.c).
 //
-// Each CPU keeps when its current task switched in and the tids of up to MAX_WAITERS watched threads queued on it.
+// Each CPU (sched.c cpus) keeps when its current task switched in and up to MAX_WAITERS watched threads queued on it.
 // Every switch on a CPU that has waiters charges the slice that just ended (prev's CPU time since it switched in,
 // clipped to the wait) to each waiter's culprit table: up to NUM_CULPRITS tasks by CPU time, the idle task apart
 // (idle_ns). Only a slow wait's table crosses to user space, inside its runq_delay record, so the event rate is
 // that of slow waits, never that of context switches. Slices that end within CHARGE_MIN_NS of a wait's start are
 // not charged: a wait that short is never slow, and it keeps the wake-and-run fast path free of table updates.
 // Waiter slots are claimed with cmpxchg because a wakeup registers a thread on another CPU than its own.
-
-struct cpu_t {
-    u64 since_ns;                 // when the current task switched in
-    u64 waiters[MAX_WAITERS];     // tids of watched threads waiting on this CPU (0 = free slot)
-};
 
 struct wait_t {
     u64 start_ns;                 // the wait it belongs to (enqueued.ts): a table of an older wait is stale
@@ -21,7 +16,6 @@ struct wait_t {
 };
 
 #if HAS_CULPRITS
-BPF_ARRAY(cpus, struct cpu_t, NUM_CPUS);
 BPF_TABLE("lru_hash", u32, struct wait_t, waits, NUM_CPUS * MAX_WAITERS * 2);
 BPF_PERCPU_ARRAY(wait_zero, struct wait_t, 1);  // a zeroed template: too big for the BPF stack
 
@@ -84,13 +78,9 @@ static __always_inline void add_culprit(struct wait_t *w, u32 tid, u32 tgid, u64
     __sync_fetch_and_add(&w->other_ns, ns);
 }
 
-// prev (the current task, tgid prev_tgid; 0 = idle) ran on `cpu` from the last switch here until now.
-static __always_inline void charge_cpu(u32 cpu, u64 now, u32 prev, u32 prev_tgid) {
-    struct cpu_t *c = cpus.lookup(&cpu);
-    if (!c)
-        return;
+// prev (the current task, tgid prev_tgid; 0 = idle) ran on `cpu` (whose state is c) from c->since_ns until now.
+static __always_inline void charge_cpu(struct cpu_t *c, u32 cpu, u64 now, u32 prev, u32 prev_tgid) {
     u64 since = c->since_ns;
-    c->since_ns = now;
 #pragma unroll
     for (int i = 0; i < MAX_WAITERS; i++) {
         u32 tid = c->waiters[i];
@@ -147,7 +137,7 @@ static __always_inline void forget_wait(u32 tid) {
 #else
 static __always_inline void claim_slot(u32 cpu, u32 tid) {}
 static __always_inline void release_slot(u32 cpu, u32 tid) {}
-static __always_inline void charge_cpu(u32 cpu, u64 now, u32 prev, u32 prev_tgid) {}
+static __always_inline void charge_cpu(struct cpu_t *c, u32 cpu, u64 now, u32 prev, u32 prev_tgid) {}
 static __always_inline void fill_culprits(struct delay_t *d, u32 tid, u64 start) {
     d->has_culprits = 0;
     d->idle_ns = 0;

@@ -98,7 +98,7 @@ static __always_inline struct irq_cpu_t *irq_cpu(void) {
     return irq_cpus.lookup(&zero);
 }
 
-TRACEPOINT_PROBE(irq, softirq_entry) {
+static __always_inline int on_softirq_entry(void) {
     struct irq_cpu_t *s = irq_cpu();
     if (s) {
         s->soft_entry_ns = bpf_ktime_get_ns();
@@ -107,9 +107,8 @@ TRACEPOINT_PROBE(irq, softirq_entry) {
     return 0;
 }
 
-TRACEPOINT_PROBE(irq, softirq_exit) {
+static __always_inline int on_softirq_exit(void *ctx, u32 vec) {
     struct irq_cpu_t *s = irq_cpu();
-    u32 vec = args->vec;
     if (!s || !s->soft_entry_ns || vec >= NR_VEC)
         return 0;
     u64 now = bpf_ktime_get_ns();
@@ -117,18 +116,18 @@ TRACEPOINT_PROBE(irq, softirq_exit) {
     s->soft_entry_ns = 0;
     s->win_soft_ns += d;
     s->win_vec_ns[vec] += d;
-    roll_window(args, s, now);
+    roll_window(ctx, s, now);
     return 0;
 }
 
-TRACEPOINT_PROBE(irq, irq_handler_entry) {
+static __always_inline int on_hardirq_entry(void) {
     struct irq_cpu_t *s = irq_cpu();
     if (s)
         s->hard_entry_ns = bpf_ktime_get_ns();
     return 0;
 }
 
-TRACEPOINT_PROBE(irq, irq_handler_exit) {
+static __always_inline int on_hardirq_exit(void *ctx) {
     struct irq_cpu_t *s = irq_cpu();
     if (!s || !s->hard_entry_ns)
         return 0;
@@ -137,7 +136,21 @@ TRACEPOINT_PROBE(irq, irq_handler_exit) {
     s->hard_entry_ns = 0;
     s->hard_total_ns += d;
     s->win_hard_ns += d;
-    roll_window(args, s, now);
+    roll_window(ctx, s, now);
     return 0;
 }
+
+// Raw tracepoints where the kernel has them: these fire at interrupt rate, and a raw tracepoint skips building the
+// perf record a plain one fills for every hit (the args are softirq_entry/exit(vec_nr), irq_handler_*(irq, ...)).
+#if USE_RAW_TP
+RAW_TRACEPOINT_PROBE(softirq_entry) { return on_softirq_entry(); }
+RAW_TRACEPOINT_PROBE(softirq_exit) { return on_softirq_exit(ctx, (u32)ctx->args[0]); }
+RAW_TRACEPOINT_PROBE(irq_handler_entry) { return on_hardirq_entry(); }
+RAW_TRACEPOINT_PROBE(irq_handler_exit) { return on_hardirq_exit(ctx); }
+#else
+TRACEPOINT_PROBE(irq, softirq_entry) { return on_softirq_entry(); }
+TRACEPOINT_PROBE(irq, softirq_exit) { return on_softirq_exit(args, args->vec); }
+TRACEPOINT_PROBE(irq, irq_handler_entry) { return on_hardirq_entry(); }
+TRACEPOINT_PROBE(irq, irq_handler_exit) { return on_hardirq_exit(args); }
+#endif
 #endif

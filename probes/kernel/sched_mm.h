@@ -18,7 +18,7 @@ struct reclaim_t {
 EVENT_OUTPUT(reclaims, 8);
 
 #if HAS_FAULTS
-TRACEPOINT_PROBE(exceptions, page_fault_user) {
+static __always_inline int on_fault(void) {
     u32 tid = bpf_get_current_pid_tgid();
     u32 *tgidp = watched_tgid(tid);
     if (!tgidp)
@@ -28,6 +28,12 @@ TRACEPOINT_PROBE(exceptions, page_fault_user) {
         __sync_fetch_and_add(&t->faults, 1);
     return 0;
 }
+// every fault on the host passes here: a raw tracepoint where there is one (no perf record to build per hit)
+#if USE_RAW_TP
+RAW_TRACEPOINT_PROBE(page_fault_user) { return on_fault(); }
+#else
+TRACEPOINT_PROBE(exceptions, page_fault_user) { return on_fault(); }
+#endif
 #endif
 
 #if HAS_RECLAIM || HAS_MEMCG_RECLAIM
