@@ -48,10 +48,14 @@ def score(client: ControlClient, t_on: int, t_off: int, hog_pid: int) -> dict:
     normal = statistics.median(r["e2e_s"] for r in clean[-200:])
     during = [r for r in rows if t_on <= r["start_ns"] and r["end_ns"] <= t_off + 2e9]
     slowed = [r for r in during if r["e2e_s"] >= normal + max(0.2 * normal, 0.005)]
-    top = []
+    top, each = [], []
     for r in slowed:
-        v = client.call("explain", request_id=r["request_id"])["verdicts"]
+        rep = client.call("explain", request_id=r["request_id"])
+        v = rep["verdicts"]
         top.append(v[0] if v else None)
+        each.append({"request_id": r["request_id"], "e2e_ms": round(r["e2e_s"] * 1e3, 2),
+                     "start_s": round((r["start_ns"] - t_on) / 1e9, 3), "excess_ms": rep["budget"]["excess_ms"],
+                     "verdicts": [{k: x[k] for k in ("cause", "explained_ms", "culprit", "evidence")} for x in v[:3]]})
     hits = [v for v in top if v and v["cause"] == "gpu_contention"]
     fa = []
     for r in clean[-60:]:
@@ -63,7 +67,7 @@ def score(client: ControlClient, t_on: int, t_off: int, hog_pid: int) -> dict:
             "top_causes": sorted({(v or {}).get("cause", "none") for v in top}),
             "example": hits[0]["evidence"] if hits else (top[0]["evidence"] if top and top[0] else ""),
             "clean_false_alarm": round(sum(fa) / max(1, len(fa)), 3), "clean_explained": len(fa),
-            "incidents": [i["cause"] for i in client.call("incidents", since_ns=t_on)]}
+            "incidents": [i["cause"] for i in client.call("incidents", since_ns=t_on)], "slowed_requests": each}
 
 
 def main() -> int:
@@ -97,7 +101,7 @@ def main() -> int:
         with ControlClient(str(tmp / "agent.sock")) as client:
             result = {"benchmark": "bench_diagnosis_gpu", "hog_pid": hog.pid, **score(client, t_on, t_off, hog.pid),
                       "probes": {n: s["state"] for n, s in client.call("status")["probes"].items()}}
-        log(str(result))
+        log(str({k: v for k, v in result.items() if k != "slowed_requests"}))
         write_result(a.out, result)
     finally:
         for proc in (hog, engine):

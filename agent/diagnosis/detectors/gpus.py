@@ -30,9 +30,11 @@ def gpu_steps(ctx: Context) -> dict[int, list[Step]]:
 
 
 def sm_shares(ctx: Context, gpu: int, lo: int, hi: int) -> dict[int, float]:
-    """pid -> mean SM utilisation (%) on `gpu` over [lo - slack, hi]."""
+    """pid -> mean SM utilisation (%) on `gpu` over [lo - slack, hi + slack]: a sample is stamped when the probe
+    read it and averages the time before, so the one that describes a request's steps may come after them."""
     out: dict[int, float] = {}
-    for labels, points in ctx.samples.series(PROC_SERIES, lo - SAMPLE_SLACK_NS, hi, gpu=str(gpu)):
+    window = (lo - SAMPLE_SLACK_NS, hi + SAMPLE_SLACK_NS)
+    for labels, points in ctx.samples.series(PROC_SERIES, *window, gpu=str(gpu)):
         out[int(labels.get("pid", 0))] = sum(v for _, v in points) / len(points)
     return out
 
