@@ -28,6 +28,7 @@ from gpusleuth.probes.records import Event
 MIN_FROZEN_NS = 100_000_000  # a stop this long in a window is an incident, work or not
 MIN_EXPLAINED_NS = 50_000_000  # an incident explains at least this much of a window ...
 MIN_EXCESS_FRACTION = 0.2  # ... of an excess at least this fraction of the window's expected time
+ALONE_NS = 100_000_000  # a cause explaining this much of a 1 s window is an incident whatever else is going on
 ONGOING_KIND = {"T": "offcpu", "t": "offcpu", "frozen": "offcpu", "D": "offcpu", "R": "runq_delay"}
 
 
@@ -120,8 +121,14 @@ def candidates(eng: EngineTimeline, base: EngineBaseline, evidence: EvidenceInde
     if budget.excess_ns < max(MIN_EXPLAINED_NS, MIN_EXCESS_FRACTION * budget.expected_ns):
         return found
     return found + [Candidate(eng.pid, v, _onset(v, ctx, lo), (lo, hi)) for v in verdicts
-                    if v.cause != "process_frozen" and (v.explained_ns >= max(MIN_EXPLAINED_NS, 0.5 * budget.excess_ns)
-                                                        or (v.explained_ns >= MIN_EXPLAINED_NS and v.share >= 0.3))]
+                    if v.cause != "process_frozen" and _is_enough(v, budget.excess_ns)]
+
+
+def _is_enough(v: Verdict, excess_ns: float) -> bool:
+    """Most of the window's excess, or a good part of it, or a tenth of the window's wall time outright (two
+    causes at once: a busy neighbour must not hide a stall)."""
+    return (v.explained_ns >= max(MIN_EXPLAINED_NS, 0.5 * excess_ns)
+            or (v.explained_ns >= MIN_EXPLAINED_NS and v.share >= 0.3) or v.explained_ns >= ALONE_NS)
 
 
 def _frozen(findings: list[Finding]) -> list[Verdict]:
