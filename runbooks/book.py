@@ -19,8 +19,9 @@ checks:
     next: what to do when it does
 ```
 Event items get `duration_ns` (end - start); `age F` is the time since the newest monotonic-ns field F (scale it
-to seconds with 1e-9). Every check is validated on load against a Vocabulary (the metric names the agent and engine export, the control
-methods and their parameters): an unknown name is a RunbookError naming the runbook and the check.
+to seconds with 1e-9). Every check is validated on load against a Vocabulary (the metric names the agent and
+engine export, the control methods and their parameters): an unknown name is a RunbookError naming the runbook
+and the check.
 """
 from __future__ import annotations
 

@@ -334,6 +334,7 @@ def _fault(stack: Stack, expected: dict[str, bool], start_fault, stop_fault) -> 
             assert hit[0] - t0 <= BOUND_S, f"{alert} arrived after {hit[0] - t0:.1f} s (bound {BOUND_S} s)"
             assert hit[1]["annotations"]["runbook_url"].startswith(PARAMS.runbook_base_url + "/")
             assert _confirms(stack, alert), f"no check of {alert}'s runbook confirms the fault"
+        stack.scrape_names()  # series that exist only during a fault (stuck threads)
     finally:
         stop_fault()
     t1 = time.monotonic()

@@ -16,10 +16,15 @@ AGENT: dict[str, str] = {
     "gpusleuth_probe_polls": C, "gpusleuth_probe_poll_errors": C, "gpusleuth_probe_poll_duration_seconds": G,
     "gpusleuth_store_records": G, "gpusleuth_store_capacity_records": G, "gpusleuth_store_dropped": C,
     "gpusleuth_store_bytes": G, "gpusleuth_recorder_bytes": G, "gpusleuth_recorder_flushes": C,
-    # kernel (exporters/syscalls.py, sched.py)
+    # kernel (exporters/syscalls.py, sched.py: threads, cgroups, stuck and frozen processes)
     "gpusleuth_syscall_latency_seconds": H, "gpusleuth_slow_syscalls": C, "gpusleuth_syscall_probe_lost": C,
     "gpusleuth_runqueue_latency_seconds": H, "gpusleuth_thread_offcpu_seconds": C,
     "gpusleuth_thread_runqueue_seconds": C, "gpusleuth_thread_switches": C, "gpusleuth_runqueue_delays": C,
+    "gpusleuth_thread_stuck_seconds": G, "gpusleuth_thread_page_faults": C, "gpusleuth_thread_reclaim_seconds": C,
+    "gpusleuth_cgroup_cpu_throttled_seconds": C, "gpusleuth_cgroup_cpu_throttled_periods": C,
+    "gpusleuth_cgroup_cpu_quota_cpus": G, "gpusleuth_cgroup_memory_pressure_some_seconds": C,
+    "gpusleuth_process_frozen": G, "gpusleuth_offcpu_events": C, "gpusleuth_reclaim_events": C,
+    "gpusleuth_softirq_events": C, "gpusleuth_cgroup_throttle_events": C, "gpusleuth_runqueue_culprits_lost": C,
     # network (exporters/net.py)
     "gpusleuth_net_bytes": C, "gpusleuth_net_packets": C, "gpusleuth_net_microbursts": C,
     "gpusleuth_net_lost_bins": C, "gpusleuth_net_microburst_duration_seconds": H,
@@ -40,6 +45,18 @@ AGENT: dict[str, str] = {
     "gpusleuth_gpu_process_memory_utilization_ratio": G, "gpusleuth_gpu_xid_thread_running": G,
     "gpusleuth_gpu_xid_lost_waits": C,
     **{name: kind for name, kind, _, _ in DEVICE_METRICS + PROF_METRICS},
+    # CUDA / NCCL uprobes and tensor-parallel stragglers (exporters/cuda.py)
+    **{f"gpusleuth_cuda_{m}": C for m in (
+        "kernel_launches", "graph_launches", "host_steps", "host_step_seconds", "host_step_sync_wait_seconds",
+        "memcpy_bytes", "allocations", "allocated_bytes", "allocation_failures", "freed_bytes", "uprobes_refused",
+        "probe_lost")},
+    **{f"gpusleuth_cuda_{m}": H for m in ("sync_wait_seconds", "gpu_idle_gap_seconds", "memcpy_seconds")},
+    **{f"gpusleuth_cuda_{m}": G for m in ("memcpy_bandwidth_bytes_per_second", "live_allocated_bytes",
+                                          "library_attached", "uprobes")},
+    "gpusleuth_collective_calls": C, "gpusleuth_collective_bytes": C, "gpusleuth_collective_call_seconds": H,
+    "gpusleuth_tp_straggler_collectives": C, "gpusleuth_tp_straggler_wait_seconds": C,
+    "gpusleuth_tp_rank_wait_seconds": C, "gpusleuth_tp_collectives_matched": C,
+    "gpusleuth_tp_collectives_unmatched": C, "gpusleuth_tp_stragglers": C,
 }
 # The diagnosis' incidents (diagnosis contract §3).
 INCIDENTS: dict[str, str] = {"gpusleuth_incidents": C, "gpusleuth_incident_active": G}

@@ -42,7 +42,8 @@ def prometheus_rule(p: AlertParams, namespace: str = "gpusleuth") -> str:
                          "labels": {"app.kubernetes.io/name": "gpusleuth-agent", "release": "prometheus"}},
             "spec": {"groups": [g.as_dict(p) for g in groups(p)]}}
     head = ("# Rendered by `python -m gpusleuth.exporters.alerts --prometheus-rule PATH` from exporters/alerts/: the\n"
-            "# rule files of exporters/alerts/*.rules.yml for the prometheus-operator (re-render with your parameters).\n")
+            "# rule files of exporters/alerts/*.rules.yml for the prometheus-operator (re-render with your\n"
+            "# parameters).\n")
     return head + yaml.safe_dump(rule, sort_keys=False, width=120, allow_unicode=True)
 
 
