@@ -64,6 +64,21 @@ def scratch_cgroup(mount: Path, settings: dict[str, str] | None = None) -> Itera
 
 
 @contextlib.contextmanager
+def heavy_cpu_cgroup() -> Iterator[Path | None]:
+    """A scratch cgroup with the largest CPU weight (v1 cpu.shares, v2 cpu.weight), or None where neither can be
+    set. Its tasks leave the root group, so autogroups (an equal share per session, whatever the nice values) no
+    longer pit them against the rest of a shared box: inside it, nice decides."""
+    if v1_mount("cpu") is not None:
+        with scratch_cgroup(v1_mount("cpu"), {"cpu.shares": "262144"}) as path:
+            yield path
+    elif v2_mount() is not None and "cpu" in (v2_mount() / "cgroup.controllers").read_text().split():
+        with scratch_cgroup(v2_mount(), {"cpu.weight": "10000"}) as path:
+            yield path
+    else:
+        yield None
+
+
+@contextlib.contextmanager
 def child(code: str, cgroup: Path | None = None) -> Iterator[subprocess.Popen]:
     """A Python child running `code` (moved into `cgroup` first if given), stdin and stdout pipes; killed on exit."""
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)

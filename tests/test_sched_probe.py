@@ -17,6 +17,7 @@ from gpusleuth.probes.bpf.log2_hist import quantile_from_buckets
 from gpusleuth.probes.records import monotonic_ns
 from gpusleuth.probes.kernel.sched import SchedConfig, SchedProbe
 from tests.agent_helpers import spawn_python
+from tests.kernel_helpers import heavy_cpu_cgroup
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(os.cpu_count() < 2, reason="needs two CPUs: one for the hog, one for the test")]
@@ -32,20 +33,17 @@ for _ in range(100):
 print("done", flush=True)
 sys.stdin.readline()
 """
-# A SCHED_FIFO hog in 20 ms bursts with 1 ms breaks: the real-time class outranks every normal task, so on a shared
-# box (where autogroups give each session's tasks an equal share, whatever their nice) the waker still waits behind
-# this hog and not behind a neighbour; the breaks and a deadline keep the CPU from being starved for long.
+# EEVDF lets a short sleeper preempt a same-weight hog at once, so the hog runs at nice -20 and the waker at
+# nice 10: a weight skew that makes the waker genuinely wait behind the hog, as behind a heavy neighbour. Both run
+# in a cgroup of the largest CPU weight, so that on a shared box the neighbours' sessions do not take half of it.
 HOG = f"""
-import os, time
+import os, sys, time
+os.nice(-20)
 os.sched_setaffinity(0, {{{CPU}}})
-os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
 print("spinning", flush=True)
 end = time.monotonic() + 30
 while time.monotonic() < end:
-    burst = time.monotonic() + 0.02
-    while time.monotonic() < burst:
-        pass
-    time.sleep(0.001)
+    pass
 """
 
 
@@ -60,10 +58,18 @@ class Run:
 
 
 def _runq_of_waker(probe: SchedProbe, with_hog: bool) -> Run:
+    with heavy_cpu_cgroup() as cgroup:
+        return _run_waker(probe, with_hog, cgroup)
+
+
+def _run_waker(probe: SchedProbe, with_hog: bool, cgroup) -> Run:
     # Without the hog the waker runs at nice -10, so incidental load on a shared box (other tests, a busy CI
     # neighbour) cannot masquerade as run-queue delay in the control.
     waker = spawn_python(WAKER.replace("NICE", "10" if with_hog else "-10"))
     hog = spawn_python(HOG) if with_hog else None
+    for proc in (waker, hog) if cgroup else ():
+        if proc:
+            (cgroup / "cgroup.procs").write_text(str(proc.pid))
     try:
         if hog:
             assert hog.stdout.readline().strip() == "spinning"

@@ -1,5 +1,6 @@
 """What the host must have for a bcc probe: privileges, the bcc binding, kernel headers, tracefs and tracepoints,
-each checked now and reported as a Requirement with its fix."""
+each checked now and reported as a Requirement with its fix; and what probes size themselves by (kernel version,
+possible CPUs)."""
 from __future__ import annotations
 
 import os
@@ -90,3 +91,18 @@ def check_requirements(reqs: list[Requirement]) -> None:
 def has_kernel_btf() -> bool:
     """Kernel BTF is what task-local storage and BTF task pointers need."""
     return os.path.exists("/sys/kernel/btf/vmlinux")
+
+
+def kernel_version() -> tuple[int, int]:
+    """(major, minor) of the running kernel."""
+    parts = platform.release().split(".")
+    return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)
+
+
+def possible_cpus(path: Path = Path("/sys/devices/system/cpu/possible")) -> int:
+    """How many CPU ids the kernel may use ("0-127" -> 128): the size of per-CPU tables."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return 1024
+    return max(int(r.split("-")[-1]) for r in text.split(",")) + 1

@@ -201,6 +201,11 @@ class CgroupWatch:
             del self._frozen_seen[pid]
         return out
 
+    def path_of(self, pid: int) -> str:
+        """The process's cgroup in the CPU controller's hierarchy (its v2 one where that is not on v1); '' if gone."""
+        cgroups = cgroups_of(pid, self._proc)
+        return cgroups.get("cpu" if "cpu" in self.mounts.v1 else "", "")
+
     def was_frozen(self, pid: int, start_ns: int, end_ns: int) -> bool:
         """Whether `pid`'s cgroup was seen frozen at a poll inside [start_ns, end_ns]."""
         return any(start_ns <= t <= end_ns for t in self._frozen_seen.get(pid, ()))

@@ -27,7 +27,6 @@ engine shows while it is still frozen.
 from __future__ import annotations
 
 import ctypes
-import platform
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterable
@@ -86,21 +85,6 @@ class SchedConfig:
         check_range("max_events_per_poll", self.max_events_per_poll, 100, 10_000_000)
 
 
-def possible_cpus(path: Path = Path("/sys/devices/system/cpu/possible")) -> int:
-    """How many CPU ids the kernel may use ("0-127" -> 128): the size of per-CPU tables."""
-    try:
-        text = path.read_text().strip()
-    except OSError:
-        return 1024
-    return max(int(r.split("-")[-1]) for r in text.split(",")) + 1
-
-
-def kernel_version() -> tuple[int, int]:
-    """(major, minor) of the running kernel."""
-    parts = platform.release().split(".")
-    return int(parts[0]), int("".join(c for c in parts[1] if c.isdigit()) or 0)
-
-
 class SchedProbe(BccProbe):
     name = "sched"
     config_class = SchedConfig
@@ -135,7 +119,7 @@ class SchedProbe(BccProbe):
     def defines(self) -> dict[str, int]:
         c = self.config
         return {"SLOW_RUNQ_NS": int(c.slow_runq_ms * 1e6), "MAX_THREADS": c.max_threads,
-                "NUM_CPUS": possible_cpus(), "MAX_WAITERS": MAX_WAITERS, "NUM_CULPRITS": NUM_CULPRITS,
+                "NUM_CPUS": bpf_host.possible_cpus(), "MAX_WAITERS": MAX_WAITERS, "NUM_CULPRITS": NUM_CULPRITS,
                 "CHARGE_MIN_NS": min(CHARGE_MIN_NS, int(c.slow_runq_ms * 1e6) // 10),
                 "HOT_OFFCPU_NS": int(c.hot_offcpu_ms * 1e6), "SLOW_OFFCPU_NS": int(c.slow_offcpu_ms * 1e6),
                 "MIN_RECLAIM_NS": int(c.min_reclaim_ms * 1e6), "IRQ_WINDOW_NS": int(c.softirq_window_ms * 1e6),
@@ -145,8 +129,9 @@ class SchedProbe(BccProbe):
     @classmethod
     def requirements(cls) -> list[Requirement]:
         return super().requirements() + [Requirement(
-            "raw tracepoints", cls._has_raw_tracepoints(), "optional: a cgroup v1 freeze told from D", "a kernel >= 4.17 with "
-            "BPF_PROG_TYPE_RAW_TRACEPOINT; frozen threads show as D meanwhile", is_optional=True)]
+            "raw tracepoints", cls._has_raw_tracepoints(), "optional: a cgroup v1 freeze told from D, cheaper "
+            "interrupt and fault tracing", "a kernel >= 5.18 with raw tracepoints; frozen threads show as D meanwhile",
+            is_optional=True)]
 
     def part_off_reason(self, flag: str) -> str:
         if not getattr(self.config, self.SWITCHES[flag]):
@@ -154,7 +139,7 @@ class SchedProbe(BccProbe):
         if flag == "HAS_FROZEN":
             if not self._has_raw_tracepoints():
                 return "no raw tracepoints: a cgroup v1 freeze shows as D"
-            if kernel_version() < (5, 18):
+            if bpf_host.kernel_version() < (5, 18):
                 return "kernel before 5.18 (raw sched_switch has no prev_state): a cgroup v1 freeze shows as D"
         return super().part_off_reason(flag)
 
@@ -215,7 +200,8 @@ class SchedProbe(BccProbe):
         comms = self._watched_comms()
         cg = self._cgroups.poll(comms, now_ns) if self._cgroups is not None else CgroupPoll()
         throttled = {pid: e.attrs["periods"] for e in cg.events for pid in e.attrs["pids"]}
-        events = [self._refine(e, throttled) for e in events] + cg.events
+        paths: dict[int, str] = {}  # culprit pid -> cgroup, read once a poll
+        events = [self._refine(e, throttled, paths) for e in events] + cg.events
         for e in events:
             self._totals[e.kind] = self._totals.get(e.kind, 0) + 1
         samples = self._accumulate(drained["hist"], drained["thread_stats"], now_ns)
@@ -233,16 +219,25 @@ class SchedProbe(BccProbe):
         pids = set(self._watch.tgids) | {t.pid for tid, t in self._threads.items() if tid in self._hot}
         return {pid: self._comms.get(pid) for pid in sorted(pids)}
 
-    def _refine(self, e: Event, throttled: dict[int, int]) -> Event:
+    def _refine(self, e: Event, throttled: dict[int, int], paths: dict[int, str]) -> Event:
         """What only the cgroups tell: an S / D offcpu interval during which a poll found the process's cgroup
         frozen was a freeze; a run-queue wait of a process whose cgroup was throttled this poll may be the quota's
-        doing rather than its culprits' (they ran while it was throttled): `cgroup_throttled_periods` says so."""
-        if (e.kind == "offcpu" and e.attrs["state"] in FREEZE_STATES and self._cgroups is not None
-                and self._cgroups.was_frozen(e.pid, e.start_ns, e.end_ns)):
+        doing rather than its culprits' (they ran while it was throttled): `cgroup_throttled_periods` says so; and
+        each culprit's cgroup, while it is alive."""
+        if self._cgroups is None:
+            return e
+        if e.kind == "offcpu" and e.attrs["state"] in FREEZE_STATES and self._cgroups.was_frozen(
+                e.pid, e.start_ns, e.end_ns):
             return replace(e, attrs={**e.attrs, "state": "frozen", "frozen_seen_by": "cgroup"})
-        if e.kind == "runq_delay" and e.pid in throttled:
-            return replace(e, attrs={**e.attrs, "cgroup_throttled_periods": throttled[e.pid]})
-        return e
+        if e.kind != "runq_delay":
+            return e
+        culprits = []
+        for c in e.attrs["culprits"]:
+            if c["pid"] not in paths:
+                paths[c["pid"]] = self._cgroups.path_of(c["pid"])
+            culprits.append({**c, "cgroup": paths[c["pid"]]} if paths[c["pid"]] else c)
+        extra = {"cgroup_throttled_periods": throttled[e.pid]} if e.pid in throttled else {}
+        return replace(e, attrs={**e.attrs, "culprits": culprits, **extra})
 
     def _set_health(self, lost: list[int]) -> None:
         reasons = self.parts_off()
