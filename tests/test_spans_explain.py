@@ -61,7 +61,7 @@ def request(rid, slow=None):
               {"ttft_s": (first - a) / 1e9, "tpot_s": (end - first) / 10e9, "e2e_s": (end - a) / 1e9,
                "status": "stop"}))
     i = now()
-    time.sleep(0.02)  # waiting for the next request: an idle wait, sent as such
+    time.sleep(0.03)  # waiting for the next request: an idle wait (a slow syscall too), sent as such
     send(Span("step", "idle", "idle", 0, i, now(), 0, 0, {"tid": tid}))
 send(Span("step", "heartbeat", "heartbeat", 0, now(), now(), 0, 0, {"num_in_flight": 0, "tid": tid}))
 print("hello", flush=True)
@@ -114,9 +114,11 @@ def test_span_sender_is_watched_and_explain_names_the_stall_on_the_step_thread(a
         # diagnosed once the kernel probes' evidence of its time is in (they poll every second)
         wait_for(lambda: any(d["request_id"] == "req-slow" for d in client.call("diagnoses")), timeout=10)
         report = client.call("explain", request_id="req-slow")
+        idle_sleeps = client.call("events", kinds=["slow_syscall"], pid=engine.pid, limit=10000)
         slowest = client.call("diagnoses", slowest=3)  # a busy box can make a warm-up request slow too
         cli = run_agent("--config", str(config), "explain", "req-slow")
         cli_json = run_agent("--config", str(config), "explain", "--slowest", "3", "--json")
+        window = run_agent("--config", str(config), "explain", "--window", "5m", "--min-excess-ms", "20", "--json")
         missing = run_agent("--config", str(config), "explain", "no-such-request")
     finally:
         engine.kill()
@@ -131,17 +133,21 @@ def test_span_sender_is_watched_and_explain_names_the_stall_on_the_step_thread(a
     assert top["cause"] == "blocking_io", report["verdicts"]
     assert top["culprit"]["pid"] == engine.pid and top["culprit"]["tid"] == engine.pid  # the step thread
     assert top["culprit"]["syscall"] in ("fsync", "(D state)") and top["is_likely"]
-    assert top["share"] >= 0.6 and "nanosleep" not in top["evidence"]
+    assert top["share"] >= 0.5 and "nanosleep" not in top["evidence"]
     assert top["runbook"].endswith("blocking-io.md") and Path(top["runbook"]).is_file()
     assert abs(sum(v["explained_ms"] for v in report["verdicts"]) + report["unexplained_ms"]
                - report["budget"]["excess_ms"]) < 0.05
-    assert report["idle_waits_hidden"] >= 1  # the idle sleeps are counted, not listed
+    assert any(e["attrs"]["syscall"] in ("nanosleep", "clock_nanosleep") for e in idle_sleeps)  # there were some
     assert not any(e["attrs"].get("syscall") in ("nanosleep", "clock_nanosleep") for e in report["overlapping"])
     assert {"request_id": "req-slow", "cause": "blocking_io"}.items() <= next(
         d for d in slowest if d["request_id"] == "req-slow").items()
     assert cli.returncode == 0 and "blocking_io" in cli.stdout and "unexplained" in cli.stdout, cli.stderr
     got = {r["request"]["request_id"]: r for r in json.loads(cli_json.stdout)}
     assert got["req-slow"]["verdicts"][0]["cause"] == "blocking_io"
+    slow = json.loads(window.stdout)
+    mine = [r for r in slow["requests"] if r["request_id"] == "req-slow"]
+    assert mine and mine[0]["cause"] == "blocking_io" and slow["causes"].get("blocking_io", 0) >= 1, slow
+    assert all(r["excess_ms"] >= 20 for r in slow["requests"])
     assert missing.returncode == 1 and "no-such-request" in missing.stdout
 
     snap = snapshot_codec.decode("spans", client.call("snapshot", sources=["spans"])["spans"])
