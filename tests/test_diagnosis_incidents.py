@@ -91,3 +91,17 @@ def test_a_stalled_loop_with_work_in_flight_is_an_incident_an_idle_one_is_not():
         opened += m.live(now)
     assert opened and opened[0].attrs["cause"] == "engine_stall"
     assert opened[0].attrs["opened_ns"] - onset2 <= 2 * S
+
+
+def test_an_engine_that_went_away_with_work_in_flight_is_no_lasting_stall():
+    m, eng = _warm_monitor()
+    t = eng.t
+    m.feed([_heartbeat(t + k * S // 2, 2) for k in range(6)])  # 3 s of heartbeats, then the process is gone
+    opened = []
+    for k in range(1, 40):  # 10 s of ticks
+        now = t + k * S // 4
+        m.advance(now)
+        opened += m.live(now)
+    assert {(e.attrs["id"], e.attrs["cause"]) for e in opened} == {("inc-100-1", "engine_stall")}  # while it beat
+    assert [e.attrs["is_open"] for e in opened][-1] is False
+    assert m.tracker.incidents(is_open=True) == [], "no heartbeat for seconds: no evidence of work in flight"

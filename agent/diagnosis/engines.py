@@ -98,10 +98,13 @@ class EngineTimeline:
     def gcs_within(self, lo: int, hi: int) -> list[Event]:
         return [g for g in self.gcs if g.start_ns < hi and g.end_ns > lo]
 
-    def in_flight_at(self, t: int) -> int | None:
-        """Requests in flight per the newest heartbeat at or before t (None: no heartbeat yet)."""
+    def in_flight_at(self, t: int, max_age_ns: int = 2_000_000_000) -> int | None:
+        """Requests in flight per the newest heartbeat at or before t, if it is at most `max_age_ns` old (None:
+        none: a server that stopped sending heartbeats, exited or stopped, says nothing about work now)."""
         i = bisect.bisect_right([h.t_ns for h in self.heartbeats], t)
-        return self.heartbeats[i - 1].num_in_flight if i else None
+        if not i or t - self.heartbeats[i - 1].t_ns > max_age_ns:
+            return None
+        return self.heartbeats[i - 1].num_in_flight
 
     @property
     def step_tid(self) -> int:

@@ -33,6 +33,7 @@ SERIES = ("gpu.process.sm_util_pct", "gpu.sm_clock_mhz", "gpu.clock_event_reason
           "cgroup.cpu.throttled_ns", "cgroup.cpu.nr_throttled", "cgroup.memory.pressure_some_us", CPU_SERIES)
 KERNEL_SOURCES = ("sched", "syscalls")
 IDLE_PIECE_NS = 500_000_000  # the engine sends a long idle wait in pieces of this length
+QUIET_NS = 10_000_000_000  # an engine with no step and no heartbeat for this long is not looked at live
 
 
 @dataclass(slots=True)
@@ -135,8 +136,9 @@ class Monitor:
         for eng in list(self.engines.by_pid.values()):
             pids = {eng.pid, *eng.rank_pids.values()}
             extra = ongoing_events(sched, pids, hi) if sched is not None else []
-            if eng.last_step_end_ns < lo - 10_000_000_000 and not extra and not eng.heartbeats:
-                continue  # an engine gone quiet long ago
+            last_beat = eng.heartbeats[-1].t_ns if eng.heartbeats else 0
+            if max(eng.last_step_end_ns, last_beat) < lo - QUIET_NS and not extra:
+                continue  # an engine gone quiet (exited, or idle without a server sending heartbeats)
             found += candidates(eng, self.baseline(eng.pid), self.evidence, self.samples, self.host, lo, hi, extra)
         found += from_requests(self.slow, hi)
         comms = {pid: eng.comm for pid, eng in self.engines.by_pid.items()}
