@@ -33,7 +33,7 @@ def _run_engine(tmp_path, probe: CudaProbe, spans: SpanProbe) -> tuple[list, lis
     """Run a TP=2 generate to its end, keeping both ranks watched; the probe's events and the step spans."""
     env = dict(os.environ, GPUSLEUTH_SPAN_SOCKET=str(tmp_path / "spans.sock"))
     cmd = [sys.executable, "-m", "gpusleuth.engine", "generate", "--device", "cpu", "--tp", "2", "--cpu-threads",
-           "1", "--preset", "tiny", "--max-tokens", "64", "--ignore-eos", "--prompt", "where is the straggler",
+           "1", "--preset", "tiny", "--max-tokens", "96", "--ignore-eos", "--prompt", "where is the straggler",
            "--fault-rank", "1", "--fault-allreduce-delay-ms", str(DELAY_MS)]
     engine = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     events, steps = [], []
