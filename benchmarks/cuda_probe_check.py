@@ -148,12 +148,34 @@ def hit_cost_real(rounds: int) -> dict:
             watch(probe, {child.pid})
             launch = interleaved(measure, rounds)
             sync = interleaved(lambda mode: measure("off" if mode == "off" else "count", "syncs"), rounds)
+        entries = entry_bytes(child.pid)
     finally:
         child.close()
-    per_launch = launch["count"] - launch["off"]
-    return {"ns_per_call": launch, "ns_per_launch_counted": per_launch,
-            "ns_per_launch_traced": launch["trace"] - launch["off"], "ns_per_sync": sync["count"] - sync["off"],
-            "launches_per_s_for_1pct_of_a_core_counted": 1e7 / per_launch if per_launch > 0 else None}
+    per_launch, per_trace = launch["count"] - launch["off"], launch["trace"] - launch["off"]
+    log(f"hit cost (libcuda): launch counted {per_launch:.0f} ns, traced {per_trace:.0f} ns")
+    return {"ns_per_call": launch, "ns_per_launch_counted": per_launch, "ns_per_launch_traced": per_trace,
+            "ns_per_sync": sync["count"] - sync["off"],
+            "launches_per_s_for_1pct_of_a_core_counted": 1e7 / per_launch if per_launch > 0 else None,
+            "launches_per_s_for_1pct_of_a_core_traced": 1e7 / per_trace if per_trace > 0 else None,
+            "entry_bytes": entries}
+
+
+def entry_bytes(pid: int) -> dict[str, str]:
+    """The first bytes of the hot libcuda functions (55 = push rbp, emulated by the kernel; f3 0f 1e fa = endbr64,
+    single-stepped): what decides the cost per hit."""
+    from gpusleuth.probes.cuda.discovery import SymbolCache, host_path, mapped_libraries  # noqa: PLC0415
+
+    path = mapped_libraries(pid).get("driver")
+    if path is None:
+        return {}
+    out = {}
+    with open(host_path(pid, path), "rb") as f:
+        for r in SymbolCache().resolve(host_path(pid, path), "driver"):
+            if r.symbol in ("cuLaunchKernel", "cuLaunchKernelEx", "cuGraphLaunch", "cuStreamSynchronize",
+                            "cuMemcpyAsync"):
+                f.seek(r.offset)
+                out[r.symbol] = f.read(8).hex()
+    return out
 
 
 def stage_hit_cost(args) -> dict:

@@ -32,22 +32,29 @@ def _agent_config(tmp: Path, with_cuda: bool) -> Path:
                         watch=None)
 
 
-def _launch_rate(conf: Path) -> float:
-    """Kernel launches per second the cuda probe saw in the engine's processes (summed), from the agent."""
-    sock = str(conf.parent / "agent.sock")
-    with ControlClient(sock) as client:
+def _launches(conf: Path) -> tuple[int, bool]:
+    """(kernel launches the cuda probe counted in all processes, whether it is attached to any), from the agent."""
+    with ControlClient(str(conf.parent / "agent.sock")) as client:
         snap = client.call("snapshot", sources=["cuda"]).get("cuda") or {}
-    return sum(p.get("launch_rate", 0.0) for p in (snap.get("processes") or {}).values())
+    procs = (snap.get("processes") or {}).values()
+    return sum(p.get("launches", 0) for p in procs), bool(snap.get("uprobes"))
 
 
 def _round(args, conf: Path, port: int, reqs) -> dict:
+    with_cuda = conf.parent.name == "cuda"
     started = subprocess.run([args.agent, "--config", str(conf), "start"], capture_output=True, text=True)
     if started.returncode != 0:
         raise SystemExit(f"agent start failed: {started.stderr}")
     try:
-        time.sleep(3)  # probes attached and polling
+        time.sleep(3)  # probes attached and polling (the engine is watched as a span sender)
+        if with_cuda:  # its uprobes go on once the engine is watched and its libraries read
+            deadline = time.monotonic() + 30
+            while not _launches(conf)[1] and time.monotonic() < deadline:
+                time.sleep(0.5)
+            before = _launches(conf)[0]
         result = asyncio.run(serving.run_rate(args, port, args.preset, reqs, float("inf")))
-        result["launch_rate"] = _launch_rate(conf) if "cuda" in conf.parent.name else None
+        time.sleep(1.5)  # the probe's next poll reads the last launches
+        result["launch_rate"] = (_launches(conf)[0] - before) / result["duration_s"] if with_cuda else None
     finally:
         subprocess.run([args.agent, "--config", str(conf), "stop"], capture_output=True)
     return result

@@ -81,7 +81,7 @@ BPF_TABLE("lru_hash", struct active_key_t, struct active_t, active, MAX_THREADS)
 BPF_HASH(agg, struct agg_key_t, struct agg_t, MAX_KEYS);
 BPF_TABLE("lru_hash", struct alloc_key_t, u64, allocs, MAX_ALLOCS);
 BPF_TABLE("lru_hash", struct comm_key_t, u64, comm_seq, 4096);
-EVENT_OUTPUT(events, 64);
+EVENT_OUTPUT(events, 256);
 
 static __always_inline u64 arg(struct pt_regs *ctx, u32 i) {
     switch (i) {

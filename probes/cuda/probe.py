@@ -41,7 +41,7 @@ class CudaProbe(BccProbe):
     C_SOURCE = Path(__file__).with_name("cuda.c")
     TRACEPOINTS: list[tuple[str, str]] = []
     EVENT_TABLE = "events"
-    EVENT_PAGES = 64
+    EVENT_PAGES = 256  # 1 MiB: ~10,000 records between polls (launch tracing fills it fastest)
 
     def __init__(self, config: CudaConfig) -> None:
         super().__init__(config)
