@@ -8,8 +8,8 @@
   (a stalled syscall on the engine's hot thread).
 - gc_pause_ms / gc_every_steps: every N steps the scheduler thread runs a real full (generation 2) garbage
   collection of about gc_pause_ms: the process keeps a ballast of live objects, sized on this host when the drill is
-  set, for the collector to walk (python_faults.GcPause; setting it takes about as long as ten pauses, and up to
-  ~4 GiB of memory at 1000 ms). The engine's gc spans show it as any collection.
+  set, for the collector to walk (python_faults.GcPause; setting it takes 4 to 10 pauses, and up to ~4 GiB of
+  memory at 1000 ms). The engine's gc spans show it as any collection.
 - gil_hog_threads: that many threads (comm `gs-gil-hog`) in the engine process spin on pure-Python work, so the
   step thread waits for the GIL whenever it wants to run Python (GIL contention).
 The Python drills act in rank 0's process (the one with the HTTP server and the scheduler thread).
