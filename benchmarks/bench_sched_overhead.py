@@ -86,14 +86,16 @@ def prog_stats() -> dict[int, tuple[str, int, int]]:
 
 def measured(probe, pid: int, run) -> dict[str, dict[str, float]]:
     """Start `probe` watching `pid`, then per BPF program it loaded: runs/s and ns per run during `run()`
-    (kernel.bpf_stats_enabled must be 1). Its programs are those that appeared while it started: on a shared box
-    others load programs of the same names (another agent's sched probe) at any time."""
+    (kernel.bpf_stats_enabled must be 1). Its programs are those that appeared while it started under the names of
+    its functions: on a shared box others load programs (another agent's sched probe) at any time."""
     before = set(prog_stats())
     probe.update_watch(WatchSet(tgids=frozenset({pid})))
     probe.start()
     try:
-        mine = set(prog_stats()) - before
-        start = {k: v for k, v in prog_stats().items() if k in mine}
+        names = {n.decode() if isinstance(n, bytes) else n for n in probe._bpf.funcs}
+        # the kernel names a raw tracepoint program by its tracepoint (raw_tracepoint__sched_switch: sched_switch)
+        start = {k: v for k, v in prog_stats().items() if k not in before
+                 and any(n == v[0] or n.endswith("__" + v[0]) for n in names)}
         t0 = time.monotonic()
         run()
         dt = time.monotonic() - t0

@@ -76,10 +76,14 @@ BPF_HASH(hist, struct hist_key_t, struct hist_val_t, 65536);
 BPF_HASH(thread_stats, u32, struct thread_t, MAX_THREADS);
 BPF_PERCPU_ARRAY(delay_scratch, struct delay_t, 1);       // records are too big for the 512-byte BPF stack
 
+// Two cache lines: the first is written by the CPU's own switches, the second (waiters) by wakeups on other CPUs;
+// apart, neither kind of write evicts the other's line, nor a neighbouring CPU's.
 struct cpu_t {
     u64 since_ns;                 // when the current task switched in
     u64 curr;                     // the current task's tid
+    u64 pad[6];
     u64 waiters[MAX_WAITERS];     // tids of watched threads waiting on this CPU (0 = free slot; culprits part)
+    u64 pad2[8 - MAX_WAITERS];
 };
 BPF_ARRAY(cpus, struct cpu_t, NUM_CPUS);  // written by its own CPU's switches, read from wakeups anywhere
 EVENT_OUTPUT(delays, 64);
@@ -181,10 +185,11 @@ struct switch_t {        // what the sched_switch handler passes on (its args ty
     const char *prev_comm;
     const char *next_comm;
     u32 prev;
+    u32 prev_tgid;
     u32 next;
     u32 cpu;
-    u32 pad;
     u64 now;
+    u64 since;           // when prev switched in
 };
 
 static __always_inline void emit_delay(struct switch_t *sw, u32 tgid, u64 start, u64 delta) {
@@ -229,6 +234,8 @@ static __always_inline void on_switch_in(struct switch_t *sw) {
         __sync_fetch_and_add(&t->offcpu_ns, off);
     if (!e)
         return;
+    if (e->cpu == cpu)
+        charge(next, e, sw->since, now, sw->prev, sw->prev_tgid);  // the slice that ends its wait
     u64 start = e->ts, delta = now - start;
     u32 queued_on = e->cpu;
     enqueued.delete(&next);
@@ -257,8 +264,10 @@ TRACEPOINT_PROBE(sched, sched_switch) {
     u32 prev = args->prev_pid, next = args->next_pid;
     u32 prev_tgid = bpf_get_current_pid_tgid() >> 32;
     struct cpu_t *c = cpus.lookup(&cpu);
+    u64 since = 0;
     if (c) {
-        charge_cpu(c, cpu, now, prev, prev_tgid);  // the slice prev just ran, to the watched threads waiting here
+        since = c->since_ns;
+        charge_cpu(c, cpu, now, prev, prev_tgid, next);  // prev's slice, to the watched threads waiting here
         c->since_ns = now;
         c->curr = next;
     }
@@ -273,7 +282,8 @@ TRACEPOINT_PROBE(sched, sched_switch) {
     }
     if (next != 0) {
         struct switch_t sw = {.ctx = args, .prev_comm = args->prev_comm, .next_comm = args->next_comm,
-                              .prev = prev, .next = next, .cpu = cpu, .now = now};
+                              .prev = prev, .prev_tgid = prev_tgid, .next = next, .cpu = cpu, .now = now,
+                              .since = since};
         on_switch_in(&sw);
     }
     return 0;

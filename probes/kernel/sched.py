@@ -179,8 +179,11 @@ class SchedProbe(BccProbe):
         """The engine step threads (the agent passes the spans snapshot's step_tids): each off-CPU interval of
         theirs >= hot_offcpu_ms becomes an offcpu Event, and their processes' cgroups and faults are read. They
         must be threads of watched processes (span senders are watched): a switch-out is looked at only there."""
+        hot = frozenset(tids)
+        if hot == self._hot:
+            return  # the agent may pass the same set every poll
         with self._lock:
-            self._hot = frozenset(tids)
+            self._hot = hot
             if self._bpf is not None:
                 self._push_hot()
 

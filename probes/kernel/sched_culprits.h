@@ -78,29 +78,35 @@ static __always_inline void add_culprit(struct wait_t *w, u32 tid, u32 tgid, u64
     __sync_fetch_and_add(&w->other_ns, ns);
 }
 
-// prev (the current task, tgid prev_tgid; 0 = idle) ran on `cpu` (whose state is c) from c->since_ns until now.
-static __always_inline void charge_cpu(struct cpu_t *c, u32 cpu, u64 now, u32 prev, u32 prev_tgid) {
+// Charge waiter `tid` (its wait e) with prev's slice [since, now] on this CPU; prev is the current task.
+static __always_inline void charge(u32 tid, struct enq_t *e, u64 since, u64 now, u32 prev, u32 prev_tgid) {
+    u64 from = e->ts > since ? e->ts : since;
+    if (now <= from || now - e->ts < CHARGE_MIN_NS)
+        return;
+    struct wait_t *w = table_of(tid, e->ts);
+    if (!w)
+        return;
+    if (prev == 0)
+        __sync_fetch_and_add(&w->idle_ns, now - from);
+    else
+        add_culprit(w, prev, prev_tgid, now - from);
+}
+
+// prev (tgid prev_tgid; 0 = idle) ran on `cpu` (whose state is c) from c->since_ns until now. `next`, switching in,
+// is left to on_switch_in, which looks its wait up anyway (one hash lookup less on the commonest switch).
+static __always_inline void charge_cpu(struct cpu_t *c, u32 cpu, u64 now, u32 prev, u32 prev_tgid, u32 next) {
     u64 since = c->since_ns;
 #pragma unroll
     for (int i = 0; i < MAX_WAITERS; i++) {
         u32 tid = c->waiters[i];
-        if (tid == 0 || tid == prev)
+        if (tid == 0 || tid == prev || tid == next)
             continue;
         struct enq_t *e = enqueued.lookup(&tid);
         if (!e || e->cpu != cpu) {  // stale: it ran, slept, exited or moved without a slot release
             __sync_val_compare_and_swap(&c->waiters[i], (u64)tid, 0);
             continue;
         }
-        u64 from = e->ts > since ? e->ts : since;
-        if (now <= from || now - e->ts < CHARGE_MIN_NS)
-            continue;
-        struct wait_t *w = table_of(tid, e->ts);
-        if (!w)
-            continue;
-        if (prev == 0)
-            __sync_fetch_and_add(&w->idle_ns, now - from);
-        else
-            add_culprit(w, prev, prev_tgid, now - from);
+        charge(tid, e, since, now, prev, prev_tgid);
     }
 }
 
@@ -137,7 +143,8 @@ static __always_inline void forget_wait(u32 tid) {
 #else
 static __always_inline void claim_slot(u32 cpu, u32 tid) {}
 static __always_inline void release_slot(u32 cpu, u32 tid) {}
-static __always_inline void charge_cpu(struct cpu_t *c, u32 cpu, u64 now, u32 prev, u32 prev_tgid) {}
+static __always_inline void charge_cpu(struct cpu_t *c, u32 cpu, u64 now, u32 prev, u32 prev_tgid, u32 next) {}
+static __always_inline void charge(u32 tid, struct enq_t *e, u64 since, u64 now, u32 prev, u32 prev_tgid) {}
 static __always_inline void fill_culprits(struct delay_t *d, u32 tid, u64 start) {
     d->has_culprits = 0;
     d->idle_ns = 0;

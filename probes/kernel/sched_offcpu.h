@@ -4,12 +4,13 @@
 // HOT_OFFCPU_NS, and for any watched thread stopped, traced, uninterruptible or frozen for at least SLOW_OFFCPU_NS.
 // The interval is [left the CPU, woken]; the run-queue wait after the wakeup is the runq part's.
 //
-// What sched_switch's prev_state says on 6.18 (measured, tests/test_kernel_offcpu.py): SIGSTOP gives T (0x4); a
-// D-state I/O wait D (0x2); a cgroup v1 freezer freeze also D (0x2: the kernel reports TASK_FROZEN as
-// uninterruptible), and only a task frozen while running switches at all (one frozen while asleep stays asleep,
-// no switch). The raw tracepoint's prev_state is the raw __state, 0x8000 (TASK_FROZEN) for that freeze, which is how
-// HAS_FROZEN tells it from D. A cgroup v2 freeze is S (raw 0x2001, S | TASK_FREEZABLE, as a plain nanosleep):
-// user space tells that one from the cgroup (probes/kernel/cgroups.py).
+// What sched_switch's prev_state says on 6.18 (measured, tests/test_kernel_offcpu.py): SIGSTOP gives T (0x4, raw
+// 0x104 = TASK_WAKEKILL | __TASK_STOPPED); a ptrace attach t (0x8); an fsync / write I/O wait D (0x2); a cgroup v1
+// freezer freeze also D (0x2: the kernel reports TASK_FROZEN as uninterruptible), and only a task frozen while
+// running switches at all (one frozen while asleep stays asleep, no switch). The raw tracepoint's prev_state is the
+// raw __state, 0x8000 (TASK_FROZEN) for that freeze, which is how HAS_FROZEN tells it from D. A cgroup v2 freeze is
+// S (raw 0x2001, S | TASK_FREEZABLE, as a plain nanosleep): user space tells that one from the cgroup
+// (probes/kernel/cgroups.py), as it does a v1 freeze of a sleeping task.
 #define S_SLEEPING 0x1
 #define S_UNINTERRUPTIBLE 0x2
 #define S_STOPPED 0x4
