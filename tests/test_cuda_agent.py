@@ -50,7 +50,7 @@ def test_agent_runs_the_cuda_probe_on_a_watched_process(fake_dir):
             wait_for(lambda: _launches(sock, fake.pid) == 123, timeout=10)
             with ControlClient(sock) as client:
                 status = client.call("status")["probes"]["cuda"]
-            assert status["state"] == "ok" and "uprobe" in status["path"], status
+            assert status["state"] == "ok" and "uprobe_multi links per process (1 attached" in status["path"], status
             text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
             assert f'gpusleuth_cuda_kernel_launches_total{{comm="python",pid="{fake.pid}"}} 123.0' in text
         finally:

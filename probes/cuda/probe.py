@@ -200,7 +200,7 @@ class CudaProbe(BccProbe):
     def _set_status(self, lost: list[int]) -> None:
         a = self._attacher
         n_proc = sum(1 for p in (a.processes.values() if a else []) if p.libraries)
-        path = f"uprobes on {n_proc} processes ({a.num_uprobes if a else 0} uprobes)"
+        path = f"{self.describe_path()} ({n_proc} attached, {a.num_uprobes if a else 0} uprobes)"
         if any(lost) or (a and a.refused):
             self.set_status(ProbeState.DEGRADED, f"overloaded: {lost[0]} keys, {lost[1]} events, {lost[2]} thread "
                             f"slots lost, {a.refused if a else 0} uprobes refused; raise probes.cuda.max_keys / "
