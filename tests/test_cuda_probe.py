@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -269,3 +272,30 @@ def test_perf_event_path_for_older_kernels(fake_dir):
         assert not p._bpf.uprobe_fds  # every perf event closed
     finally:
         p.stop()
+
+
+def test_driver_only_process_from_a_wheel_folder(probe, fake_dir, tmp_path):
+    """No libcudart mapped (a runtime linked statically, its symbols hidden): the driver API still sees every
+    launch. The library sits where pip's nvidia wheels put theirs."""
+    lib_dir = tmp_path / "site-packages" / "nvidia" / "cu13" / "lib"
+    lib_dir.mkdir(parents=True)
+    shutil.copy(fake_dir / "libcuda.so.1", lib_dir / "libcuda.so.1")
+    code = (f"import ctypes, sys; cu = ctypes.CDLL('{lib_dir}/libcuda.so.1'); print('ready', flush=True); "
+            "sys.stdin.readline(); [cu.cuLaunchKernel(*([0] * 11)) for _ in range(9)]; print('done', flush=True); "
+            "sys.stdin.readline()")
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        probe.update_watch(WatchSet(tgids=frozenset({child.pid})))
+        probe.poll(monotonic_ns())
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "done"
+        proc = probe.poll(monotonic_ns()).snapshot.processes[child.pid]
+    finally:
+        child.communicate("x\n", timeout=10)
+        probe.update_watch(WatchSet())
+        probe.poll(monotonic_ns())
+    assert set(proc.libraries) == {"driver"} and proc.api == "driver only (runtime static or absent)"
+    assert proc.libraries["driver"].path == str(lib_dir / "libcuda.so.1")
+    assert proc.launches == 9
