@@ -61,15 +61,22 @@ class Child:
         self.proc = subprocess.Popen([sys.executable, str(WORKLOADS), kind, json.dumps(args)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, env=env)
         self.pid = self.proc.pid
-        first = self.proc.stdout.readline()
-        if not first:
-            raise SystemExit(f"workload {kind} exited with {self.proc.wait()}")
-        self.ready = json.loads(first)
+        self.kind = kind
+        self.ready = self._answer()
+
+    def _answer(self) -> dict:
+        """The next JSON line (libraries may print other lines to stdout)."""
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise SystemExit(f"workload {self.kind} exited with {self.proc.wait()}")
+            if line.startswith("{"):
+                return json.loads(line)
 
     def ask(self, **cmd) -> dict:
         self.proc.stdin.write(json.dumps(cmd) + "\n")
         self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
+        return self._answer()
 
     def close(self) -> None:
         if self.proc.poll() is None:
