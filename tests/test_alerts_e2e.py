@@ -324,6 +324,9 @@ def _confirms(stack: Stack, alert: str) -> list[dict]:
 def _fault(stack: Stack, expected: dict[str, bool], start_fault, stop_fault) -> None:
     """Start the fault, wait for each expected alert (value: whether it needs the incident metrics), check its
     runbook confirms it, stop the fault, wait for the alerts to resolve."""
+    already = {a["metric"]["alertname"] for a in stack.query('ALERTS{alertstate="firing"}')} & set(expected)
+    if already:  # an incident of the same cause is open: the fault cannot raise a new alert
+        pytest.skip(f"not a clean host: {sorted(already)} already firing before the fault")
     t0 = time.monotonic()
     start_fault()
     try:
