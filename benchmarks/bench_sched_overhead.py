@@ -6,8 +6,8 @@ event rate under a hog and a switch storm, and the irq part under a UDP flood.
    variant alike; plus in-kernel ns per program run (kernel.bpf_stats_enabled).
 2. Bounded events: a watched thread waking every ms behind a hog, and beside an unwatched ping-pong on its CPU:
    context switches/s on the host (/proc/stat) against runq_delay events/s.
-3. Interrupt load: a UDP flood over loopback (sendmmsg, benchmarks/udp_flood.c) with and without the probe:
-   datagrams/s, irq program runs/s and their in-kernel ns.
+3. Interrupt load: a UDP flood over loopback (sendmmsg, benchmarks/udp_flood.c) with no probe, with the probe not
+   timing that CPU (no watched thread there) and timing it: datagrams/s, irq program runs/s and their in-kernel ns.
 Run as root:  .venv/bin/python benchmarks/bench_sched_overhead.py
 """
 from __future__ import annotations
@@ -209,11 +209,14 @@ def bounded_events(exe: Path, seconds: float) -> dict:
 
 
 def irq_load(exe: Path, seconds: float, rounds: int) -> dict:
-    """Datagrams/s of a loopback UDP flood with and without the probe, and the irq programs' cost."""
+    """Datagrams/s of a loopback UDP flood on CPU with no probe, with the probe not timing that CPU's interrupts (no
+    watched thread there), and timing them (a watched thread waits there); the irq programs' cost when timing. A
+    busy thread sits on CPU in every variant (watched only in the last), so all see the same competition."""
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.bind(("127.0.0.1", 0))
     rx.setblocking(False)
     port = rx.getsockname()[1]
+    busy = subprocess.Popen([sys.executable, "-c", f"import os\nos.sched_setaffinity(0, {{{CPU}}})\nwhile 1: pass"])
 
     def flood() -> float:
         # SCHED_FIFO: the same CPU share for the flood in every round, however busy the box
@@ -221,19 +224,28 @@ def irq_load(exe: Path, seconds: float, rounds: int) -> dict:
                               check=True, capture_output=True, text=True)
         return float(done.stdout.split()[0])
 
-    raw: dict[str, list[float]] = {"none": [], "new_probe": []}
-    for r in range(rounds):
-        raw["none"].append(flood())
-        raw["new_probe"].append(with_probe(SchedProbe(SchedConfig()), os.getpid(), flood))
-        log(f"udp round {r}: none {raw['none'][-1]:.0f}/s, probe {raw['new_probe'][-1]:.0f}/s")
-    with BpfStats():
-        kernel = measured(SchedProbe(SchedConfig()), os.getpid(), flood)
-    rx.close()
-    irq = {k: v for k, v in kernel.items() if "irq" in k}
-    cpu_share = sum(v["runs_per_s"] * v["ns_per_run"] for v in irq.values()) / 1e9
+    variants = {"none": flood,
+                "probe_cpu_not_timed": lambda: with_probe(SchedProbe(SchedConfig()), os.getpid(), flood),
+                "probe_cpu_timed": lambda: with_probe(SchedProbe(SchedConfig()), busy.pid, flood)}
+    raw: dict[str, list[float]] = {k: [] for k in variants}
+    try:
+        for r in range(rounds):
+            for name, fn in variants.items():
+                raw[name].append(fn())
+            log(f"udp round {r}: " + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in raw.items()))
+        with BpfStats():
+            kernel = {"not_timed": measured(SchedProbe(SchedConfig()), os.getpid(), flood),
+                      "timed": measured(SchedProbe(SchedConfig()), busy.pid, flood)}
+    finally:
+        busy.kill()
+        busy.wait()
+        rx.close()
+    irq = {k: {n: p for n, p in v.items() if "irq" in n} for k, v in kernel.items()}
     med = {k: statistics.median(v) for k, v in raw.items()}
-    return {"datagrams_per_s_median": med, "raw": raw, "ratio": med["new_probe"] / med["none"],
-            "irq_programs": irq, "irq_programs_cpu_share_of_one_cpu": cpu_share}
+    return {"datagrams_per_s_median": med, "raw": raw,
+            "ratio": {k: med[k] / med["none"] for k in med if k != "none"}, "irq_programs": irq,
+            "irq_programs_cpu_share_of_one_cpu": {k: sum(p["runs_per_s"] * p["ns_per_run"] for p in v.values()) / 1e9
+                                                 for k, v in irq.items()}}
 
 
 def main() -> None:

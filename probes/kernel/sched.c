@@ -2,7 +2,7 @@
 // while a watched thread waited, off-CPU states, memory stalls and softirq load, from sched, exceptions, vmscan and
 // irq tracepoints. Specialised by the loader: FILTER, USE_RINGBUF, SLOW_RUNQ_NS, MAX_THREADS, NUM_CPUS,
 // MAX_WAITERS, NUM_CULPRITS, CHARGE_MIN_NS, HOT_OFFCPU_NS, SLOW_OFFCPU_NS, MIN_RECLAIM_NS, IRQ_WINDOW_NS, IRQ_PCT,
-// IRQ_MAX_RUN_NS, USE_RAW_TP (raw tracepoints for those that need no task_struct field); the optional parts
+// IRQ_MAX_RUN_NS, IRQ_ALL_CPUS, USE_RAW_TP (raw tracepoints for those that need no task_struct field); the optional parts
 // HAS_CULPRITS, HAS_FROZEN, HAS_FAULTS, HAS_RECLAIM, HAS_MEMCG_RECLAIM, HAS_IRQ (0: compiled out).
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
@@ -81,7 +81,8 @@ BPF_PERCPU_ARRAY(delay_scratch, struct delay_t, 1);       // records are too big
 struct cpu_t {
     u64 since_ns;                 // when the current task switched in
     u64 curr;                     // the current task's tid
-    u64 pad[6];
+    u64 curr_watched;             // 1 if it is a watched thread
+    u64 pad[5];
     u64 waiters[MAX_WAITERS];     // tids of watched threads waiting on this CPU (0 = free slot; culprits part)
     u64 pad2[8 - MAX_WAITERS];
 };
@@ -215,13 +216,9 @@ static __always_inline void emit_delay(struct switch_t *sw, u32 tgid, u64 start,
 #endif
 }
 
-static __always_inline void on_switch_in(struct switch_t *sw) {
+static __always_inline void on_switch_in(struct switch_t *sw, u32 tgid) {
     u32 next = sw->next, cpu = sw->cpu;
     u64 now = sw->now;
-    u32 *tgidp = watched_tgid(next);
-    if (!tgidp)
-        return;
-    u32 tgid = *tgidp;
     struct thread_t *t = stats_of(next, tgid);
     if (t) {
         __sync_fetch_and_add(&t->switches, 1);
@@ -263,6 +260,7 @@ TRACEPOINT_PROBE(sched, sched_switch) {
     u32 cpu = bpf_get_smp_processor_id();
     u32 prev = args->prev_pid, next = args->next_pid;
     u32 prev_tgid = bpf_get_current_pid_tgid() >> 32;
+    u32 *next_tgid = next ? watched_tgid(next) : 0;
     struct cpu_t *c = cpus.lookup(&cpu);
     u64 since = 0;
     if (c) {
@@ -270,6 +268,7 @@ TRACEPOINT_PROBE(sched, sched_switch) {
         charge_cpu(c, cpu, now, prev, prev_tgid, next);  // prev's slice, to the watched threads waiting here
         c->since_ns = now;
         c->curr = next;
+        c->curr_watched = next_tgid != 0;
     }
     if (prev != 0) {
 #if FILTER
@@ -280,11 +279,12 @@ TRACEPOINT_PROBE(sched, sched_switch) {
         if (is_watched)
             on_switch_out(prev, prev_tgid, args->prev_state, cpu, now);
     }
-    if (next != 0) {
+    if (next_tgid) {
+        u32 tgid = *next_tgid;
         struct switch_t sw = {.ctx = args, .prev_comm = args->prev_comm, .next_comm = args->next_comm,
                               .prev = prev, .prev_tgid = prev_tgid, .next = next, .cpu = cpu, .now = now,
                               .since = since};
-        on_switch_in(&sw);
+        on_switch_in(&sw, tgid);
     }
     return 0;
 }

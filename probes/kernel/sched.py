@@ -17,7 +17,8 @@ part is optional; a kernel without its tracepoint runs the probe degraded, the r
   poll come from /proc/PID/stat (the tracepoint cannot tell major from minor).
 - reclaim (vmscan direct and memcg reclaim begin/end): `direct_reclaim` Events >= min_reclaim_ms, time per thread.
 - irq (irq:softirq_*, irq:irq_handler_*): `softirq` Events when a CPU spends >= softirq_pct % of consecutive
-  softirq_window_ms windows in softirq + hardirq.
+  softirq_window_ms windows in softirq + hardirq, timed while the CPU runs or queues a watched thread (softirq_cpus
+  "watched": the time it steals is theirs, and elsewhere an interrupt costs one look) or always ("all").
 - cgroups (probes/kernel/cgroups.py, files, no tracepoint): throttling, quota, memory pressure, freezer state.
 
 The snapshot (`store.snapshot("sched")`) is a kernel/snapshot.py SchedSnapshot; its `ongoing` lists watched
@@ -36,7 +37,7 @@ from gpusleuth.probes.bpf import host as bpf_host
 from gpusleuth.probes.bpf import maps as bpf_maps
 from gpusleuth.probes.bpf.log2_hist import Log2Hist
 from gpusleuth.probes.bpf.probe import BccProbe
-from gpusleuth.probes.config import check_range
+from gpusleuth.probes.config import check_choice, check_range
 from gpusleuth.probes.kernel import sched_records
 from gpusleuth.probes.kernel.cgroups import CgroupPoll, CgroupWatch
 from gpusleuth.probes.kernel.proc_info import is_alive, tgid_of, threads_of
@@ -61,6 +62,7 @@ class SchedConfig:
     min_reclaim_ms: float = 1.0  # direct / memcg reclaims this long become Events (all count in reclaim_ns)
     softirq_pct: float = 20.0  # a window this busy in softirq + hardirq is hot
     softirq_window_ms: float = 10.0
+    softirq_cpus: str = "watched"  # time interrupts on CPUs running (or queueing) a watched thread, or on "all"
     has_culprits: bool = True
     has_frozen: bool = True
     has_faults: bool = True
@@ -80,6 +82,7 @@ class SchedConfig:
         check_range("min_reclaim_ms", self.min_reclaim_ms, 0, 60_000)
         check_range("softirq_pct", self.softirq_pct, 1, 100)
         check_range("softirq_window_ms", self.softirq_window_ms, 1, 1000)
+        check_choice("softirq_cpus", self.softirq_cpus, ["watched", "all"])
         check_range("max_threads", self.max_threads, 1024, 4_194_304)
         check_range("idle_expiry_s", self.idle_expiry_s, 1, 86400 * 7)
         check_range("max_events_per_poll", self.max_events_per_poll, 100, 10_000_000)
@@ -124,7 +127,7 @@ class SchedProbe(BccProbe):
                 "HOT_OFFCPU_NS": int(c.hot_offcpu_ms * 1e6), "SLOW_OFFCPU_NS": int(c.slow_offcpu_ms * 1e6),
                 "MIN_RECLAIM_NS": int(c.min_reclaim_ms * 1e6), "IRQ_WINDOW_NS": int(c.softirq_window_ms * 1e6),
                 "IRQ_PCT": int(c.softirq_pct), "IRQ_MAX_RUN_NS": IRQ_MAX_RUN_NS,
-                "USE_RAW_TP": int(self._has_raw_tracepoints())}
+                "IRQ_ALL_CPUS": int(c.softirq_cpus == "all"), "USE_RAW_TP": int(self._has_raw_tracepoints())}
 
     @classmethod
     def requirements(cls) -> list[Requirement]:

@@ -1,6 +1,7 @@
 // Interrupt load per CPU (part of sched.c): softirq and hardirq time in IRQ_WINDOW_NS windows, aggregated in a
 // per-CPU array (these tracepoints fire tens of thousands of times a second under network load, so nothing crosses
-// to user space per interrupt). A window where softirq + hardirq took at least IRQ_PCT % is hot; a run of hot
+// to user space per interrupt). Unless IRQ_ALL_CPUS, an interrupt is timed only on a CPU that runs a watched thread
+// or has one waiting (the time it steals is theirs); elsewhere it costs one look at the CPU's state. A window where softirq + hardirq took at least IRQ_PCT % is hot; a run of hot
 // windows on one CPU becomes one softirq record when a cold window ends it, or every IRQ_MAX_RUN_NS while it lasts,
 // so a saturated CPU costs at most one record per IRQ_MAX_RUN_NS. Windows close at the next interrupt exit on the
 // CPU, so a run's record may come late on a CPU that went quiet; its times are right.
@@ -98,7 +99,28 @@ static __always_inline struct irq_cpu_t *irq_cpu(void) {
     return irq_cpus.lookup(&zero);
 }
 
+// Whether interrupts on this CPU are timed now: it runs a watched thread or one waits for it.
+static __always_inline int irq_timed(void) {
+#if IRQ_ALL_CPUS
+    return 1;
+#else
+    u32 cpu = bpf_get_smp_processor_id();
+    struct cpu_t *c = cpus.lookup(&cpu);
+    if (!c)
+        return 0;
+    if (c->curr_watched)
+        return 1;
+#pragma unroll
+    for (int i = 0; i < MAX_WAITERS; i++)
+        if (c->waiters[i])
+            return 1;
+    return 0;
+#endif
+}
+
 static __always_inline int on_softirq_entry(void) {
+    if (!irq_timed())
+        return 0;
     struct irq_cpu_t *s = irq_cpu();
     if (s) {
         s->soft_entry_ns = bpf_ktime_get_ns();
@@ -121,6 +143,8 @@ static __always_inline int on_softirq_exit(void *ctx, u32 vec) {
 }
 
 static __always_inline int on_hardirq_entry(void) {
+    if (!irq_timed())
+        return 0;
     struct irq_cpu_t *s = irq_cpu();
     if (s)
         s->hard_entry_ns = bpf_ktime_get_ns();
