@@ -12,9 +12,11 @@ PROBES: dict[str, str] = {
     "gpu": "gpusleuth.probes.gpu.probe:GpuProbe",
     "spans": "gpusleuth.probes.spans.probe:SpanProbe",
     "cuda": "gpusleuth.probes.cuda.probe:CudaProbe",
+    "otlp": "gpusleuth.probes.otlp.probe:OtlpProbe",
 }
-# Not on by default: cuda, whose uprobes cost each watched CUDA call 0.5-16 us (README "CUDA and NCCL uprobes").
-OPT_IN: frozenset[str] = frozenset({"cuda"})
+# Not on by default: cuda, whose uprobes cost each watched CUDA call 0.5-16 us (README "CUDA and NCCL uprobes");
+# otlp, which listens on TCP ports an OpenTelemetry Collector may already hold (README "Engines we did not write").
+OPT_IN: frozenset[str] = frozenset({"cuda", "otlp"})
 DEFAULT_ENABLED: tuple[str, ...] = tuple(name for name in PROBES if name not in OPT_IN)
 
 

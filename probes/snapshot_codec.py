@@ -19,10 +19,12 @@ from gpusleuth.probes.cuda.snapshot import CudaSnapshot
 from gpusleuth.probes.gpu.snapshot import GpuSnapshot
 from gpusleuth.probes.kernel.snapshot import SchedSnapshot, SyscallSnapshot
 from gpusleuth.probes.net.snapshot import NetSnapshot
+from gpusleuth.probes.otlp.snapshot import OtlpSnapshot
 from gpusleuth.probes.spans.snapshot import SpansSnapshot
 
 SNAPSHOT_TYPES: dict[str, type] = {"gpu": GpuSnapshot, "net": NetSnapshot, "syscalls": SyscallSnapshot,
-                                   "sched": SchedSnapshot, "spans": SpansSnapshot, "cuda": CudaSnapshot}
+                                   "sched": SchedSnapshot, "spans": SpansSnapshot, "cuda": CudaSnapshot,
+                                   "otlp": OtlpSnapshot}
 
 
 class SnapshotMismatch(ValueError):

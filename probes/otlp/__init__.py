@@ -1,0 +1,1 @@
+"""OTLP trace intake: request spans of engines we did not write (vLLM) as request phases."""
