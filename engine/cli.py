@@ -172,13 +172,18 @@ def run_serve(args: argparse.Namespace, spec) -> int:
         name = server_cfg.served_model_name or engine.model_name
         loop = EngineLoop(engine, server_cfg.max_waiting)
         banner = f"(tp={spec.engine.tp}, kernels={runner.ops.name})"
-        _serve_until_signalled(loop, server_cfg, name, banner)
+        _serve_until_signalled(loop, server_cfg, name, banner, spec.source.model_dir)
         engine.faults.close()
+    if loop.error:  # the engine could not continue: exit non-zero so systemd or Kubernetes restarts it
+        print(f"gpusleuth engine: {loop.error}", file=sys.stderr)
+        return 1
     return 0
 
 
-def _serve_until_signalled(loop, server_cfg: ServerConfig, name: str, banner: str) -> None:
-    """The server on its own thread (`gs-http`); the main thread (`gs-engine`) waits for SIGINT/SIGTERM."""
+def _serve_until_signalled(loop, server_cfg: ServerConfig, name: str, banner: str, model_dir: str = "") -> None:
+    """The server on its own thread (`gs-http`); the main thread (`gs-engine`) waits for SIGINT/SIGTERM, or for
+    the server to stop by itself (the engine failed)."""
+    from gpusleuth.engine.api.chat_template import load_chat_template
     from gpusleuth.engine.server import serve
 
     aio: dict[str, Any] = {}
@@ -192,7 +197,7 @@ def _serve_until_signalled(loop, server_cfg: ServerConfig, name: str, banner: st
         ready = aio["loop"].create_future()
         ready.add_done_callback(lambda f: print(f"serving {name} on http://{server_cfg.host}:{f.result()} {banner}",
                                                 flush=True))
-        await serve(loop, server_cfg, name, aio["stop"], ready)
+        await serve(loop, server_cfg, name, aio["stop"], ready, load_chat_template(model_dir))
 
     def run() -> None:
         procname.set_thread_name(procname.HTTP)

@@ -192,11 +192,22 @@ class ServerConfig:
     served_model_name: str = ""  # empty = the preset / model directory name
     max_waiting: int = 1024  # requests queued beyond this get 429 + Retry-After
     retry_after_s: int = 1
+    max_body_bytes: int = 16 * 2**20  # larger bodies get 413
+    header_timeout_s: float = 10.0  # request line + headers must arrive within this (else 408, closed)
+    read_timeout_s: float = 30.0  # the body must arrive within this after the headers (else 408)
+    keep_alive_s: float = 5.0  # idle keep-alive connections are closed after this
+    max_connections: int = 4096  # open connections beyond this get 503
+    fatal_exit_grace_s: float = 1.0  # after the engine failed: answer 503 this long, then exit non-zero
 
     def __post_init__(self) -> None:
         check_range("port", self.port, 0, 65535)
         check_range("max_waiting", self.max_waiting, 1, None)
         check_range("retry_after_s", self.retry_after_s, 1, 3600)
+        check_range("max_body_bytes", self.max_body_bytes, 1024, None)
+        for key in ("header_timeout_s", "read_timeout_s", "keep_alive_s"):
+            check_range(key, getattr(self, key), 0.1, 3600.0)
+        check_range("max_connections", self.max_connections, 1, None)
+        check_range("fatal_exit_grace_s", self.fatal_exit_grace_s, 0.0, 600.0)
 
 
 @dataclass(slots=True)

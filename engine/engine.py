@@ -20,7 +20,7 @@ from gpusleuth.engine.kv_cache import BlockAllocator
 from gpusleuth.engine.metrics import EngineMetrics
 from gpusleuth.engine.outputs import FinishInfo, OutputProcessor, RequestOutput
 from gpusleuth.engine.runner import ModelRunner
-from gpusleuth.engine.sampler import make_generator, sample
+from gpusleuth.engine.sampler import Sampled, make_generator, sample_rows
 from gpusleuth.engine.scheduler import Scheduler, StepPlan
 from gpusleuth.engine.sequence import SamplingError, SamplingParams, Sequence
 from gpusleuth.engine.spans import Nvtx, SpanEmitter
@@ -66,6 +66,7 @@ class LLMEngine:
             raise SamplingError("max_tokens" if n < self.max_model_len else "prompt",
                                 f"this model's maximum context length is {self.max_model_len} tokens; the request "
                                 f"has {n} prompt tokens and max_tokens={params.max_tokens}")
+        params.check_vocab(self.runner.cfg.vocab_size)
 
     def add_request(self, request_id: str, prompt_ids: list[int], params: SamplingParams,
                     arrival_ns: int | None = None, received_ns: int = 0) -> Sequence:
@@ -79,6 +80,7 @@ class LLMEngine:
         self.outputs.add(seq)
         self.scheduler.add(seq)
         self._nvtx_phase[request_id] = self.nvtx.start(f"req {request_id} queued")
+        self._update_gauges()
         return seq
 
     def abort(self, request_id: str) -> RequestOutput | None:
@@ -88,7 +90,19 @@ class LLMEngine:
             return None
         self.scheduler.finish(seq, "abort")
         self._finish(seq)
+        self._update_gauges()  # at once: a client that left must not look running until the next step
         return self.outputs.aborted(seq)
+
+    def _fail(self, seq: Sequence, exc: BaseException) -> RequestOutput:
+        """Fail one request (its sampling or output processing raised); the step and the others go on."""
+        seq.error = f"{type(exc).__name__}: {exc}"
+        self.scheduler.finish(seq, "error")
+        out = self.outputs.aborted(seq)
+        out.finish = self._finish(seq)
+        return out
+
+    def _update_gauges(self) -> None:
+        self.metrics.set_state(len(self.scheduler.running), len(self.scheduler.waiting), self.allocator.usage)
 
     def set_faults(self, config: FaultConfig) -> None:
         self.faults.update(config)
@@ -129,17 +143,29 @@ class LLMEngine:
         for seq, n in plan.prefill:
             seq.num_computed += n
         now = time.monotonic_ns()
-        outs = [self._append(seq, tok, now) for seq, tok in zip(seqs, tokens)]
-        self.metrics.generation_tokens.inc(len(tokens))
+        outs = [self._take(seq, sampled, now) for seq, sampled in zip(seqs, tokens)]
+        self.metrics.generation_tokens.inc(sum(o.finish_reason != "error" for o in outs))
         self._record_step(plan, start, now)
         return outs
 
-    def _sample(self, seqs: list[Sequence], logits: torch.Tensor | None) -> list[int]:
+    def _sample(self, seqs: list[Sequence], logits: torch.Tensor | None) -> list[Sampled]:
         if logits is None:
             return []
         if self.logits_hook is not None:
             self.logits_hook(seqs, logits)
-        return sample(logits, [s.params for s in seqs], [s.generator for s in seqs])
+        return sample_rows(logits, seqs, self.tokenizer.eos_token_ids)
+
+    def _take(self, seq: Sequence, sampled: Sampled, now: int) -> RequestOutput:
+        """seq's update for its sampled token, or its failure (isolation: nothing here stops the step)."""
+        if sampled.error is not None:
+            return self._fail(seq, sampled.error)
+        try:
+            out = self._append(seq, sampled.token, now)
+        except Exception as exc:  # detokenizing or stop matching of one request: fail it alone
+            return self._fail(seq, exc) if not seq.is_finished else self.outputs.aborted(seq)
+        if sampled.logprobs is not None:
+            out.logprobs = [sampled.logprobs]
+        return out
 
     def _append(self, seq: Sequence, token: int, now: int) -> RequestOutput:
         seq.token_ids.append(token)

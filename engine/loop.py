@@ -1,8 +1,12 @@
 """The scheduler thread: steps the engine while there is work; HTTP handlers reach it only through an inbox.
 
 Commands (add, abort, set faults) are applied between steps, so the engine itself needs no locks. Each step's
-updates go back to the asyncio loop in one call_soon_threadsafe. If a step raises, the loop marks itself dead,
-fails every open request and the server answers 503.
+updates go back to the asyncio loop in one call_soon_threadsafe.
+
+Isolation: a request that fails while it is added fails alone (RequestFailed: 400 when its parameters caused it,
+500 otherwise), and so does one whose sampling fails (the engine finishes it with reason "error"). Only a step
+that raises (the model itself: a CUDA error) means the engine cannot continue: the loop marks itself dead, fails
+every open request with EngineDead and calls `on_fatal` (the server answers 503 and the process exits non-zero).
 
 The thread calls itself `gs-step` (probes/procname.py) and sends an "idle" span for each wait for work (at most
 0.5 s each, so a long idle period shows while it lasts): on this thread, time in neither a step nor an idle span
@@ -37,6 +41,14 @@ class EngineDead(Exception):
     """The step loop stopped (crash or shutdown); the server answers 503."""
 
 
+class RequestFailed(Exception):
+    """One request could not be added to the engine; `status` 400 when its parameters caused it (`param`)."""
+
+    def __init__(self, message: str, param: str | None = None, status: int = 500) -> None:
+        super().__init__(message)
+        self.message, self.param, self.status = message, param, status
+
+
 class EngineLoop:
     def __init__(self, engine: LLMEngine, max_waiting: int) -> None:
         self.engine = engine
@@ -48,6 +60,7 @@ class EngineLoop:
         self._streams: dict[str, asyncio.Queue] = {}
         self._aio: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, name="gpusleuth-scheduler", daemon=True)
+        self.on_fatal: Callable[[], None] | None = None  # on the asyncio loop, after open requests were failed
 
     @property
     def is_alive(self) -> bool:
@@ -74,8 +87,9 @@ class EngineLoop:
 
     # ---- called from the asyncio thread ---------------------------------------------------------------------
     def submit(self, request_id: str, prompt_ids: list[int], params: SamplingParams, received_ns: int = 0,
-               arrival_ns: int = 0) -> asyncio.Queue:
-        """Queue a request; its RequestOutputs (then None at the end) arrive on the returned queue.
+               arrival_ns: int = 0, queue: asyncio.Queue | None = None) -> asyncio.Queue:
+        """Queue a request; its RequestOutputs arrive on the returned queue (`queue`, or a new one: the choices of
+        one HTTP request share one), the last with is_finished; or RequestFailed / EngineDead.
         `received_ns`: when the server had it (start of its "received" span); `arrival_ns` (default now): when it
         is handed over (end of "received", start of "queued")."""
         if not self.is_alive:
@@ -83,7 +97,7 @@ class EngineLoop:
         if self.num_waiting >= self.max_waiting:
             raise QueueFull(f"{self.num_waiting} requests are waiting (max_waiting={self.max_waiting})")
         self.engine.check_request(prompt_ids, params)  # pure validation: safe off the scheduler thread
-        queue: asyncio.Queue = asyncio.Queue()
+        queue = asyncio.Queue() if queue is None else queue
         self._streams[request_id] = queue
         arrival_ns = arrival_ns or time.monotonic_ns()
         self._post(lambda: self._add(request_id, prompt_ids, params, arrival_ns, received_ns))
@@ -109,8 +123,11 @@ class EngineLoop:
             self.engine.add_request(request_id, prompt_ids, params, arrival_ns, received_ns)
         except SamplingError as exc:  # checked on submit already; a duplicate id is all that is left
             log.warning("request %s refused: %s", request_id, exc)
-            self._aio.call_soon_threadsafe(self._deliver, [RequestOutput(request_id, "", [], True, "abort",
-                                                                         len(prompt_ids), 0)])
+            self._aio.call_soon_threadsafe(self._fail_one, request_id, RequestFailed(exc.message, exc.param, 400))
+        except Exception as exc:  # preparing one request (its generator, tokens) must not stop the loop
+            log.exception("request %s could not be added", request_id)
+            self._aio.call_soon_threadsafe(self._fail_one, request_id, RequestFailed(
+                f"the engine could not start this request: {exc!r}"))
 
     def _run(self) -> None:
         procname.set_thread_name(procname.STEP)
@@ -127,10 +144,19 @@ class EngineLoop:
                 outs = self.engine.step()
                 if outs:
                     self._aio.call_soon_threadsafe(self._deliver, outs)
+            self._notify(self._fail_all, "the engine is shutting down")
         except Exception as exc:  # the step loop must report any failure to waiting clients, then stop
             log.exception("engine step failed")
             self.error = f"engine step failed: {exc!r}"
-            self._aio.call_soon_threadsafe(self._fail_all)
+            self._aio.call_soon_threadsafe(self._fail_all, self.error)
+            if self.on_fatal is not None:
+                self._aio.call_soon_threadsafe(self.on_fatal)
+
+    def _notify(self, fn: Callable, *args) -> None:
+        try:
+            self._aio.call_soon_threadsafe(fn, *args)
+        except RuntimeError:  # the asyncio loop has closed already: nobody is left to tell
+            pass
 
     def _idle(self) -> None:
         start = time.monotonic_ns()
@@ -149,7 +175,12 @@ class EngineLoop:
             if out.is_finished:
                 del self._streams[out.request_id]
 
-    def _fail_all(self) -> None:
+    def _fail_one(self, request_id: str, exc: RequestFailed) -> None:
+        queue = self._streams.pop(request_id, None)
+        if queue is not None:
+            queue.put_nowait(exc)
+
+    def _fail_all(self, message: str) -> None:
         for queue in self._streams.values():
-            queue.put_nowait(EngineDead(self.error))
+            queue.put_nowait(EngineDead(message))
         self._streams.clear()

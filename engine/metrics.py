@@ -1,7 +1,11 @@
 """Engine metrics under vLLM's names (so vLLM dashboards work) plus the engine's own span counters.
 
-Histograms/counters are observed on the scheduler thread as requests progress; gauges are set once per step;
-span counters are read from the SpanEmitter at scrape time by a custom collector (no duplicate bookkeeping).
+Histograms/counters are observed on the scheduler thread as requests progress; gauges are set after every step and
+at once when a request is added or aborted (a client that left does not look running until the next step); span
+counters are read from the SpanEmitter at scrape time by a custom collector (no duplicate bookkeeping).
+`vllm:time_per_output_token_seconds` is observed per token, as vLLM does (the per-request mean is
+`vllm:request_time_per_output_token_seconds`); `vllm:gpu_cache_usage_perc` is the name older vLLM dashboards query
+for `vllm:kv_cache_usage_perc`.
 """
 from __future__ import annotations
 
@@ -48,7 +52,12 @@ class EngineMetrics:
 
         self.ttft = hist("vllm:time_to_first_token_seconds", "Time to first token", _LATENCY)
         self.itl = hist("vllm:inter_token_latency_seconds", "Inter-token latency", _ITL)
-        self.tpot = hist("vllm:time_per_output_token_seconds", "Mean time per output token of a request", _ITL)
+        self.tpot = hist("vllm:time_per_output_token_seconds", "Time per output token (each token after the first)",
+                         _ITL)
+        self.request_tpot = hist("vllm:request_time_per_output_token_seconds",
+                                 "Mean time per output token of a request", _ITL)
+        self.max_tokens = hist("vllm:request_max_num_generation_tokens", "max_tokens asked for per request",
+                               _TOKENS)
         self.e2e = hist("vllm:e2e_request_latency_seconds", "End-to-end request latency", _LATENCY)
         self.queue = hist("vllm:request_queue_time_seconds", "Time waiting before the first step", _LATENCY)
         self.prefill = hist("vllm:request_prefill_time_seconds", "First step to first token", _LATENCY)
@@ -71,6 +80,8 @@ class EngineMetrics:
         self.waiting = Gauge("vllm:num_requests_waiting", "Requests waiting", lab, registry=r).labels(model_name)
         self.kv_usage = Gauge("vllm:kv_cache_usage_perc", "KV-cache usage (0..1)", lab, registry=r).labels(
             model_name)
+        self.kv_usage_alias = Gauge("vllm:gpu_cache_usage_perc", "KV-cache usage (0..1); older vLLM name", lab,
+                                    registry=r).labels(model_name)
         self._spans = _SpanCollector(emitter, kernels)
         r.register(self._spans)
 
@@ -82,18 +93,25 @@ class EngineMetrics:
                 num_preempted: int) -> None:
         """After a step: its token count and the scheduler's state at its end."""
         self.step_tokens.observe(num_tokens)
+        self.set_state(num_running, num_waiting, kv_usage)
+        if num_preempted:
+            self.preemptions.inc(num_preempted)
+
+    def set_state(self, num_running: int, num_waiting: int, kv_usage: float) -> None:
+        """The scheduler's state now (after a step, an added or an aborted request)."""
         self.running.set(num_running)
         self.waiting.set(num_waiting)
         self.kv_usage.set(kv_usage)
-        if num_preempted:
-            self.preemptions.inc(num_preempted)
+        self.kv_usage_alias.set(kv_usage)
 
     def on_token(self, seq: Sequence, now_ns: int) -> None:
         """After `seq` got a token at `now_ns` (timestamps not yet advanced)."""
         if seq.num_output == 1:
             self.ttft.observe((now_ns - seq.arrival_ns) / 1e9)
         else:
-            self.itl.observe((now_ns - seq.last_token_ns) / 1e9)
+            gap = (now_ns - seq.last_token_ns) / 1e9
+            self.itl.observe(gap)
+            self.tpot.observe(gap)
 
     def on_finish(self, seq: Sequence) -> None:
         """After `seq` finished (or was aborted): its latency and length histograms."""
@@ -103,6 +121,7 @@ class EngineMetrics:
         self.e2e.observe((seq.finished_ns - seq.arrival_ns) * s)
         self.prompt_len.observe(seq.num_prompt)
         self.output_len.observe(seq.num_output)
+        self.max_tokens.observe(seq.params.max_tokens)
         if seq.scheduled_ns:
             self.queue.observe((seq.scheduled_ns - seq.arrival_ns) * s)
             self.inference.observe((seq.finished_ns - seq.scheduled_ns) * s)
@@ -110,7 +129,7 @@ class EngineMetrics:
             self.prefill.observe((seq.first_token_ns - seq.scheduled_ns) * s)
             self.decode.observe((seq.last_token_ns - seq.first_token_ns) * s)
         if seq.num_output > 1:
-            self.tpot.observe((seq.last_token_ns - seq.first_token_ns) * s / (seq.num_output - 1))
+            self.request_tpot.observe((seq.last_token_ns - seq.first_token_ns) * s / (seq.num_output - 1))
 
     def render(self) -> bytes:
         """The registry in Prometheus text format 0.0.4 (the server negotiates the format itself)."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gpusleuth.engine.sampler import TokenLogprobs
 from gpusleuth.engine.sequence import Sequence
 from gpusleuth.engine.tokenizer import IncrementalDetokenizer, Tokenizer
 
@@ -27,6 +28,8 @@ class RequestOutput:
     num_prompt_tokens: int
     num_output_tokens: int
     finish: FinishInfo | None = None  # on the last update, when the engine defers its "finished" span
+    logprobs: list[TokenLogprobs] | None = None  # one per new token, when the request asked for logprobs
+    error: str = ""  # finish_reason "error": why the engine failed this request (the others go on)
 
 
 class OutputProcessor:
@@ -68,8 +71,10 @@ class OutputProcessor:
         return out, reason
 
     def aborted(self, seq: Sequence) -> RequestOutput:
+        """The last update of a request that ended without a stop condition (abort, or "error" with seq.error)."""
         self.drop(seq.request_id)
-        return RequestOutput(seq.request_id, "", [], True, "abort", seq.num_prompt, seq.num_output)
+        return RequestOutput(seq.request_id, "", [], True, seq.finish_reason or "abort", seq.num_prompt,
+                             seq.num_output, error=seq.error)
 
     def drop(self, request_id: str) -> None:
         self._detok.pop(request_id, None)

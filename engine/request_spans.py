@@ -27,6 +27,7 @@ class RequestTrack:
     request_id: str
     received_ns: int
     last: RequestOutput | None = None
+    status: str = ""  # "error" once the request failed (engine dead, or this request alone)
 
 
 class ServerSpans:

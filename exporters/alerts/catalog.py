@@ -66,10 +66,11 @@ ENGINE: dict[str, str] = {
         "time_to_first_token_seconds", "inter_token_latency_seconds", "time_per_output_token_seconds",
         "e2e_request_latency_seconds", "request_queue_time_seconds", "request_prefill_time_seconds",
         "request_decode_time_seconds", "request_inference_time_seconds", "request_prompt_tokens",
-        "request_generation_tokens", "iteration_tokens_total")},
+        "request_generation_tokens", "iteration_tokens_total", "request_time_per_output_token_seconds",
+        "request_max_num_generation_tokens")},
     "vllm:prompt_tokens": C, "vllm:generation_tokens": C, "vllm:num_preemptions": C, "vllm:request_success": C,
     "gpusleuth_engine_requests_rejected": C, "vllm:num_requests_running": G, "vllm:num_requests_waiting": G,
-    "vllm:kv_cache_usage_perc": G,
+    "vllm:kv_cache_usage_perc": G, "vllm:gpu_cache_usage_perc": G,
     "gpusleuth_engine_spans_sent": C, "gpusleuth_engine_spans_dropped": C, "gpusleuth_engine_kernels_info": G,
 }
 # What Prometheus itself adds to every target and keeps for alerts.
