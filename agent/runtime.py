@@ -24,6 +24,7 @@ from gpusleuth.probes import registry
 from gpusleuth.probes.base import WatchSet
 from gpusleuth.probes.bpf.compiler import release_compiler_memory
 from gpusleuth.probes.records import monotonic_ns, wall_offset_ns
+from gpusleuth.probes.engines.snapshot import EnginesSnapshot
 from gpusleuth.probes.spans.snapshot import SpansSnapshot
 
 log = logging.getLogger(__name__)
@@ -104,8 +105,8 @@ class Agent:
             push(tids)
 
     def _on_snapshot(self, name: str, snapshot: Any) -> None:
-        """Processes that announce themselves (engine span senders) join the watch set."""
-        if not isinstance(snapshot, SpansSnapshot):
+        """Processes that announce themselves (engine span senders, discovered engines) join the watch set."""
+        if not isinstance(snapshot, (SpansSnapshot, EnginesSnapshot)):
             return
         for pid in snapshot.watch_pids:
             if self.watcher.add_span_sender(pid):

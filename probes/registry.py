@@ -13,6 +13,7 @@ PROBES: dict[str, str] = {
     "spans": "gpusleuth.probes.spans.probe:SpanProbe",
     "cuda": "gpusleuth.probes.cuda.probe:CudaProbe",
     "otlp": "gpusleuth.probes.otlp.probe:OtlpProbe",
+    "engines": "gpusleuth.probes.engines.probe:EnginesProbe",
 }
 # Not on by default: cuda, whose uprobes cost each watched CUDA call 0.5-16 us (README "CUDA and NCCL uprobes");
 # otlp, which listens on TCP ports an OpenTelemetry Collector may already hold (README "Engines we did not write").

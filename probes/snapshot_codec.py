@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from gpusleuth.probes.cuda.snapshot import CudaSnapshot
+from gpusleuth.probes.engines.snapshot import EnginesSnapshot
 from gpusleuth.probes.gpu.snapshot import GpuSnapshot
 from gpusleuth.probes.kernel.snapshot import SchedSnapshot, SyscallSnapshot
 from gpusleuth.probes.net.snapshot import NetSnapshot
@@ -24,7 +25,7 @@ from gpusleuth.probes.spans.snapshot import SpansSnapshot
 
 SNAPSHOT_TYPES: dict[str, type] = {"gpu": GpuSnapshot, "net": NetSnapshot, "syscalls": SyscallSnapshot,
                                    "sched": SchedSnapshot, "spans": SpansSnapshot, "cuda": CudaSnapshot,
-                                   "otlp": OtlpSnapshot}
+                                   "otlp": OtlpSnapshot, "engines": EnginesSnapshot}
 
 
 class SnapshotMismatch(ValueError):

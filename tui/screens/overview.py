@@ -7,10 +7,11 @@ from rich.text import Text
 from textual.containers import Horizontal, VerticalScroll
 from textual.widget import Widget
 
+from gpusleuth.probes.engines.snapshot import DiscoveredEngine, EnginesSnapshot
 from gpusleuth.probes.net.snapshot import LastBurst
 from gpusleuth.tui import fmt, views
 from gpusleuth.tui.screens.base import DATA_ERRORS, DataScreen
-from gpusleuth.tui.source import HISTORY_S, Frame, Want
+from gpusleuth.tui.source import ALL_SOURCES, HISTORY_S, Frame, Want
 from gpusleuth.tui.widgets.panel import Panel
 
 TOP_N = 5  # at 80x24; taller terminals show more (see top_n)
@@ -57,6 +58,23 @@ def engine_text(frame: Frame, width: int) -> Text:
     return Text("\n").join([line1, line2])
 
 
+def discovered_line(pid: int, e: DiscoveredEngine, width: int) -> Text:
+    """`vllm(4242) :8000  running 3 queue 1 KV 42%  TTFT p50 120ms p99 400ms  ITL p50 12ms` (engine discovery)."""
+    head = Text.assemble((f"{e.kind}({pid})", "bold"), f" {e.metrics_url.split('//')[-1].split('/')[0]}  ")
+    if not e.metrics_url:
+        line = head + Text(f"no metrics: {e.scrape_error or 'not scraped yet'}", style="dim")
+    else:
+        line = head + Text(f"running {fmt.num(e.num_running)} queue {fmt.num(e.num_waiting)} "
+                           f"KV {fmt.pct(e.kv_usage, 100)}  TTFT p50 {fmt.dur_s(e.ttft_p50_s)} "
+                           f"p99 {fmt.dur_s(e.ttft_p99_s)}  ITL p50 {fmt.dur_s(e.itl_p50_s)}")
+    line.truncate(width, overflow="ellipsis")
+    return line
+
+
+def discovered_lines(snap: EnginesSnapshot | None, width: int) -> list[Text]:
+    return [discovered_line(pid, e, width) for pid, e in sorted((snap.engines if snap else {}).items())]
+
+
 def latency_lines(rows: list[dict], width: int, has_syscall: bool) -> Text:
     """`python3(4242) read   12.3ms n=880`, narrower columns when the panel is narrow (80 columns: two panels)."""
     who_w, what_w = (14, 8) if width < 56 else (20, 14)
@@ -91,7 +109,7 @@ def net_lines(rows: list[dict], t_ns: int, width: int) -> Text:
 
 class OverviewScreen(DataScreen):
     KEY, LABEL = "overview", "Overview"
-    WANT = Want(is_requests=True)
+    WANT = Want(sources=frozenset(ALL_SOURCES) | {"engines"}, is_requests=True)
 
     def __init__(self) -> None:
         super().__init__()
@@ -125,10 +143,14 @@ class OverviewScreen(DataScreen):
         panel.show(Text("\n").join(gpu_line(r, frame.series, frame.t_ns, width) for r in rows))
 
     def _engine(self, panel: Panel, frame: Frame, width: int) -> None:
+        found = discovered_lines(frame.snapshots.get("engines"), width)  # engines we did not write, by discovery
         if frame.requests is None and frame.snapshots.get("spans") is None:
+            if found:
+                panel.show(Text("\n").join(found))
+                return
             panel.show_missing(frame.notes.get("requests") or views.missing_reason(frame, "spans") or "no requests")
             return
-        panel.show(engine_text(frame, width))
+        panel.show(Text("\n").join([engine_text(frame, width), *found]))
 
     def _latency(self, panel: Panel, frame: Frame, probe: str, key: str, width: int) -> None:
         rows = frame.windows.get(key)
