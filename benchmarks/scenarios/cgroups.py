@@ -76,13 +76,14 @@ class Group:
         return self
 
     def _enable_v2(self, target: Path) -> None:
-        """+cpu +memory +io in each ancestor's subtree_control, so `target` gets the knobs."""
+        """+cpu +memory +io (those offered) in each ancestor's subtree_control, so `target` gets the knobs."""
         parts = target.relative_to(ROOT).parts
         for i in range(len(parts)):
             parent = ROOT.joinpath(*parts[:i])
             parent.mkdir(exist_ok=True)
             have = (parent / "cgroup.subtree_control").read_text().split()
-            missing = [c for c in ("cpu", "memory", "io") if c not in have]
+            offered = (parent / "cgroup.controllers").read_text().split()  # io may be absent (no block cgroup)
+            missing = [c for c in ("cpu", "memory", "io") if c not in have and c in offered]
             if missing:
                 _write(parent / "cgroup.subtree_control", " ".join(f"+{c}" for c in missing))
 

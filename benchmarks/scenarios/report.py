@@ -72,6 +72,7 @@ def table(results: dict[str, Any]) -> str:
                   f"(causes {c['alarm_causes'] or 'none'}), any verdict {_pct(c['any_verdict'])}; "
                   f"named in {c['clean_windows']} clean windows: {c['named_in_clean_windows'] or 'nothing'}"]
     lines += [f"skipped {s['scenario']}: {s['reason']}" for s in results["skipped"]]
+    lines += [f"ERROR in {e['scenario']}: {e['error']}" for e in results.get("errors", [])]
     lines += ["", "win/eff: windows / windows where the fault slowed >= 1 request (only those are scored); slow x: "
               "median e2e / normal; top1/top3/culpr: share of slowed requests; attrib: median explained / excess; "
               "detect: share of effective windows named by any agent output, p50/p90 s after onset; FA: clean "

@@ -181,19 +181,28 @@ def run_setup(ctx: Ctx, setup: str, faults: list, args, wanted: list[str], resul
     for fault in faults:
         if skipped(fault, ctx.stack, results):  # now the engine's drills are known too
             continue
-        fault.setup(ctx.stack)
-        ctx.clean_e2e.clear()  # a scenario's setup may change what normal is (its light fsyncs, its slow link)
-        gap_start = time.monotonic_ns()
         try:
-            for rep in range(args.repeat):
-                for level in levels_of(fault, wanted):
-                    win = run_window(ctx, fault, level, rep, gap_start)
-                    gap_start = time.monotonic_ns()  # the next clean gap starts once this window's backlog drained
-                    results["windows"].append(win)
-                    print(score.window_line(win), flush=True)
-                    write(Path(args.out), results)
-        finally:
-            fault.teardown(ctx.stack)
+            run_scenario(ctx, fault, args, wanted, results)
+        except Exception as exc:  # one scenario's failure (an actor that would not start) leaves the others to run
+            results.setdefault("errors", []).append({"scenario": fault.name, "error": repr(exc)})
+            print(f"error in {fault.name}: {exc!r}", flush=True)
+
+
+def run_scenario(ctx: Ctx, fault, args, wanted: list[str], results: dict) -> None:
+    """Every repetition x intensity of one scenario, between its setup and teardown."""
+    fault.setup(ctx.stack)
+    ctx.clean_e2e.clear()  # a scenario's setup may change what normal is (its light fsyncs, its slow link)
+    gap_start = time.monotonic_ns()
+    try:
+        for rep in range(args.repeat):
+            for level in levels_of(fault, wanted):
+                win = run_window(ctx, fault, level, rep, gap_start)
+                gap_start = time.monotonic_ns()  # the next clean gap starts once this window's backlog drained
+                results["windows"].append(win)
+                print(score.window_line(win), flush=True)
+                write(Path(args.out), results)
+    finally:
+        fault.teardown(ctx.stack)
 
 
 def merge(base_path: Path, results: dict) -> dict:

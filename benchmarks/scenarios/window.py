@@ -13,7 +13,8 @@ from fault import Fault
 from hostcpu import HostMeter
 from stack import Stack
 
-MAX_DRAIN_S = 20.0  # a request still unfinished this long after the fault is left out (and counted)
+MAX_DRAIN_S = 30.0  # a request still unfinished this long after the fault is left out (and counted)
+STUCK_S = 1.0  # a steady request in flight longer than this means the engine still works off a backlog
 
 
 @dataclass
@@ -56,7 +57,7 @@ def run_window(ctx: Ctx, fault: Fault, level: str, rep: int, gap_start_ns: int) 
         end_ns = time.monotonic_ns()
         injected = fault.stop(stack)
     det.poll_until(time.monotonic() + t.settle_s)
-    num_unfinished = _drain(stack, end_ns)
+    num_unfinished = _drain(stack, end_ns, det)
     win = {"scenario": fault.name, "level": level, "rep": rep, "cause": fault.cause, "params": params,
            "summary": fault.summary, "setup": stack.setup_name, "gap_start_ns": gap_start_ns, "gap_end_ns": gap_end_ns, "onset_ns": onset_ns,
            "end_ns": end_ns, "culprit": culprit, "injected": injected, "host": host, "named": det.named,
@@ -65,15 +66,18 @@ def run_window(ctx: Ctx, fault: Fault, level: str, rep: int, gap_start_ns: int) 
     return win
 
 
-def _drain(stack: Stack, end_ns: int) -> int:
-    """Wait until every request sent before the fault ended has finished; returns how many never did."""
+def _drain(stack: Stack, end_ns: int, det: Detector) -> int:
+    """Wait until every request sent before the fault ended has finished and no later one has waited over
+    STUCK_S (the backlog is gone), still polling the agent (a queued request's verdict comes when it finishes);
+    returns how many of the fault's requests never finished."""
     deadline = time.monotonic() + MAX_DRAIN_S
     while True:
         stack.load.read()
         pending = stack.load.num_pending(end_ns)
-        if not pending or time.monotonic() > deadline:
+        is_backlogged = stack.load.num_pending(time.monotonic_ns() - int(STUCK_S * 1e9)) > 0
+        if (not pending and not is_backlogged) or time.monotonic() > deadline:
             return pending
-        time.sleep(0.2)
+        det.poll_until(time.monotonic() + 0.25)
 
 
 def calibrate(ctx: Ctx, shapes: dict[str, tuple[int, int]]) -> None:
