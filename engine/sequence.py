@@ -21,7 +21,7 @@ MAX_TEMPERATURE = 100.0
 GREEDY_BELOW = 1e-5  # temperatures under this sample greedily (as vLLM does): logits / t stays finite in fp32
 MAX_LOGPROBS = 20
 MAX_PENALTY = 2.0  # presence/frequency penalties (OpenAI's range: -2..2)
-MAX_REPETITION_PENALTY = 10.0
+MIN_REPETITION_PENALTY, MAX_REPETITION_PENALTY = 0.01, 10.0  # logits scaled by at most 100x (1/5e-324 is inf)
 MAX_LOGIT_BIAS = 100.0
 
 
@@ -55,8 +55,8 @@ class SamplingParams:
         for key in ("presence_penalty", "frequency_penalty"):
             value = getattr(self, key)
             _check(-MAX_PENALTY <= value <= MAX_PENALTY, key, f"must be in -2..2, got {value}")
-        _check(0.0 < self.repetition_penalty <= MAX_REPETITION_PENALTY, "repetition_penalty",
-               f"must be in (0, {MAX_REPETITION_PENALTY:g}], got {self.repetition_penalty}")
+        _check(MIN_REPETITION_PENALTY <= self.repetition_penalty <= MAX_REPETITION_PENALTY, "repetition_penalty",
+               f"must be in {MIN_REPETITION_PENALTY:g}..{MAX_REPETITION_PENALTY:g}, got {self.repetition_penalty}")
         _check(all(-MAX_LOGIT_BIAS <= b <= MAX_LOGIT_BIAS for b in self.logit_bias.values()), "logit_bias",
                "biases must be in -100..100")
         _check(self.logprobs is None or 0 <= self.logprobs <= MAX_LOGPROBS, "logprobs",

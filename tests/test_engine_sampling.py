@@ -83,7 +83,7 @@ def test_extreme_temperature_and_top_p_sample_the_top_token(engine, params):
 
 
 @pytest.mark.parametrize("key,value", [("seed", 2**64), ("seed", -1), ("temperature", 101.0), ("top_p", 0.0),
-                                       ("min_tokens", 17), ("presence_penalty", 2.5), ("repetition_penalty", 0.0),
+                                       ("min_tokens", 17), ("presence_penalty", 2.5), ("repetition_penalty", 5e-324),
                                        ("logit_bias", {1: 101.0}), ("logprobs", 21)])
 def test_out_of_range_parameters_name_the_field(key, value):
     with pytest.raises(SamplingError) as err:

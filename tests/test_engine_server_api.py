@@ -90,6 +90,7 @@ def test_numerically_extreme_sampling_is_greedy_not_fatal(server, extra):
     ('{"prompt":"hi","stop_token_ids":[-1]}', "stop_token_ids.0"),
     ('{"prompt":"hi","stop_token_ids":[1000000000000000000000000000000]}', "stop_token_ids.0"),
     ('{"prompt":"hi","stop_token_ids":[600]}', "stop_token_ids"),
+    ('{"prompt":"hi","repetition_penalty":5e-324}', "repetition_penalty"),  # schemathesis found it: 1/r = inf
     ('{"prompt":"hi","best_of":3}', "best_of"),
     ('{"prompt":"hi","echo":true,"logprobs":1}', "echo"),
     ('{"prompt":"hi","n":17}', "n"),

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 
 from gpusleuth.engine.sequence import (MAX_LOGIT_BIAS, MAX_LOGPROBS, MAX_PENALTY, MAX_REPETITION_PENALTY,
-                                       MAX_TEMPERATURE, SEED_END)
+                                       MAX_TEMPERATURE, MIN_REPETITION_PENALTY, SEED_END)
 
 MAX_N = 16
 MAX_STOPS = 16
@@ -55,7 +55,7 @@ class _Sampling(_Strict):
     user: Text | None = None  # the end user, for abuse monitoring: accepted, no effect on the output
     # vLLM's sampling extras
     top_k: Annotated[StrictInt, Field(ge=-1)] | None = None
-    repetition_penalty: Annotated[Float, Field(gt=0.0, le=MAX_REPETITION_PENALTY)] | None = None
+    repetition_penalty: Annotated[Float, Field(ge=MIN_REPETITION_PENALTY, le=MAX_REPETITION_PENALTY)] | None = None
     min_tokens: Annotated[StrictInt, Field(ge=0)] | None = None
     ignore_eos: StrictBool | None = None
     stop_token_ids: Annotated[list[TokenId], Field(max_length=64)] | None = None

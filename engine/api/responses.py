@@ -114,6 +114,8 @@ class Health(BaseModel):
 
 
 def sse_content(model: type[BaseModel]) -> dict:
-    """OpenAPI `content` of a route that answers JSON, or server-sent events when `stream` is true."""
+    """OpenAPI `content` of a route that answers JSON, or server-sent events when `stream` is true (OpenAPI 3.1:
+    the schema describes one event)."""
     return {"application/json": {}, "text/event-stream": {"schema": {
-        "type": "string", "description": f"`data: <{model.__name__} JSON>` events, then `data: [DONE]`"}}}
+        "type": "object", "required": ["data"], "properties": {"data": {
+            "type": "string", "description": f"a {model.__name__} as JSON, or [DONE] after the last one"}}}}}
