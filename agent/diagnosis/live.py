@@ -25,7 +25,7 @@ from gpusleuth.agent.diagnosis.intervals import clip, merge, subtract
 from gpusleuth.agent.diagnosis.spans import RequestSpans
 from gpusleuth.probes.records import Event
 
-MIN_FROZEN_NS = 100_000_000  # a stop this long in a window is an incident, work or not
+MIN_FROZEN_NS = 40_000_000  # a stop this long in a window is an incident, work or not (never normal)
 MIN_EXPLAINED_NS = 50_000_000  # an incident explains at least this much of a window ...
 MIN_EXCESS_FRACTION = 0.2  # ... of an excess at least this fraction of the window's expected time
 ALONE_NS = 100_000_000  # a cause explaining this much of a 1 s window is an incident whatever else is going on
