@@ -25,6 +25,7 @@ from gpusleuth.probes.base import WatchSet
 from gpusleuth.probes.bpf.compiler import release_compiler_memory
 from gpusleuth.probes.records import monotonic_ns, wall_offset_ns
 from gpusleuth.probes.engines.snapshot import EnginesSnapshot
+from gpusleuth.probes.nvtx.snapshot import NvtxSnapshot
 from gpusleuth.probes.spans.snapshot import SpansSnapshot
 
 log = logging.getLogger(__name__)
@@ -105,8 +106,9 @@ class Agent:
             push(tids)
 
     def _on_snapshot(self, name: str, snapshot: Any) -> None:
-        """Processes that announce themselves (engine span senders, discovered engines) join the watch set."""
-        if not isinstance(snapshot, (SpansSnapshot, EnginesSnapshot)):
+        """Processes that announce themselves (engine span and NVTX senders, discovered engines) join the watch
+        set."""
+        if not isinstance(snapshot, (SpansSnapshot, EnginesSnapshot, NvtxSnapshot)):
             return
         for pid in snapshot.watch_pids:
             if self.watcher.add_span_sender(pid):

@@ -14,6 +14,7 @@ PROBES: dict[str, str] = {
     "cuda": "gpusleuth.probes.cuda.probe:CudaProbe",
     "otlp": "gpusleuth.probes.otlp.probe:OtlpProbe",
     "engines": "gpusleuth.probes.engines.probe:EnginesProbe",
+    "nvtx": "gpusleuth.probes.nvtx.probe:NvtxProbe",
 }
 # Not on by default: cuda, whose uprobes cost each watched CUDA call 0.5-16 us (README "CUDA and NCCL uprobes");
 # otlp, which listens on TCP ports an OpenTelemetry Collector may already hold (README "Engines we did not write").

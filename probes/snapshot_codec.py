@@ -20,12 +20,14 @@ from gpusleuth.probes.engines.snapshot import EnginesSnapshot
 from gpusleuth.probes.gpu.snapshot import GpuSnapshot
 from gpusleuth.probes.kernel.snapshot import SchedSnapshot, SyscallSnapshot
 from gpusleuth.probes.net.snapshot import NetSnapshot
+from gpusleuth.probes.nvtx.snapshot import NvtxSnapshot
 from gpusleuth.probes.otlp.snapshot import OtlpSnapshot
 from gpusleuth.probes.spans.snapshot import SpansSnapshot
 
 SNAPSHOT_TYPES: dict[str, type] = {"gpu": GpuSnapshot, "net": NetSnapshot, "syscalls": SyscallSnapshot,
                                    "sched": SchedSnapshot, "spans": SpansSnapshot, "cuda": CudaSnapshot,
-                                   "otlp": OtlpSnapshot, "engines": EnginesSnapshot}
+                                   "otlp": OtlpSnapshot, "engines": EnginesSnapshot,
+                                   "nvtx": NvtxSnapshot}
 
 
 class SnapshotMismatch(ValueError):

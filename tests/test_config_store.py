@@ -14,7 +14,7 @@ def test_defaults_are_valid_and_documented_values():
     assert cfg.exporter.address == ("127.0.0.1", 9464)
     assert cfg.recorder.flush_interval_s == 5.0
     assert cfg.control.socket == "/run/gpusleuth/agent.sock"
-    assert set(cfg.enabled_probes) == {"syscalls", "sched", "net", "gpu", "spans"}
+    assert set(cfg.enabled_probes) == {"syscalls", "sched", "net", "gpu", "spans", "engines", "nvtx"}
 
 
 @pytest.mark.parametrize("data,key,fragment", [
