@@ -163,7 +163,7 @@ class Serving:
         except ApiError as exc:  # the status is sent already: the error goes into the stream, as vLLM does
             body = b"data: " + exc.response().body + b"\n\n" + DONE
             await send({"type": "http.response.body", "body": body, "more_body": True})
-            raise
+            return
         tail = answer.usage_event() if answer.plan.is_include_usage else b""
         await send({"type": "http.response.body", "body": tail + DONE, "more_body": True})
 
@@ -171,6 +171,6 @@ class Serving:
         """Abort what is still running (client gone, failure) and send each choice's "stream" and "finished"."""
         for engine_id, (_, track) in tracks.items():
             last = track.last
-            if not is_written and (last is None or not last.is_finished):
+            if last is None or not last.is_finished:  # a choice still running: its client or a sibling failed
                 self.loop.abort(engine_id)
             self.spans.finished(track, is_written, track.status or status)  # spans
