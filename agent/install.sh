@@ -88,4 +88,11 @@ if [[ ",$EXTRAS," == *",engine,"* ]] && ! "$py" -c 'import torch' 2>/dev/null; t
 fi
 log "pip install -e .[$EXTRAS]"
 "$py" -m pip install -q -e ".[$EXTRAS]"
+# The NVTX injection library engines can load (NVTX_INJECTION64_PATH): gcc + the nvtx3 headers (nvidia-nvtx, a
+# test dependency, or a CUDA toolkit); it lands in probes/nvtx/build/ (ignored by git).
+if nvtx_lib=$("$py" -m gpusleuth.probes.nvtx.build 2>"$VENV/nvtx-build.log"); then
+    log "built the NVTX injection library $nvtx_lib"
+else
+    log "WARNING: NVTX injection library not built ($(tail -n 1 "$VENV/nvtx-build.log")); the nvtx probe runs without it"
+fi
 log "done: $VENV/bin/agent"

@@ -54,6 +54,7 @@ fi
 
 "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$PREFIX/lib" "$bundle"/wheels/*.whl
 ln -sfn "$PREFIX/root/usr/lib/python3/dist-packages/bcc" "$PREFIX/bcc-only/bcc"
+[ -f "$bundle/nvtx/libgsnvtx.so" ] && install -m 0755 "$bundle/nvtx/libgsnvtx.so" "$PREFIX/lib/libgsnvtx.so"
 libs="$PREFIX/root/usr/lib/x86_64-linux-gnu:$PREFIX/root/usr/lib/llvm-14/lib"
 for tool in agent gpusleuth; do
     cat > "$PREFIX/bin/$tool" <<WRAP

@@ -18,6 +18,10 @@
 #               bcc): uprobe cost per hit (fake libraries and libcuda), idle cost, the torch N graphs / M syncs /
 #               K copies check, eager engine launches per step vs the torch profiler and GEMM contention
 #               ($CUDA_PRESET, default llama3-8b) -> $out/cuda/cuda_*.json
+#   nvtx        tests/test_nvtx_injection.py (ranges from a C program and a torch.cuda.nvtx script reach the NVTX
+#               intake through libgsnvtx.so, with torch's own NVTX here) and benchmarks/bench_nvtx.py --torch (ns
+#               per range, C client and torch, injected vs not) -> $out/bench_nvtx.json; needs gcc and the nvtx3
+#               headers (CUDA toolkit, or the nvidia-nvtx wheel carried in .whl/)
 #   cuda_overhead  the same script's overhead stage: agent default probes vs default + cuda, interleaved, with
 #               CUDA graphs and eager decode ($CUDA_PRESET; rounds $CUDA_ROUNDS, default 3)
 # The checkout is not installed there: benchmarks/checkout_env.sh (sourced below) puts it on PYTHONPATH as
@@ -95,10 +99,14 @@ stage_cuda_overhead() {
     $py benchmarks/cuda_probe_check.py "$out/cuda" --stages overhead --agent "$agent" \
         --preset "${CUDA_PRESET:-llama3-8b}" --overhead-rounds "${CUDA_ROUNDS:-3}"
 }
+stage_nvtx() {
+    $py -m pytest -s -q -p no:cacheprovider tests/test_nvtx_injection.py
+    $py benchmarks/bench_nvtx.py --torch --out "$out/bench_nvtx.json"
+}
 
 export out ngpu agent py
 export -f stage_install stage_nvml stage_tp_tests stage_tp_bench stage_serving stage_overhead stage_poll \
-    stage_profile stage_decode cuda_check stage_cuda stage_cuda_overhead
+    stage_profile stage_decode cuda_check stage_cuda stage_cuda_overhead stage_nvtx
 echo "host: $(hostname), $ngpu GPU(s): $(nvidia-smi --query-gpu=name --format=csv,noheader | sort | uniq -c | xargs)"
 for s in "$@"; do
     case $s in
@@ -113,6 +121,7 @@ for s in "$@"; do
         decode) run_stage decode 400 stage_decode ;;
         cuda) run_stage cuda 560 stage_cuda ;;
         cuda_overhead) run_stage cuda_overhead 560 stage_cuda_overhead ;;
+        nvtx) run_stage nvtx 300 stage_nvtx ;;
         *) echo "unknown stage $s" >&2 ;;
     esac
 done

@@ -3,6 +3,8 @@
 DIR/debs/     bcc, its LLVM/clang libraries and a kernel header tree (Debian 12 packages; they run on Ubuntu
               22.04/24.04 and Debian 12 when unpacked under /opt/gpusleuth, never over system files)
 DIR/wheels/   gpusleuth itself and the pure-Python dependencies GPU hosts usually lack
+DIR/nvtx/     the NVTX injection library (libgsnvtx.so, built here, and its C source): engines opt in with
+              NVTX_INJECTION64_PATH=/opt/gpusleuth/lib/libgsnvtx.so
 DIR/install.sh    offline install (`bash DIR/install.sh`), undo with `bash DIR/install.sh --uninstall`
 DIR/MANIFEST.json names, versions and sha256 of everything inside
 """
@@ -28,7 +30,11 @@ HOST_PROVIDES = {"torch", "triton", "numpy", "pandas", "pyarrow", "transformers"
                  "httpx", "aiohttp", "pytest", "nvidia-ml-py", "tokenizers", "safetensors", "python-dateutil",
                  "pytz", "tzdata", "six", "packaging", "pygments", "typing-extensions", "markdown-it-py", "mdurl"}
 # pydantic brings pydantic-core (a compiled wheel), annotated-types and typing-inspection through its requirements.
-AGENT_ROOTS = ("prometheus-client", "textual", "pyroute2", "nvidia-ml-py", "pydantic", "pyyaml", "promql-parser")
+AGENT_ROOTS = ("prometheus-client", "textual", "pyroute2", "nvidia-ml-py", "pydantic", "pyyaml", "promql-parser",
+               "opentelemetry-proto")
+# Bundled when installed here: grpcio (7 MB) for the OTLP/gRPC intake, vLLM's default protocol. Not bundled: mcp
+# (`agent mcp` serves an assistant, not the daemon; ~45 MB with what it brings).
+OPTIONAL_ROOTS = ("grpcio",)
 
 
 class BundleError(Exception):
@@ -126,14 +132,40 @@ def manifest(root: Path) -> dict:
     return {"format": 1, "files": files}
 
 
+def installed_roots() -> tuple[str, ...]:
+    """AGENT_ROOTS plus the optional roots this machine has installed."""
+    have = []
+    for name in OPTIONAL_ROOTS:
+        try:
+            md.distribution(name)
+        except md.PackageNotFoundError:
+            continue
+        have.append(name)
+    return AGENT_ROOTS + tuple(have)
+
+
+def add_nvtx(dest: Path) -> Path:
+    """The NVTX injection library built for the bundle, with its sources beside it."""
+    from gpusleuth.probes.nvtx import build as nvtx_build  # noqa: PLC0415
+
+    try:
+        lib = nvtx_build.build(dest / nvtx_build.LIBRARY)
+    except nvtx_build.BuildError as exc:
+        raise BundleError(f"the NVTX injection library: {exc}") from None
+    for src in nvtx_build.HERE.glob("gs_nvtx*"):
+        shutil.copy2(src, dest / src.name)
+    return lib
+
+
 def build(dest: Path, extra_debs: list[str] | None = None) -> dict:
     """Make the bundle in `dest` (created; must be empty or absent)."""
     if dest.exists() and any(dest.iterdir()):
         raise BundleError(f"{dest} is not empty; choose a new directory")
     download_debs(dest / "debs", extra_debs or [])
-    wheels = python_closure(AGENT_ROOTS, {_norm(n) for n in HOST_PROVIDES} - {"nvidia-ml-py"})
+    wheels = python_closure(installed_roots(), {_norm(n) for n in HOST_PROVIDES} - {"nvidia-ml-py"})
     download_wheels(wheels, dest / "wheels")
     build_project_wheel(dest / "wheels")
+    add_nvtx(dest / "nvtx")
     shutil.copy2(AGENT_DIR / "offline-install.sh", dest / "install.sh")
     (dest / "install.sh").chmod(0o755)
     info = manifest(dest)

@@ -29,8 +29,9 @@ def include_dirs() -> list[Path]:
     found = []
     if os.environ.get("NVTX_INCLUDE"):
         found.append(Path(os.environ["NVTX_INCLUDE"]))
-    site = Path(sysconfig.get_paths()["purelib"]) / "nvidia"
-    found += sorted(site.glob("*/include"), reverse=True) + sorted(site.glob("*/*/include"), reverse=True)
+    for entry in dict.fromkeys([sysconfig.get_paths()["purelib"], *sys.path]):  # nvidia-nvtx wheels, wherever
+        site = Path(entry or ".") / "nvidia"
+        found += sorted(site.glob("*/include"), reverse=True) + sorted(site.glob("*/*/include"), reverse=True)
     found += [Path("/usr/local/cuda/include"), Path("/usr/include")]
     return [d for d in found if (d / "nvtx3" / "nvToolsExt.h").is_file()]
 

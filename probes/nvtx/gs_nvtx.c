@@ -43,7 +43,7 @@ typedef struct gs_ring { gs_record rec[GS_RING]; _Atomic uint32_t head, tail; _A
                          _Atomic int dead; struct gs_ring *next; } gs_ring;
 typedef struct { gs_ring *ring; uint32_t tid; int depth; gs_open stack[GS_DEPTH]; } gs_thread;
 
-static __thread gs_thread *me;
+static __thread gs_thread *me __attribute__((tls_model("initial-exec")));  /* no __tls_get_addr call per range */
 static pthread_key_t thread_key;
 static pthread_mutex_t rings_lock = PTHREAD_MUTEX_INITIALIZER;
 static gs_ring *rings;
