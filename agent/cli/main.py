@@ -91,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_arguments(p)
     from gpusleuth.agent.cli import runbook  # noqa: PLC0415
     runbook.add_subcommand(add, COMMANDS)
+    from gpusleuth.agent.cli import mcp  # noqa: PLC0415
+    mcp.add_subcommand(add, COMMANDS)
     for name, help_text in (("bundle", "gather an offline install bundle for air-gapped hosts (agent bundle --help)"),
                             ("engine", "the bundled inference engine (agent engine --help)"),
                             ("tui", "the live triage screen (agent tui --help)")):
