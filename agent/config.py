@@ -65,8 +65,11 @@ class RecorderSection:
 class ExporterSection:
     is_enabled: bool = True
     listen: str = "127.0.0.1:9464"
+    otlp_traces_endpoint: str = ""  # OTLP/HTTP collector for request traces (exporters/otlp_traces.py); "" = off
 
     def __post_init__(self) -> None:
+        if self.otlp_traces_endpoint and not self.otlp_traces_endpoint.startswith(("http://", "https://")):
+            raise ConfigError("otlp_traces_endpoint", f"{self.otlp_traces_endpoint!r} is not http(s)://HOST:PORT")
         host, sep, port = self.listen.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ConfigError("listen", f"{self.listen!r} is not HOST:PORT (e.g. 127.0.0.1:9464)")

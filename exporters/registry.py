@@ -12,4 +12,5 @@ COLLECTORS: tuple[str, ...] = (
     "gpusleuth.exporters.requests:RequestCollector",
     "gpusleuth.exporters.cuda:CudaCollector",
     "gpusleuth.exporters.incidents:IncidentCollector",
+    "gpusleuth.exporters.otlp_traces:TraceExportCollector",
 )

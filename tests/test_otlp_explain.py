@@ -1,6 +1,7 @@
 """The acceptance run of the OTLP intake: a vLLM-like frontend (the OpenTelemetry SDK and OTLP/gRPC exporter, vLLM's
 attribute names) sends its request spans to a real agent while it also does a slow syscall: `explain` on that
-request shows its phases and blames the syscall on the sender's own thread."""
+request shows its phases and blames the syscall on the sender's own thread, and the trace the agent exports for it
+(to a collector built on opentelemetry-proto) carries that verdict in the sender's own trace."""
 from __future__ import annotations
 
 import shutil
@@ -11,6 +12,7 @@ import pytest
 
 from gpusleuth.agent.control.client import ControlClient
 from gpusleuth.agent.harness import free_port, run_agent, wait_for, write_config
+from tests.test_otlp_export import Collector, roots_by_request
 from tests.test_otlp_intake import emit
 
 pytestmark = pytest.mark.root
@@ -20,20 +22,23 @@ pytestmark = pytest.mark.root
 def agent():
     tmp = Path(tempfile.mkdtemp(prefix="gpusleuth-otlp-"))
     port = free_port()
+    collector = Collector()
     config = write_config(tmp, ["syscalls", "sched", "spans", "otlp"], extra=(
         f'\n[probes.spans]\nsocket = "{tmp}/spans.sock"\n'
         f'\n[probes.otlp]\nhttp_listen = ""\ngrpc_listen = "127.0.0.1:{port}"\nspan_socket = "{tmp}/spans.sock"\n'
         '\n[probes.syscalls]\nslow_threshold_ms = 20.0\n'))
+    config.write_text(config.read_text().replace("[exporter]\n", f'[exporter]\notlp_traces_endpoint = "{collector.url}"\n'))
     assert run_agent("--config", str(config), "start").returncode == 0
     client = ControlClient(str(tmp / "agent.sock"))
-    yield tmp, client, port
+    yield tmp, client, port, collector
     client.close()
     run_agent("--config", str(config), "stop")
+    collector.close()
     shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_explain_of_an_otlp_request_shows_its_phases_and_blames_the_senders_syscall(agent):
-    tmp, client, port = agent
+    tmp, client, port, collector = agent
     assert client.call("status")["probes"]["otlp"]["state"] == "ok"
     proc = emit(f"127.0.0.1:{port}", "grpc", "1", 30, str(tmp / "stall.bin"))
     try:
@@ -51,6 +56,8 @@ def test_explain_of_an_otlp_request_shows_its_phases_and_blames_the_senders_sysc
                        timeout=20)
         wait_for(lambda: any(d["request_id"] == "cmpl-slow" for d in client.call("diagnoses")), timeout=15)
         report = client.call("explain", request_id="cmpl-slow")
+        finished = client.call("events", kinds=["request.finished"], pid=pid, limit=100)
+        exported = wait_for(lambda: roots_by_request(collector).get("cmpl-slow"), timeout=20)
     finally:
         proc.communicate("exit\n", timeout=30)
     assert row["pid"] == pid and row["received_s"] >= float(fsync_ms) / 1e3  # the stall was input processing
@@ -61,3 +68,9 @@ def test_explain_of_an_otlp_request_shows_its_phases_and_blames_the_senders_sysc
     assert top["cause"] == "blocking_io", report["verdicts"]
     assert top["culprit"]["pid"] == pid and top["culprit"]["tid"] == pid  # the frontend's main thread
     assert top["culprit"]["syscall"] in ("fsync", "(D state)") and top["is_likely"] and top["share"] >= 0.5
+    root, attrs, children = exported
+    assert attrs["gpusleuth.verdict.cause"] == "blocking_io" and attrs["gpusleuth.verdict.culprit.pid"] == pid
+    assert attrs["gpusleuth.budget.excess_ms"] >= 0.6 * float(fsync_ms) and attrs["gpusleuth.verdict.runbook"]
+    assert {c.name for c in children} == {"received", "queued", "prefill", "decode", "stream"}
+    trace_id = next(e["attrs"]["trace_id"] for e in finished if e["attrs"]["request_id"] == "cmpl-slow")
+    assert root.trace_id.hex() == trace_id  # joins the frontend's own trace in the collector

@@ -212,6 +212,10 @@ def _run_agent(cfg: config_mod.Config, pidfile: daemon.PidFile, ready_fd: int | 
         from gpusleuth.exporters.server import ExporterServer  # noqa: PLC0415
         agent.add_service(ExporterServer(agent.store, *cfg.exporter.address),
                           f"exporter.listen {cfg.exporter.listen}")
+    if cfg.exporter.otlp_traces_endpoint:
+        from gpusleuth.exporters.otlp_traces import TraceExporter  # noqa: PLC0415
+        agent.add_service(TraceExporter(agent.store, cfg.exporter.otlp_traces_endpoint, agent.diagnosis),
+                          f"exporter.otlp_traces_endpoint {cfg.exporter.otlp_traces_endpoint}")
     daemon.install_stop_handlers(agent.stop_event)
     try:
         agent.start()
