@@ -57,6 +57,8 @@ AGENT: dict[str, str] = {
     "gpusleuth_tp_straggler_collectives": C, "gpusleuth_tp_straggler_wait_seconds": C,
     "gpusleuth_tp_rank_wait_seconds": C, "gpusleuth_tp_collectives_matched": C,
     "gpusleuth_tp_collectives_unmatched": C, "gpusleuth_tp_stragglers": C,
+    # OTLP trace export (exporters/otlp_traces.py)
+    "gpusleuth_otlp_export_spans": C, "gpusleuth_otlp_export_dropped_spans": C, "gpusleuth_otlp_export_queued_spans": G,
 }
 # The diagnosis' incidents (diagnosis contract §3).
 INCIDENTS: dict[str, str] = {"gpusleuth_incidents": C, "gpusleuth_incident_active": G}
