@@ -11,6 +11,14 @@ Target: engine output tok/s >= 5x the baseline. `--smoke` runs a tiny CPU versio
 
     python benchmarks/bench_engine_serving.py --num-requests 1000 --rates 8,32,inf \\
         --out benchmarks/results/bench_engine_serving.json
+
+Server before/after (`--baseline-src DIR`, a copy of an earlier commit: `git archive REV | tar -x -C DIR`): the same
+requests against the server of DIR and of this checkout, alternating for --rounds rounds (a shared box drifts), each
+on a fresh server; the result has each side's output tok/s per round and the ratio of the medians. `--cpu-streams N`
+is the CPU version: tiny, N streams at once, prompts 32..128 and outputs 128..256 tokens, no HF baseline.
+
+    python benchmarks/bench_engine_serving.py --cpu-streams 64 --baseline-src /tmp/gs-base --rounds 5 \\
+        --out benchmarks/results/bench_engine_serving_http_cpu.json
 """
 from __future__ import annotations
 
@@ -43,12 +51,24 @@ def make_requests(args) -> list[tuple[list[int], int]]:
 
 
 # ---- the engine's server ------------------------------------------------------------------------------------------
-def start_server(args, port: int) -> subprocess.Popen:
+def _env_for(src: str | None) -> dict | None:
+    """The environment that imports `gpusleuth` from checkout `src` (a link named gpusleuth on PYTHONPATH)."""
+    if not src:
+        return None
+    link_dir = os.path.join(os.path.abspath(src), ".gs-src")
+    os.makedirs(link_dir, exist_ok=True)
+    link = os.path.join(link_dir, "gpusleuth")
+    if not os.path.islink(link):
+        os.symlink(os.path.abspath(src), link)
+    return {**os.environ, "PYTHONPATH": link_dir + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def start_server(args, port: int, src: str | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "gpusleuth.engine", "serve", "--preset", args.preset, "--port", str(port),
            "--max-num-seqs", str(args.max_num_seqs), "--max-num-batched-tokens", str(args.max_num_batched_tokens),
            "--max-waiting", "1000000", "--max-model-len", "2048", "--tp", str(args.tp), *args.engine_args]
     log("starting: " + " ".join(cmd))
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd, env=_env_for(src))
     deadline = time.monotonic() + args.startup_timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -197,6 +217,24 @@ def _hf_batch(model, batch, device) -> None:
                    min_new_tokens=longest, do_sample=False, pad_token_id=0)
 
 
+def compare_servers(args, reqs, port: int) -> dict:
+    """Output tok/s of the baseline checkout's server and this one's, alternating rounds, all at rate inf."""
+    sides: dict[str, list[float]] = {"baseline": [], "current": []}
+    for r in range(args.rounds):
+        for side, src in (("baseline", args.baseline_src), ("current", None)):
+            server = start_server(args, port, src)
+            try:
+                asyncio.run(run_rate(args, port, args.preset, reqs[:4], float("inf")))  # warm-up
+                run = asyncio.run(run_rate(args, port, args.preset, reqs, float("inf")))
+            finally:
+                stop_server(server)
+            sides[side].append(run["output_throughput"])
+            log(f"round {r + 1} {side}: {run['output_throughput']:.0f} output tok/s, failed {run['failed']}")
+    med = {k: float(np.median(v)) for k, v in sides.items()}
+    return {"baseline_src": args.baseline_src, "rounds": args.rounds, "output_tok_s": sides,
+            "median_output_tok_s": med, "current_over_baseline": med["current"] / med["baseline"]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="llama3-8b")
@@ -216,6 +254,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--startup-timeout", type=float, default=600)
     p.add_argument("--smoke", action="store_true", help="tiny preset on CPU with a handful of short requests")
+    p.add_argument("--cpu-streams", type=int, default=0, help="tiny on CPU, this many streams at once")
+    p.add_argument("--baseline-src", default="", help="checkout of an earlier commit: its server vs this one's")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds with --baseline-src")
     p.add_argument("--out", default="benchmarks/results/bench_engine_serving.json")
     args = p.parse_args()
     args.engine_args = args.engine_args.split()
@@ -225,6 +266,11 @@ def main() -> None:
         args.min_prompt, args.max_prompt, args.min_output, args.max_output = 8, 48, 4, 12
         args.hf_requests, args.hf_batch_size, args.max_num_seqs = 8, 4, 16
         args.engine_args += ["--device", "cpu", "--cpu-threads", "1"]
+    if args.cpu_streams:
+        args.preset, args.num_requests, args.rates, args.skip_hf = "tiny", args.cpu_streams, "inf", True
+        args.min_prompt, args.max_prompt, args.min_output, args.max_output = 32, 128, 128, 256
+        args.max_num_seqs = args.cpu_streams
+        args.engine_args += ["--device", "cpu", "--cpu-threads", "1"]
     from gpusleuth.engine.config import preset
 
     args.vocab = preset(args.preset).vocab_size
@@ -233,6 +279,13 @@ def main() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    if args.baseline_src:
+        result = {"benchmark": "engine_serving_http", "device": _device_name(args), "gpus": args.tp,
+                  "preset": args.preset, "num_requests": args.num_requests, "host_cpus": os.cpu_count(),
+                  **compare_servers(args, reqs, port)}
+        log(f"current/baseline output tok/s: {result['current_over_baseline']:.3f} (medians of {args.rounds})")
+        log(f"wrote {write_result(args.out, result)}")
+        return
     server = start_server(args, port)
     runs = []
     try:
@@ -249,7 +302,7 @@ def main() -> None:
     if hf:
         log(f"HF generate static batches: {hf['output_throughput']:.0f} output tok/s")
     best = max(r["output_throughput"] for r in runs)
-    device = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
+    device = _device_name(args)
     result = {"benchmark": "engine_serving", "device": device, "gpus": args.tp, "preset": args.preset,
               "num_requests": args.num_requests, "runs": runs, "hf_generate": hf,
               "speedup_best_rate": best / hf["output_throughput"] if hf else None, "target_speedup": 5.0,
@@ -258,6 +311,10 @@ def main() -> None:
         log(f"engine/HF output throughput: {result['speedup_best_rate']:.2f}x (target 5x)")
     out = write_result(args.out, result)
     log(f"wrote {out}")
+
+
+def _device_name(args) -> str:
+    return torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
 
 
 if __name__ == "__main__":

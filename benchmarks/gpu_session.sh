@@ -33,7 +33,15 @@
 #       --platform manylinux2014_x86_64 -d .whl "prometheus_client==$v"
 # The agent's typed snapshots need pydantic too: the same command for pydantic, pydantic-core (a cp312 binary
 # wheel: that is why --python-version/--platform are given), annotated-types and typing-inspection, each at the
-# venv's version (typing-extensions is on the hosts already).
+# venv's version. The engine's HTTP server needs fastapi, starlette, uvicorn, h11, click, anyio, idna,
+# annotated-doc, opentelemetry-api (fastapi's), jinja2, markupsafe and httptools (cp312 binaries, add
+# --platform manylinux_2_28_x86_64) and typing-extensions (anyio wants >= 4.16, newer than some hosts have):
+#   for n in fastapi starlette uvicorn h11 click anyio idna annotated-doc opentelemetry-api jinja2 markupsafe \
+#            httptools typing-extensions; do
+#       v=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('$n'))")
+#       python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#           --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 -d .whl "$n==$v"
+#   done
 set -uo pipefail
 out=${1:?usage: gpu_session.sh RESULTS_DIR STAGE...}
 shift

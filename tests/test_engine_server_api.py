@@ -132,7 +132,8 @@ def test_streams_validate_against_the_declared_models(server):
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 10
     status, data = post(server, {"messages": [{"role": "system", "content": "be brief"},
                                               {"role": "user", "content": [{"type": "text", "text": "hi"}]}],
-                                 "max_completion_tokens": 4, "stream": True, "ignore_eos": True}, "/v1/chat/completions")
+                                 "max_completion_tokens": 4, "stream": True, "ignore_eos": True},
+                        "/v1/chat/completions")
     chunks = [ChatCompletionChunk.model_validate(ch) for ch in events(data)]
     assert chunks[0].choices[0].delta.role == "assistant"
     assert chunks[-1].choices[0].finish_reason == "length"

@@ -35,6 +35,10 @@ AGENT_ROOTS = ("prometheus-client", "textual", "pyroute2", "nvidia-ml-py", "pyda
 # Bundled when installed here: grpcio (7 MB) for the OTLP/gRPC intake, vLLM's default protocol. Not bundled: mcp
 # (`agent mcp` serves an assistant, not the daemon; ~45 MB with what it brings).
 OPTIONAL_ROOTS = ("grpcio",)
+# The bundled engine's HTTP server (`agent demo` runs it with this Python): FastAPI, uvicorn and their pure-Python
+# requirements (starlette, anyio, h11, click, ...); jinja2 for chat templates. httptools, uvicorn's faster parser,
+# is a binary wheel left to the host (uvicorn falls back to h11 without it).
+ENGINE_ROOTS = ("fastapi", "uvicorn", "jinja2")
 
 
 class BundleError(Exception):
@@ -162,7 +166,7 @@ def build(dest: Path, extra_debs: list[str] | None = None) -> dict:
     if dest.exists() and any(dest.iterdir()):
         raise BundleError(f"{dest} is not empty; choose a new directory")
     download_debs(dest / "debs", extra_debs or [])
-    wheels = python_closure(installed_roots(), {_norm(n) for n in HOST_PROVIDES} - {"nvidia-ml-py"})
+    wheels = python_closure(installed_roots() + ENGINE_ROOTS, {_norm(n) for n in HOST_PROVIDES} - {"nvidia-ml-py"})
     download_wheels(wheels, dest / "wheels")
     build_project_wheel(dest / "wheels")
     add_nvtx(dest / "nvtx")

@@ -42,7 +42,8 @@ class Answer:
         self.choices = [ChoiceState() for _ in plan.jobs]
         self.num_prompt_tokens = sum(len(p) for p in plan.prompts)
         head = {"id": request_id, "object": self.object_name, "created": self.created, "model": model}
-        self._head = "data: " + _dumps(head, separators=(",", ":"))[:-1] + ',"choices":[{"index":'  # `{... ,"choices":[{"index":`
+        # the fixed start of every chunk: `data: {"id":...,"model":...,"choices":[{"index":`
+        self._head = "data: " + _dumps(head, separators=(",", ":"))[:-1] + ',"choices":[{"index":'
         self._usage_tail = ',"usage":null}' if plan.is_include_usage else "}"
 
     def usage(self) -> Usage:
