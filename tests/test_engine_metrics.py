@@ -78,3 +78,14 @@ def test_text_exposition_keeps_vllm_schema():
     assert values[("vllm:generation_tokens_total", (("model_name", "tiny"),))] == PARAMS.max_tokens
     assert values[("vllm:request_success_total", (("finished_reason", "length"), ("model_name", "tiny")))] == 1
 
+
+
+def test_tpot_is_per_token_as_vllm_and_the_old_names_are_there():
+    engine = _served_engine()  # one request of PARAMS.max_tokens tokens
+    text = engine.metrics.render().decode()
+    values = {s.name: s.value for fam in parse_text(text) for s in fam.samples if not s.labels.get("le")}
+    assert values["vllm:time_per_output_token_seconds_count"] == PARAMS.max_tokens - 1  # every token after the first
+    assert values["vllm:inter_token_latency_seconds_count"] == PARAMS.max_tokens - 1
+    assert values["vllm:request_time_per_output_token_seconds_count"] == 1  # the per-request mean
+    assert values["vllm:request_max_num_generation_tokens_sum"] == PARAMS.max_tokens
+    assert values["vllm:gpu_cache_usage_perc"] == values["vllm:kv_cache_usage_perc"]
