@@ -105,3 +105,22 @@ def test_an_engine_that_went_away_with_work_in_flight_is_no_lasting_stall():
     assert {(e.attrs["id"], e.attrs["cause"]) for e in opened} == {("inc-100-1", "engine_stall")}  # while it beat
     assert [e.attrs["is_open"] for e in opened][-1] is False
     assert m.tracker.incidents(is_open=True) == [], "no heartbeat for seconds: no evidence of work in flight"
+
+
+def test_requests_open_an_incident_only_when_a_good_share_of_the_window_was_slowed():
+    from gpusleuth.agent.diagnosis.attribution import Verdict
+    from gpusleuth.agent.diagnosis.live import SlowRequest, from_requests
+    hi = 100 * S
+    ends = [hi - k * S // 6 for k in range(30)]  # 6 requests a second for 5 s
+    finished = [(PID, t) for t in ends]
+
+    def slow(n: int, cause: str) -> list[SlowRequest]:
+        v = Verdict(cause, {"pid": PID, "comm": "gs-engine"}, 20 * MS, 0.8, "", {"decode": 20 * MS}, True, {})
+        return [SlowRequest(PID, t - 50 * MS, t, v) for t in ends[:n]]
+
+    assert from_requests(slow(4, "batch_interference"), finished, hi) == [], "4 of 30: an ordinary tail"
+    got = from_requests(slow(10, "batch_interference"), finished, hi)
+    assert [c.verdict.cause for c in got] == ["batch_interference"], "10 of 30 slowed alike: an incident"
+    assert from_requests(slow(3, "queueing"), finished[:5], hi)[0].verdict.cause == "queueing", \
+        "3 of 5 on a quiet engine"
+    assert from_requests(slow(2, "queueing"), finished[:2], hi) == [], "never fewer than three requests"

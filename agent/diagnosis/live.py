@@ -52,20 +52,31 @@ class SlowRequest:
 
 REQUESTS_WINDOW_NS = 5_000_000_000
 MIN_SLOW_REQUESTS = 3
+MIN_SLOW_SHARE = 0.25  # ... and at least this share of the engine's requests that finished in the window
 
 
-def from_requests(slow: Iterable[SlowRequest], hi: int) -> list[Candidate]:
-    """Causes that MIN_SLOW_REQUESTS requests finished in the last REQUESTS_WINDOW_NS were likely slowed by."""
+def from_requests(slow: Iterable[SlowRequest], finished: Iterable[tuple[int, int]], hi: int) -> list[Candidate]:
+    """Causes that at least MIN_SLOW_REQUESTS requests finished in the last REQUESTS_WINDOW_NS, and at least
+    MIN_SLOW_SHARE of that engine's finished requests, were likely slowed by.
+
+    The share matters under load: at 6 requests a second, three requests in five seconds slowed by the prompts
+    chunked into their decode steps (or by waiting their turn) is an ordinary tail, not an incident; a fault slows
+    most requests of its window. `finished` holds (engine pid, end) of every diagnosed request."""
+    lo = hi - REQUESTS_WINDOW_NS
+    ended: dict[int, int] = {}
+    for pid, end_ns in finished:
+        if lo <= end_ns <= hi:
+            ended[pid] = ended.get(pid, 0) + 1
     groups: dict[tuple[int, str], list[SlowRequest]] = {}
     for r in slow:
-        if r.end_ns >= hi - REQUESTS_WINDOW_NS:
+        if lo <= r.end_ns <= hi:
             groups.setdefault((r.engine_pid, r.verdict.cause), []).append(r)
     out = []
     for (pid, _), rs in groups.items():
-        if len(rs) >= MIN_SLOW_REQUESTS:
+        if len(rs) >= max(MIN_SLOW_REQUESTS, MIN_SLOW_SHARE * ended.get(pid, len(rs))):
             last = max(rs, key=lambda r: r.end_ns)
             out.append(Candidate(pid, last.verdict, min(_onset(r.verdict, None, r.start_ns) for r in rs),
-                                 (hi - REQUESTS_WINDOW_NS, hi)))
+                                 (lo, hi)))
     return out
 
 

@@ -62,6 +62,7 @@ class Monitor:
         self.recent: deque[dict[str, Any]] = deque(maxlen=self.config.recent)
         self.costs_ms: deque[float] = deque(maxlen=1000)
         self.slow: deque[SlowRequest] = deque(maxlen=1000)  # recent requests with a likely top verdict
+        self.ended: deque[tuple[int, int]] = deque(maxlen=20_000)  # (engine pid, end) of every diagnosed request
         self.diagnosed_total = 0
         self._last_prune = 0
 
@@ -123,6 +124,7 @@ class Monitor:
         else:
             summary = summarize(budget, [], 0.0)
         self.costs_ms.append((time.perf_counter() - t0) * 1e3)
+        self.ended.append((eng.pid, req.end_ns))
         self.diagnosed_total += 1
         self.recent.append(summary)
         self.finished[(req.pid, req.request_id)] = req
@@ -140,7 +142,7 @@ class Monitor:
             if max(eng.last_step_end_ns, last_beat) < lo - QUIET_NS and not extra:
                 continue  # an engine gone quiet (exited, or idle without a server sending heartbeats)
             found += candidates(eng, self.baseline(eng.pid), self.evidence, self.samples, self.host, lo, hi, extra)
-        found += from_requests(self.slow, hi)
+        found += from_requests(self.slow, self.ended, hi)
         comms = {pid: eng.comm for pid, eng in self.engines.by_pid.items()}
         return self.tracker.update(found, comms, now_ns)
 

@@ -48,6 +48,17 @@ class NvtxConfig:
         check_range("max_queued_datagrams", self.max_queued_datagrams, 100, 10_000_000)
 
 
+def _remove_stale(path: str) -> None:
+    """Remove a socket nobody listens on (a dead agent's); a live one is another agent's: ProbeUnavailable."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            os.unlink(path)
+            return
+    raise ProbeUnavailable(f"another process listens on {path}; set probes.nvtx.socket to a path of this agent's")
+
+
 class NvtxProbe(Probe):
     name = "nvtx"
     config_class = NvtxConfig
@@ -73,7 +84,7 @@ class NvtxProbe(Probe):
         try:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             if os.path.exists(path):
-                os.unlink(path)  # the agent holds the pid lock, so any socket here is a dead agent's
+                _remove_stale(path)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
             sock.bind(path)
