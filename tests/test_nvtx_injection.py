@@ -189,23 +189,22 @@ def test_no_agent_listening_never_blocks_the_program(library, tmp_path):
 
 
 def test_a_live_socket_is_never_taken_over_and_a_stale_one_is(tmp_path):
+    import socket as s
     from gpusleuth.probes.base import ProbeUnavailable
     path = str(tmp_path / "nvtx.sock")
-    first = NvtxProbe(NvtxConfig(socket=path))
-    first.start()
+    live = s.socket(s.AF_UNIX, s.SOCK_DGRAM)
+    live.bind(path)  # another agent, alive
     try:
         with pytest.raises(ProbeUnavailable, match="probes.nvtx.socket"):
             NvtxProbe(NvtxConfig(socket=path)).start()
     finally:
-        first._sock.close()  # leave the file behind, as a killed agent would
+        live.close()  # the file stays behind, as a killed agent's does
+    assert os.path.exists(path)
     second = NvtxProbe(NvtxConfig(socket=path))
     second.start()
     try:
-        import socket as s
         with s.socket(s.AF_UNIX, s.SOCK_DGRAM) as c:
             c.sendto(b'{"v":1,"pid":1,"ranges":[]}', path)
         assert wait_for(lambda: second.poll(monotonic_ns()).snapshot.datagrams_total == 1, timeout=5)
     finally:
         second.stop()
-        first._sock = None
-        first.stop()
