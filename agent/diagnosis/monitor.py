@@ -25,7 +25,8 @@ from gpusleuth.agent.diagnosis.hostinfo import CPU_SERIES
 from gpusleuth.agent.diagnosis.incidents import IncidentTracker
 from gpusleuth.agent.diagnosis.learning import (learn_clock, learn_gap, learn_gpu, learn_request, learn_step,
                                                 shares_gpu)
-from gpusleuth.agent.diagnosis.live import SlowRequest, candidates, from_requests, ongoing_events
+from gpusleuth.agent.diagnosis.live import (REQUESTS_WINDOW_NS, SlowRequest, candidates, from_requests,
+                                            ongoing_events)
 from gpusleuth.agent.diagnosis.spans import RequestSpans, Step
 from gpusleuth.probes.records import Event, Sample
 
@@ -142,6 +143,8 @@ class Monitor:
             if max(eng.last_step_end_ns, last_beat) < lo - QUIET_NS and not extra:
                 continue  # an engine gone quiet (exited, or idle without a server sending heartbeats)
             found += candidates(eng, self.baseline(eng.pid), self.evidence, self.samples, self.host, lo, hi, extra)
+        while self.ended and self.ended[0][1] < hi - REQUESTS_WINDOW_NS:  # diagnosed in about end order
+            self.ended.popleft()  # so each tick reads only the window's requests
         found += from_requests(self.slow, self.ended, hi)
         comms = {pid: eng.comm for pid, eng in self.engines.by_pid.items()}
         return self.tracker.update(found, comms, now_ns)
