@@ -66,8 +66,16 @@ class ExporterSection:
     is_enabled: bool = True
     listen: str = "127.0.0.1:9464"
     otlp_traces_endpoint: str = ""  # OTLP/HTTP collector for request traces (exporters/otlp_traces.py); "" = off
+    render_interval_s: float = 1.0  # /metrics is rendered this often, off the scrape path
+    series_budget: int = 2000  # samples per source (collector) and scrape; the rest are left out and counted
+    top_threads: int = 0  # per-thread series for the N threads with the most CPU wait + off-CPU time; 0 = none
+    bucket_factor: int = 4  # latency histogram buckets grow by this factor (2, 4 or 8): 4 gives 14 buckets
 
     def __post_init__(self) -> None:
+        check_range("render_interval_s", self.render_interval_s, 0.1, 60)
+        check_range("series_budget", self.series_budget, 100, 1_000_000)
+        check_range("top_threads", self.top_threads, 0, 10_000)
+        check_choice("bucket_factor", self.bucket_factor, [2, 4, 8])
         if self.otlp_traces_endpoint and not self.otlp_traces_endpoint.startswith(("http://", "https://")):
             raise ConfigError("otlp_traces_endpoint", f"{self.otlp_traces_endpoint!r} is not http(s)://HOST:PORT")
         host, sep, port = self.listen.rpartition(":")

@@ -31,8 +31,14 @@ class _SpanCollector:
     def collect(self) -> Iterator[Metric]:
         yield CounterMetricFamily("gpusleuth_engine_spans_sent", "Spans delivered to the agent socket",
                                   value=sum(e.num_sent for e in self.emitters))
-        yield CounterMetricFamily("gpusleuth_engine_spans_dropped", "Spans dropped (no agent listening or busy)",
-                                  value=sum(e.num_dropped for e in self.emitters))
+        yield CounterMetricFamily("gpusleuth_engine_spans_dropped", "Spans dropped (no agent listening, or the "
+                                  "backlog for a busy agent full)", value=sum(e.num_dropped for e in self.emitters))
+        reasons = CounterMetricFamily("gpusleuth_engine_span_drops", "Spans dropped, by reason", labels=["reason"])
+        for reason in ("no_agent", "backlog_full", "error"):
+            reasons.add_metric([reason], sum(e.dropped_by_reason[reason] for e in self.emitters))
+        yield reasons
+        yield CounterMetricFamily("gpusleuth_engine_spans_deferred", "Spans that waited for a busy agent and were "
+                                  "sent later", value=sum(e.num_deferred for e in self.emitters))
         info = GaugeMetricFamily("gpusleuth_engine_kernels_info", "Which op implementation runs (1 = active)",
                                  labels=["kernels"])
         info.add_metric([self.kernels], 1)

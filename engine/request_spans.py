@@ -65,8 +65,10 @@ class ServerSpans:
 
     def heartbeat(self) -> None:
         now = time.monotonic_ns()
+        # the oldest request still in flight: the agent closes any it holds open from before (a lost "finished")
+        oldest = min((t.received_ns for t in self.in_flight.values()), default=now)
         self.emitter.add("step", "heartbeat", "heartbeat", now, now, num_in_flight=len(self.in_flight),
-                         tid=self.step_tid())
+                         tid=self.step_tid(), oldest_in_flight_ns=oldest)
         self.emitter.flush()  # also sends the process's garbage collections that no step has sent
 
     async def run_heartbeats(self) -> None:

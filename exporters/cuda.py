@@ -20,8 +20,8 @@ from gpusleuth.probes.cuda.snapshot import CudaSnapshot
 P = "gpusleuth_cuda_"
 
 
-def _hist(family: HistogramMetricFamily, labels: list[str], h: Log2Counts) -> None:
-    family.add_metric(labels, prometheus_buckets(h.buckets, h.count), h.sum_ns / 1e9)
+def _hist(family: HistogramMetricFamily, labels: list[str], h: Log2Counts, factor: int = 4) -> None:
+    family.add_metric(labels, prometheus_buckets(h.buckets, h.count, factor), h.sum_ns / 1e9)
 
 
 class CudaCollector(SnapshotCollector):

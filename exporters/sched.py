@@ -1,7 +1,9 @@
 """Prometheus collector for the scheduler probe's latest snapshot.
 
-Label sets stay bounded by what the probe watches: per watched process and thread, per cgroup of a watched process
-(its own and its quota-setting ancestors), and per stuck thread while it is stuck.
+Label sets stay bounded: per live watched process (exited ones fold into pid="exited" per comm), per-thread series
+only for the exporter.top_threads threads with the most run-queue + off-CPU time (none by default: a client with a
+thread per request would add series without end), per cgroup of a watched process (its own and its quota-setting
+ancestors), and per stuck thread while it is stuck; the series budget caps each family on top.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from typing import Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from gpusleuth.exporters.base import SnapshotCollector
+from gpusleuth.exporters.base import EXITED_PID, SnapshotCollector
 from gpusleuth.exporters.histograms import prometheus_buckets
 from gpusleuth.probes.kernel.snapshot import SchedSnapshot
 
@@ -25,9 +27,12 @@ class SchedCollector(SnapshotCollector):
     def metrics(self, snap: SchedSnapshot) -> Iterator[Metric]:
         hist = HistogramMetricFamily("gpusleuth_runqueue_latency_seconds",
                                      "Time watched threads waited runnable before running", labels=["pid", "comm"])
-        for pid, proc in snap.processes.items():
-            h = proc.runq
-            hist.add_metric([str(pid), proc.comm], prometheus_buckets(h.buckets, h.count), h.sum_ns / 1e9)
+        series = [(p.runq.sum_ns, str(pid), p.comm, p.runq) for pid, p in snap.processes.items()]
+        series += [(p.runq.sum_ns, EXITED_PID, comm, p.runq) for comm, p in snap.exited.items()]
+        series.sort(key=lambda s: (-s[0], s[1], s[2]))  # the longest waits first: the series budget keeps those
+        for _, pid, comm, h in series:
+            hist.add_metric([pid, comm], prometheus_buckets(h.buckets, h.count, self.options.bucket_factor),
+                            h.sum_ns / 1e9)
         yield hist
         yield from self._threads(snap)
         stuck = GaugeMetricFamily("gpusleuth_thread_stuck_seconds", "How long a watched thread has been stopped, "
@@ -50,7 +55,9 @@ class SchedCollector(SnapshotCollector):
                                      labels=THREAD_LABELS)
         reclaim = CounterMetricFamily("gpusleuth_thread_reclaim_seconds", "Time a watched thread spent in direct "
                                       "or memcg reclaim", labels=THREAD_LABELS)
-        for tid, t in snap.threads.items():
+        top = self.options.top_threads
+        threads = sorted(snap.threads.items(), key=lambda kv: -(kv[1].runq_ns + kv[1].offcpu_ns))[:top] if top else []
+        for tid, t in threads:
             key = [str(t.pid), str(tid), t.comm]
             offcpu.add_metric(key, t.offcpu_ns / 1e9)
             runq.add_metric(key, t.runq_ns / 1e9)

@@ -6,13 +6,14 @@ from typing import Iterator
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from gpusleuth.exporters.base import SnapshotCollector
+from gpusleuth.exporters.base import EXITED_PID, SnapshotCollector
 from gpusleuth.exporters.histograms import prometheus_buckets
 from gpusleuth.probes.kernel.snapshot import SyscallSnapshot
 
 
 class SyscallCollector(SnapshotCollector):
-    """gpusleuth_syscall_latency_seconds{pid,comm,syscall} and slow-syscall / lost counters."""
+    """gpusleuth_syscall_latency_seconds{pid,comm,syscall} and slow-syscall / lost counters. Exited processes'
+    counts are folded per comm into pid="exited", so `sum by (comm)` stays monotonic as processes come and go."""
 
     source = "syscalls"
 
@@ -20,10 +21,14 @@ class SyscallCollector(SnapshotCollector):
         hist = HistogramMetricFamily("gpusleuth_syscall_latency_seconds",
                                      "Syscall latency of watched processes (log2 buckets, kernel-aggregated)",
                                      labels=["pid", "comm", "syscall"])
-        for pid, proc in snap.processes.items():
-            labels = [str(pid), proc.comm]
-            for name, h in proc.syscalls.items():
-                hist.add_metric([*labels, name], prometheus_buckets(h.buckets, h.count), h.sum_ns / 1e9)
+        factor = self.options.bucket_factor
+        series = [(h.count, str(pid), proc.comm, name, h) for pid, proc in snap.processes.items()
+                  for name, h in proc.syscalls.items()]
+        series += [(h.count, EXITED_PID, comm, name, h) for comm, proc in snap.exited.items()
+                   for name, h in proc.syscalls.items()]
+        series.sort(key=lambda s: (-s[0], s[1], s[3]))  # the busiest first: the series budget keeps those
+        for _, pid, comm, name, h in series:
+            hist.add_metric([pid, comm, name], prometheus_buckets(h.buckets, h.count, factor), h.sum_ns / 1e9)
         yield hist
         slow = CounterMetricFamily("gpusleuth_slow_syscalls", "Syscalls slower than probes.syscalls.slow_threshold_ms")
         slow.add_metric([], snap.slow_events_total)

@@ -70,6 +70,7 @@ class WatchSet:
     tgids: frozenset[int] = frozenset()
     cgroup_ids: frozenset[int] = frozenset()
     is_all: bool = False
+    is_inherited: bool = True  # children of watched processes are watched from their fork (in the kernel)
 
 
 class Probe(ABC):

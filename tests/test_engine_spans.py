@@ -17,6 +17,7 @@ from engine_helpers import make_engine
 from gpusleuth.engine.faults import FaultConfig, RankFaults
 from gpusleuth.engine.gc_spans import GcWatch
 from gpusleuth.engine.sequence import SamplingParams
+from gpusleuth.engine import spans as engine_spans
 from gpusleuth.engine.spans import SpanEmitter
 from gpusleuth.probes.spans import wire as span_protocol
 
@@ -137,16 +138,28 @@ def test_no_listener_drops_and_counts(tmp_path):
     assert b"gpusleuth_engine_spans_dropped_total %d.0" % engine.emitter.num_dropped in engine.metrics.render()
 
 
-def test_full_socket_buffer_drops_without_blocking(listener):
-    path, sock = listener  # bound but never read: the queue fills and sends would block
+def test_a_busy_agent_defers_spans_in_order_and_a_full_backlog_drops_them(listener, monkeypatch):
+    path, sock = listener  # bound but not read yet: the socket's queue fills and sends would block
+    monkeypatch.setattr(engine_spans, "MAX_BACKLOG_BYTES", 256 << 10)
     emitter = SpanEmitter(0, path)
     start = time.monotonic()
     for i in range(3000):
         emitter.add("step", "step", f"s{i}", 1, 2, attrs_padding="x" * 200)
         emitter.flush()
     assert time.monotonic() - start < 30  # generous: a blocking send would hang forever, not be slow
-    assert emitter.num_dropped > 0 and emitter.num_sent > 0
-    assert emitter.num_sent + emitter.num_dropped == 3000
+    waiting = len(emitter._backlog)
+    assert emitter.num_sent > 0 and waiting > 0 and emitter.dropped_by_reason["backlog_full"] > 0
+    assert emitter.num_sent + waiting + emitter.num_dropped == 3000  # one span per datagram here
+    assert emitter.num_dropped == emitter.dropped_by_reason["backlog_full"]
+    sock.settimeout(2)
+    got, total = [], emitter.num_sent + waiting
+    while len(got) < total:  # the agent reads again: the next flushes send the backlog
+        got += [s.request_id for s in span_protocol.decode_batch(sock.recv(1 << 16))[1]]
+        emitter.flush()
+    assert emitter.num_deferred == waiting and not emitter._backlog
+    ids = [int(r[1:]) for r in got]
+    assert ids == sorted(ids)  # deferred spans kept their order, behind nothing newer
+
 
 
 def test_large_batches_split_under_datagram_limit(listener):

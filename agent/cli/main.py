@@ -209,8 +209,10 @@ def _run_agent(cfg: config_mod.Config, pidfile: daemon.PidFile, ready_fd: int | 
         log.warning("recovered a stale pid file left by pid %d (it did not stop cleanly)", pidfile.stale_pid)
     agent = Agent(cfg)
     if cfg.exporter.is_enabled:
-        from gpusleuth.exporters.server import ExporterServer  # noqa: PLC0415
-        agent.add_service(ExporterServer(agent.store, *cfg.exporter.address),
+        from gpusleuth.exporters.server import ExporterServer, ExportOptions  # noqa: PLC0415
+        ex = cfg.exporter
+        options = ExportOptions(ex.series_budget, ex.top_threads, ex.bucket_factor)
+        agent.add_service(ExporterServer(agent.store, *ex.address, ex.render_interval_s, options),
                           f"exporter.listen {cfg.exporter.listen}")
     if cfg.exporter.otlp_traces_endpoint:
         from gpusleuth.exporters.otlp_traces import TraceExporter  # noqa: PLC0415

@@ -23,13 +23,14 @@ _LOCAL_INCLUDE = re.compile(r'^#include "([\w.-]+)"[ \t]*$', re.M)
 
 def render_source(c_file: Path, defines: dict[str, int | str]) -> str:
     """The BPF C text: #define flags first, then the file beside the loader (bcc syscount's way to specialise), with
-    each `#include "name"` replaced by that file's text: common.h is the shared header, any other name a file beside
-    `c_file` (bcc compiles from memory, with no include path, so a probe's C split into parts is put together here)."""
+    each `#include "name"` replaced by that file's text: a file beside `c_file`, else one of the shared headers
+    beside common.h (lifecycle.h) (bcc compiles from memory, with no include path, so a probe's C split into parts is put together here)."""
     lines = [f"#define {k} {v}" for k, v in defines.items()]
 
     def inline(match: re.Match) -> str:
         name = match.group(1)
-        return (COMMON_HEADER if name == COMMON_HEADER.name else c_file.with_name(name)).read_text()
+        beside = c_file.with_name(name)
+        return (beside if beside.exists() else COMMON_HEADER.with_name(name)).read_text()
 
     return "\n".join(lines) + "\n" + _LOCAL_INCLUDE.sub(inline, c_file.read_text())
 

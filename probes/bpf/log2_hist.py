@@ -39,6 +39,14 @@ class Log2Hist:
         self.sum_ns += sum_ns
         self.last_change_ns = now_ns
 
+    def merge(self, other: "Log2Hist") -> None:
+        """Add another histogram's counts (an exited process's, into its comm's totals)."""
+        for slot, c in other.counts.items():
+            self.counts[slot] = self.counts.get(slot, 0) + c
+        self.count += other.count
+        self.sum_ns += other.sum_ns
+        self.last_change_ns = max(self.last_change_ns, other.last_change_ns)
+
     def snapshot(self) -> Log2Counts:
         """A copy that later adds do not change."""
         return Log2Counts(dict(self.counts), self.count, self.sum_ns)

@@ -96,6 +96,8 @@ class CudaProbe(BccProbe):
         self._attacher = Attacher(linker, list(self.config.libraries), skip, self.config.max_uprobes,
                                   self.config.rescan_interval_s)
 
+    HAS_LIFECYCLE = False  # uprobes are attached per process: no watched map to inherit
+
     def push_watch(self) -> None:
         """Nothing to push: uprobes are attached per process in poll()."""
 

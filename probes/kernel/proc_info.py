@@ -13,6 +13,8 @@ from pathlib import Path
 
 import psutil
 
+EXITED_COMM = "<exited>"  # the comm of a process that was gone before its name could be read
+
 
 def comm_of(pid: int) -> str:
     """The process's comm, or '' if it is gone."""
@@ -80,6 +82,16 @@ class CommCache:
                     self._names.clear()
                 self._names[pid] = name
         return name or fallback
+
+    def peek(self, pid: int) -> str:
+        """The remembered name ('' if none), without reading /proc."""
+        return self._names.get(pid, "")
+
+    def put(self, pid: int, name: str) -> None:
+        """Remember `name` (the kernel told it: a fork, an exec, an exit)."""
+        if len(self._names) >= self._max and pid not in self._names:
+            self._names.clear()
+        self._names[pid] = name
 
     def forget(self, pid: int) -> None:
         self._names.pop(pid, None)

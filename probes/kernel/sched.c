@@ -3,7 +3,8 @@
 // irq tracepoints. Specialised by the loader: FILTER, USE_RINGBUF, SLOW_RUNQ_NS, MAX_THREADS, NUM_CPUS,
 // MAX_WAITERS, NUM_CULPRITS, CHARGE_MIN_NS, HOT_OFFCPU_NS, SLOW_OFFCPU_NS, MIN_RECLAIM_NS, IRQ_WINDOW_NS, IRQ_PCT,
 // IRQ_MAX_RUN_NS, IRQ_ALL_CPUS, USE_RAW_TP (raw tracepoints for those that need no task_struct field); the optional parts
-// HAS_CULPRITS, HAS_FROZEN, HAS_FAULTS, HAS_RECLAIM, HAS_MEMCG_RECLAIM, HAS_IRQ (0: compiled out).
+// HAS_CULPRITS, HAS_FROZEN, HAS_FAULTS, HAS_RECLAIM, HAS_MEMCG_RECLAIM, HAS_IRQ (0: compiled out); INHERIT_WATCH
+// (lifecycle.h: fork / exec / exit of watched processes).
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
 // lost[]: [0] map keys that did not fit, [1] events the buffers could not take, [2] waits whose culprits could not
@@ -75,6 +76,8 @@ BPF_TABLE("lru_hash", u32, struct enq_t, enqueued, MAX_THREADS);
 BPF_HASH(hist, struct hist_key_t, struct hist_val_t, 65536);
 BPF_HASH(thread_stats, u32, struct thread_t, MAX_THREADS);
 BPF_PERCPU_ARRAY(delay_scratch, struct delay_t, 1);       // records are too big for the 512-byte BPF stack
+#define HAS_OWN_TASK_HANDLERS 1
+#include "lifecycle.h"
 
 // Two cache lines: the first is written by the CPU's own switches, the second (waiters) by wakeups on other CPUs;
 // apart, neither kind of write evicts the other's line, nor a neighbouring CPU's.
@@ -109,8 +112,12 @@ static __always_inline struct thread_t *stats_of(u32 tid, u32 tgid) {
 // A new thread of a watched process is watched from its first wakeup.
 TRACEPOINT_PROBE(task, task_newtask) {
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    if (!(args->clone_flags & CLONE_THREAD_FLAG))
+    if (!(args->clone_flags & CLONE_THREAD_FLAG)) {
+        u32 child = lifecycle_new_task(args->pid, args->clone_flags);
+        if (child)  // a child of a watched process: its main thread is watched from its first switch
+            threads.update(&child, &child);
         return 0;
+    }
 #if FILTER
     if (!watched.lookup(&tgid))
         return 0;
@@ -291,6 +298,7 @@ TRACEPOINT_PROBE(sched, sched_switch) {
 
 // Forget exited threads so their map slots are reused at once.
 TRACEPOINT_PROBE(sched, sched_process_exit) {
+    lifecycle_exit();
     u32 tid = (u32)bpf_get_current_pid_tgid();
     threads.delete(&tid);
     enqueued.delete(&tid);

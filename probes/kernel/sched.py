@@ -40,7 +40,7 @@ from gpusleuth.probes.bpf.probe import BccProbe
 from gpusleuth.probes.config import check_choice, check_range
 from gpusleuth.probes.kernel import sched_records
 from gpusleuth.probes.kernel.cgroups import CgroupPoll, CgroupWatch
-from gpusleuth.probes.kernel.proc_info import is_alive, tgid_of, threads_of
+from gpusleuth.probes.kernel.proc_info import EXITED_COMM, is_alive, tgid_of, threads_of
 from gpusleuth.probes.kernel.sched_threads import FaultCounter, ThreadTotals, ongoing_states
 from gpusleuth.probes.kernel.snapshot import SchedProcess, SchedSnapshot
 from gpusleuth.probes.records import Event, Sample
@@ -49,6 +49,7 @@ MAX_WAITERS = 4  # watched threads whose culprits are tracked at once per CPU
 NUM_CULPRITS = 8  # tasks per wait's culprit table (the rest add up in other_ns)
 CHARGE_MIN_NS = 50_000  # slices ending this early in a wait are not charged (sched_culprits.h says why)
 IRQ_MAX_RUN_NS = 1_000_000_000
+THREAD_SWEEP_S = 5.0  # how often threads that did not run are checked for having exited
 FREEZE_STATES = ("S", "D")
 
 
@@ -70,8 +71,7 @@ class SchedConfig:
     has_irq: bool = True
     has_cgroups: bool = True
     max_threads: int = 65536
-    idle_expiry_s: float = 600.0
-    max_events_per_poll: int = 10000  # beyond this, events wait in the kernel buffer or are dropped and counted
+    max_events_per_poll: int = 50000  # a memory bound: beyond it (or 20 % of the interval) events wait in the buffer
 
     def __post_init__(self) -> None:
         check_range("interval_s", self.interval_s, 0.05, 3600)
@@ -84,7 +84,6 @@ class SchedConfig:
         check_range("softirq_window_ms", self.softirq_window_ms, 1, 1000)
         check_choice("softirq_cpus", self.softirq_cpus, ["watched", "all"])
         check_range("max_threads", self.max_threads, 1024, 4_194_304)
-        check_range("idle_expiry_s", self.idle_expiry_s, 1, 86400 * 7)
         check_range("max_events_per_poll", self.max_events_per_poll, 100, 10_000_000)
 
 
@@ -113,6 +112,9 @@ class SchedProbe(BccProbe):
     def __init__(self, config: SchedConfig) -> None:
         super().__init__(config)
         self._hists: dict[int, Log2Hist] = {}
+        self._gone: set[int] = set()  # processes found gone at the last poll: folded into _exited at this one
+        self._exited: dict[str, Log2Hist] = {}  # comm -> run-queue totals of its exited processes
+        self._next_sweep_ns = 0
         self._threads: dict[int, ThreadTotals] = {}
         self._hot: frozenset[int] = frozenset()
         self._totals = {"runq_delay": 0, "offcpu": 0, "direct_reclaim": 0, "softirq": 0, "cgroup_throttle": 0}
@@ -215,7 +217,7 @@ class SchedProbe(BccProbe):
         ongoing = ongoing_states(stuck["blocked"], stuck["enqueued"], frozen_at, cg.frozen_pids, now_ns,
                                  int(self.config.ongoing_ms * 1e6), self._comms.get)
         self._expire(now_ns)
-        self._set_health(lost)
+        self.update_health(lost[:2], now_ns, "raise probes.sched.slow_runq_ms / hot_offcpu_ms or narrow [watch]")
         return PollResult(samples=samples, events=events,
                           snapshot=self._snapshot(now_ns, lost, ongoing, cg))
 
@@ -245,14 +247,6 @@ class SchedProbe(BccProbe):
         extra = {"cgroup_throttled_periods": throttled[e.pid]} if e.pid in throttled else {}
         return replace(e, attrs={**e.attrs, "culprits": culprits, **extra})
 
-    def _set_health(self, lost: list[int]) -> None:
-        reasons = self.parts_off()
-        if lost[0] or lost[1]:
-            reasons.append(f"overloaded: {lost[0]} keys and {lost[1]} events lost; raise "
-                           "probes.sched.slow_runq_ms / hot_offcpu_ms or narrow [watch]")
-        if reasons:
-            self.set_status(ProbeState.DEGRADED, "; ".join(reasons))
-
     def _accumulate(self, hist_items, thread_items, now_ns: int) -> list[Sample]:
         per_tgid: dict[int, list[int]] = {}
         for key, val in hist_items:
@@ -268,24 +262,34 @@ class SchedProbe(BccProbe):
             t.add(val, now_ns)
         samples = []
         for tgid, (count, sum_ns) in per_tgid.items():
-            labels = {"pid": str(tgid), "comm": self._comms.get(tgid)}
+            labels = {"pid": str(tgid), "comm": self._comms.get(tgid, EXITED_COMM)}
             samples.append(Sample("runq.count", now_ns, float(count), labels))
             samples.append(Sample("runq.seconds", now_ns, sum_ns / 1e9, labels))
         return samples
 
     def _expire(self, now_ns: int) -> None:
-        horizon = now_ns - int(self.config.idle_expiry_s * 1e9)
-        for tgid in [k for k, h in self._hists.items() if h.last_change_ns < horizon and not is_alive(k)]:
-            del self._hists[tgid]
-        for tid in [k for k, t in self._threads.items() if t.last_change_ns < horizon and not is_alive(k)]:
-            del self._threads[tid]
+        """A process found gone is published one last poll under its pid, then folded into its comm's `exited`
+        run-queue totals; a gone thread leaves at the next sweep (every THREAD_SWEEP_S, or at its exit)."""
+        for tgid in self._gone:
+            hist = self._hists.pop(tgid, None)
+            if hist is not None:
+                self._exited.setdefault(self._comms.get(tgid, EXITED_COMM), Log2Hist()).merge(hist)
+        self._gone = {tgid for tgid in self._hists if not is_alive(tgid)}
+        if now_ns >= self._next_sweep_ns:
+            self._next_sweep_ns = now_ns + int(THREAD_SWEEP_S * 1e9)
+            horizon = now_ns - int(self.config.interval_s * 1e9)
+            for tid in [k for k, t in self._threads.items() if t.last_change_ns < horizon and not is_alive(k)]:
+                del self._threads[tid]
 
     def _snapshot(self, now_ns: int, lost: list[int], ongoing, cg: CgroupPoll) -> SchedSnapshot:
-        processes = {tgid: SchedProcess(self._comms.get(tgid), h.snapshot()) for tgid, h in self._hists.items()}
-        threads = {tid: t.times(self._comms.get(tid), tid in self._hot) for tid, t in self._threads.items()}
+        processes = {tgid: SchedProcess(self._comms.get(tgid, EXITED_COMM), h.snapshot())
+                     for tgid, h in self._hists.items()}
+        exited = {comm: SchedProcess(comm, h.snapshot()) for comm, h in self._exited.items()}
+        threads = {tid: t.times(self._comms.get(tid, EXITED_COMM), tid in self._hot)
+                   for tid, t in self._threads.items()}
         tot = self._totals
         return SchedSnapshot(t_ns=now_ns, interval_s=self.config.interval_s, filter=self.filter_name,
-                             processes=processes, threads=threads, ongoing=ongoing, cgroups=cg.states,
+                             processes=processes, exited=exited, threads=threads, ongoing=ongoing, cgroups=cg.states,
                              frozen_pids=sorted(cg.frozen_pids),
                              runq_delays_total=tot["runq_delay"], offcpu_events_total=tot["offcpu"],
                              reclaim_events_total=tot["direct_reclaim"], softirq_events_total=tot["softirq"],

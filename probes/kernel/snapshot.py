@@ -22,7 +22,8 @@ class SyscallSnapshot:
     interval_s: float = 0.0  # the probe's poll interval: a client need not ask again sooner
     filter: str = "watched"  # "watched" | "all"
     watched_tgids: int = 0
-    processes: dict[int, SyscallProcess] = field(default_factory=dict)
+    processes: dict[int, SyscallProcess] = field(default_factory=dict)  # live processes (and those gone this poll)
+    exited: dict[str, SyscallProcess] = field(default_factory=dict)  # comm -> totals of its exited processes
     slow_events_total: int = 0  # syscalls slower than slow_threshold_ms (each also an Event)
     lost_keys: int = 0  # histogram keys the kernel map had no room for
     lost_events: int = 0  # slow-syscall events dropped (kernel buffer full or over the per-poll bound)
@@ -82,7 +83,8 @@ class SchedSnapshot:
     t_ns: int = 0
     interval_s: float = 0.0
     filter: str = "watched"  # "watched" | "all"
-    processes: dict[int, SchedProcess] = field(default_factory=dict)
+    processes: dict[int, SchedProcess] = field(default_factory=dict)  # live processes (and those gone this poll)
+    exited: dict[str, SchedProcess] = field(default_factory=dict)  # comm -> run-queue totals of exited processes
     threads: dict[int, ThreadTimes] = field(default_factory=dict)  # tid -> times
     ongoing: list[OngoingState] = field(default_factory=list)
     cgroups: list[CgroupState] = field(default_factory=list)

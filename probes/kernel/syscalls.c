@@ -1,7 +1,8 @@
 // Per-(process, syscall) log2 latency histograms and slow-syscall events, from raw_syscalls tracepoints.
 // Specialised by the loader with #defines: FILTER (0 = every process, 1 = watched tgids/cgroups only),
 // SLOW_NS (slow-event threshold), MAX_THREADS, MAX_KEYS, USE_RINGBUF, USE_TASK_STORAGE (per-thread start time in
-// task-local storage, kernel >= 5.11 with BTF: no hash insert/delete per syscall), PERCPU_HIST.
+// task-local storage, kernel >= 5.11 with BTF: no hash insert/delete per syscall), PERCPU_HIST, INHERIT_WATCH
+// (lifecycle.h: fork / exec / exit of watched processes).
 #include <uapi/linux/ptrace.h>
 #include <linux/sched.h>
 #include "common.h"
@@ -44,6 +45,7 @@ BPF_HASH(hist, struct hist_key_t, struct hist_val_t, MAX_KEYS);
 #endif
 BPF_HASH(watched, u32, u8, 65536);
 BPF_HASH(watched_cgroups, u64, u8, 1024);
+#include "lifecycle.h"
 EVENT_OUTPUT(slow_events, 64);  // lost[0]: histogram keys that did not fit, lost[1]: slow events the buffer could not take
 
 TRACEPOINT_PROBE(raw_syscalls, sys_enter) {

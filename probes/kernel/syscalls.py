@@ -16,10 +16,10 @@ from typing import Any
 from gpusleuth.probes.config import check_choice, check_range
 from gpusleuth.probes.bpf import host as bpf_host
 from gpusleuth.probes.bpf import maps as bpf_maps
-from gpusleuth.probes.base import PollResult, ProbeState, ProbeUnavailable
+from gpusleuth.probes.base import PollResult, ProbeUnavailable
 from gpusleuth.probes.bpf.probe import BccProbe
 from gpusleuth.probes.bpf.log2_hist import Log2Hist
-from gpusleuth.probes.kernel.proc_info import is_alive
+from gpusleuth.probes.kernel.proc_info import EXITED_COMM, is_alive
 from gpusleuth.probes.kernel.snapshot import SyscallProcess, SyscallSnapshot
 from gpusleuth.probes.records import Event, Sample
 from gpusleuth.probes.kernel.syscall_table import syscall_name
@@ -32,8 +32,7 @@ class SyscallConfig:
     slow_threshold_ms: float = 10.0
     max_threads: int = 65536  # in-flight syscalls tracked at once (LRU)
     max_keys: int = 65536  # distinct (process, syscall, bucket) keys per interval
-    idle_expiry_s: float = 600.0  # forget a gone process's histograms after this long without activity
-    max_events_per_poll: int = 10000  # beyond this, events wait in the kernel buffer or are dropped and counted
+    max_events_per_poll: int = 50000  # a memory bound: beyond it (or 20 % of the interval) events wait in the buffer
     thread_state: str = "auto"  # where a thread's syscall start lives: "task" (task storage), "hash", "auto"
     is_percpu: bool = True  # per-CPU histogram maps: no atomics on the hot path
 
@@ -42,7 +41,6 @@ class SyscallConfig:
         check_range("slow_threshold_ms", self.slow_threshold_ms, 0, 3_600_000)  # 0: every syscall (debug)
         check_range("max_threads", self.max_threads, 1024, 4_194_304)
         check_range("max_keys", self.max_keys, 1024, 4_194_304)
-        check_range("idle_expiry_s", self.idle_expiry_s, 1, 86400 * 7)
         check_range("max_events_per_poll", self.max_events_per_poll, 100, 10_000_000)
         check_choice("thread_state", self.thread_state, ["auto", "task", "hash"])
 
@@ -58,6 +56,9 @@ class SyscallProbe(BccProbe):
     def __init__(self, config: SyscallConfig) -> None:
         super().__init__(config)
         self._hists: dict[tuple[int, int], Log2Hist] = {}
+        self._nrs: dict[int, set[int]] = {}  # tgid -> its syscalls in _hists
+        self._gone: set[int] = set()  # processes found gone at the last poll: folded into _exited at this one
+        self._exited: dict[tuple[str, int], Log2Hist] = {}  # (comm, nr) -> totals of exited processes
         self._slow_total = 0
         self._use_task_storage = config.thread_state != "hash"
 
@@ -95,9 +96,7 @@ class SyscallProbe(BccProbe):
         self._slow_total += len(events)
         samples = self._accumulate(drained["hist"], now_ns)
         self._expire(now_ns)
-        if lost[0] or lost[1]:
-            self.set_status(ProbeState.DEGRADED, f"overloaded: {lost[0]} histogram keys and {lost[1]} slow events "
-                            "lost; raise probes.syscalls.slow_threshold_ms or max_keys, or narrow [watch]")
+        self.update_health(lost, now_ns, "raise probes.syscalls.slow_threshold_ms or max_keys, or narrow [watch]")
         return PollResult(samples=samples, events=events, snapshot=self._snapshot(now_ns, lost))
 
     def _accumulate(self, items, now_ns: int) -> list[Sample]:
@@ -107,31 +106,38 @@ class SyscallProbe(BccProbe):
             hist = self._hists.get((key.tgid, key.nr))
             if hist is None:
                 hist = self._hists[(key.tgid, key.nr)] = Log2Hist()
+                self._nrs.setdefault(key.tgid, set()).add(key.nr)
             hist.add(key.slot, val.count, val.sum_ns, now_ns)
             acc = interval.setdefault((key.tgid, key.nr), [0, 0])
             acc[0] += val.count
             acc[1] += val.sum_ns
         samples = []
         for (tgid, nr), (count, sum_ns) in interval.items():
-            labels = {"pid": str(tgid), "comm": self._comms.get(tgid), "syscall": syscall_name(nr)}
+            labels = {"pid": str(tgid), "comm": self._comms.get(tgid, EXITED_COMM), "syscall": syscall_name(nr)}
             samples.append(Sample("syscall.count", now_ns, float(count), labels))
             samples.append(Sample("syscall.seconds", now_ns, sum_ns / 1e9, labels))
         return samples
 
     def _expire(self, now_ns: int) -> None:
-        horizon = now_ns - int(self.config.idle_expiry_s * 1e9)
-        stale = [k for k, h in self._hists.items() if h.last_change_ns < horizon and not is_alive(k[0])]
-        for k in stale:
-            del self._hists[k]
-            self._comms.forget(k[0])
+        """A process found gone is published one last poll under its pid (its final counts), then folded into
+        its comm's `exited` totals, so the per-pid series leave while sums by comm stay continuous."""
+        for tgid in self._gone:
+            for nr in self._nrs.pop(tgid, ()):
+                hist = self._hists.pop((tgid, nr))
+                self._exited.setdefault((self._comms.get(tgid, EXITED_COMM), nr), Log2Hist()).merge(hist)
+            self._comms.forget(tgid)
+        self._gone = {tgid for tgid in self._nrs if not is_alive(tgid)}
 
     def _snapshot(self, now_ns: int, lost: list[int]) -> SyscallSnapshot:
         processes: dict[int, SyscallProcess] = {}
         for (tgid, nr), hist in self._hists.items():
             proc = processes.get(tgid)
             if proc is None:
-                proc = processes[tgid] = SyscallProcess(self._comms.get(tgid))
+                proc = processes[tgid] = SyscallProcess(self._comms.get(tgid, EXITED_COMM))
             proc.syscalls[syscall_name(nr)] = hist.snapshot()
+        exited: dict[str, SyscallProcess] = {}
+        for (comm, nr), hist in self._exited.items():
+            exited.setdefault(comm, SyscallProcess(comm)).syscalls[syscall_name(nr)] = hist.snapshot()
         return SyscallSnapshot(t_ns=now_ns, interval_s=self.config.interval_s, filter=self.filter_name,
                                watched_tgids=len(self._watch.tgids), processes=processes,
-                               slow_events_total=self._slow_total, lost_keys=lost[0], lost_events=lost[1])
+                               exited=exited, slow_events_total=self._slow_total, lost_keys=lost[0], lost_events=lost[1])

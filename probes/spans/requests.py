@@ -20,7 +20,7 @@ from gpusleuth.probes.spans.wire import Span
 LATENCY_BOUNDS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5,
                   2.0, 3.0, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
 METRICS = ("queue", "prefill", "decode", "ttft", "tpot", "e2e")
-EVICT_REASONS = ("capacity", "timeout", "exited")
+EVICT_REASONS = ("capacity", "timeout", "exited", "closed_by_engine")
 
 
 @dataclass(slots=True)
@@ -136,6 +136,15 @@ class RequestBook:
             num += 1
         self.evicted["timeout"] += num
         return num
+
+    def close_before(self, pid: int, oldest_ns: int) -> int:
+        """The engine says its oldest request in flight arrived at `oldest_ns` (its heartbeat): any of its requests
+        held open here from before finished without their "finished" span reaching the agent; forget them."""
+        keys = [k for k, t in self.in_flight.items() if k[0] == pid and t.start_ns < oldest_ns]
+        for key in keys:
+            del self.in_flight[key]
+        self.evicted["closed_by_engine"] += len(keys)
+        return len(keys)
 
     def forget_engine(self, pid: int) -> int:
         """Forget the in-flight requests of an engine that exited; how many."""
