@@ -24,6 +24,7 @@ from pathlib import Path
 from agent_load_parts import Churn, IdleProcesses, Prometheus, ResourceLog, Scraper
 from bench_common import log, write_result
 from gpusleuth.agent.cli.loadgen import LoadGenerator
+from gpusleuth.agent.control.client import ControlClient
 from gpusleuth.agent.harness import AGENT, free_port, wait_for, write_config
 
 
@@ -63,6 +64,8 @@ def main() -> int:
     ap.add_argument("--idle", type=int, default=28, help="idle watched processes (+ the engine and this client)")
     ap.add_argument("--churn-s", type=float, default=2.0, help="a short-lived watched child every N s (0: none)")
     ap.add_argument("--no-prometheus", action="store_true")
+    ap.add_argument("--trace-memory", action="store_true", help="trace the agent's allocations from a third of "
+                    "the run on (slows it) and add the top sites of what is still alive at the end to the result")
     ap.add_argument("--out", default="benchmarks/results/agent_load.json")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="gs-load-"))
@@ -73,6 +76,7 @@ def main() -> int:
     agent_url, engine_url = f"http://127.0.0.1:{agent_port}/metrics", f"http://127.0.0.1:{engine_port}"
     agent = subprocess.Popen([AGENT, "--config", str(config), "start", "--foreground"], stdin=subprocess.DEVNULL,
                              stdout=open(tmp / "agent.out", "w"), stderr=subprocess.STDOUT)
+    control = str(tmp / "agent.sock")
     procs: list = []
     try:
         wait_for(lambda: _ok(agent_url) and sock.exists(), timeout=300, interval=0.5)
@@ -92,12 +96,19 @@ def main() -> int:
         scraper = Scraper(agent_url)
         scraper.start()
         churn = Churn(args.churn_s) if args.churn_s > 0 else None
-        load = LoadGenerator(engine_url, rate_per_s=args.rate, num_workers=64)
+        # short completions: the tiny engine on two cores keeps up with 20 req/s, so the agent sees that rate
+        load = LoadGenerator(engine_url, rate_per_s=args.rate, max_tokens=(2, 8), prompt_words=(4, 24),
+                             num_workers=64)
         load.start()
         t0 = time.monotonic()
         log(f"load {args.rate:g} req/s for {args.duration:g} s; {args.idle} idle processes; scrapes every 1 s")
+        is_tracing = False
         while time.monotonic() - t0 < args.duration:
             time.sleep(min(60.0, args.duration - (time.monotonic() - t0)))
+            if args.trace_memory and not is_tracing and time.monotonic() - t0 >= args.duration / 3:
+                with ControlClient(control, timeout=60) as client:
+                    client.call("memory", trace=True)
+                is_tracing = True
             s = scraper.scrapes[-1] if scraper.scrapes else None
             log(f"t={time.monotonic() - t0:.0f}s sent {load.stats.sent} ok {load.stats.ok}; last scrape "
                 f"{s.seconds * 1e3 if s else 0:.0f} ms {s.bytes if s else 0} B; rss "
@@ -113,7 +124,8 @@ def main() -> int:
         sent = _value(engine_metrics, "gpusleuth_engine_spans_sent_total")
         dropped = _value(engine_metrics, "gpusleuth_engine_spans_dropped_total")
         received = _value(agent_metrics, "gpusleuth_spans_received_total", f'pid="{engine.pid}"')
-        running = _value(engine_metrics, "vllm:num_requests_running")
+        running = _value(engine_metrics, "vllm:num_requests_running") + _value(engine_metrics,
+                                                                               "vllm:num_requests_waiting")
         in_flight = _value(agent_metrics, "gpusleuth_requests_in_flight")
         result = {
             "benchmark": "bench_agent_load", "host": os.uname().nodename, "cpus": os.cpu_count(),
@@ -124,11 +136,14 @@ def main() -> int:
             "scrape": scraper.summary(), "prometheus": up,
             "spans": {"engine_sent": sent, "engine_dropped": dropped, "agent_received": received,
                       "loss_pct": 100 * (1 - received / (sent + dropped)) if sent + dropped else None},
-            "in_flight": {"agent": in_flight, "engine_running": running},
+            "in_flight": {"agent": in_flight, "engine_running_and_waiting": running},
             "series_now": len(re.findall(r"^[a-zA-Z_:]", agent_metrics, re.M)),
             "top_families": _families(agent_metrics),
             "agent": resources.summary(),
         }
+        if args.trace_memory:
+            with ControlClient(control, timeout=120) as client:
+                result["memory"] = client.call("memory", limit=30, trace=False)
         idle.stop()
         if prom:
             prom.stop()

@@ -60,6 +60,8 @@ class SnapshotCollector:
 def _within_budget(samples: list, budget: int) -> tuple[list, int, int]:
     """The samples that fit, the budget left, and how many were left out. A series is the samples sharing their
     labels apart from `le` / `quantile` (a histogram's buckets, sum and count stay together)."""
+    if len(samples) <= budget:  # the usual case: no need to group
+        return samples, budget - len(samples), 0
     kept, dropped = [], 0
     series: dict[tuple, list] = {}
     for s in samples:

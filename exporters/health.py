@@ -26,13 +26,18 @@ class AgentHealthCollector(SnapshotCollector):
         errors = CounterMetricFamily("gpusleuth_probe_poll_errors", "Polls that raised", labels=["probe"])
         last = GaugeMetricFamily("gpusleuth_probe_poll_duration_seconds", "Duration of the probe's last poll",
                                  labels=["probe"])
+        late = GaugeMetricFamily("gpusleuth_probe_event_lateness_seconds", "How late the probe's last poll "
+                                 "delivered its oldest event (poll time - event end; kernel-buffer probes)",
+                                 labels=["probe"])
         for name, p in snap["probes"].items():
             for s in STATES:
                 state.add_metric([name, s], 1.0 if p["state"] == s else 0.0)
             polls.add_metric([name], p.get("polls", 0))
             errors.add_metric([name], p.get("poll_errors", 0))
             last.add_metric([name], p.get("last_poll_s", 0.0))
-        yield from (state, polls, errors, last)
+            if "lateness_s" in p.get("details", {}):
+                late.add_metric([name], p["details"]["lateness_s"])
+        yield from (state, polls, errors, last, late)
         st = snap["store"]
         records = GaugeMetricFamily("gpusleuth_store_records", "Records held in memory", labels=["kind"])
         capacity = GaugeMetricFamily("gpusleuth_store_capacity_records", "Ring capacity", labels=["kind"])

@@ -137,3 +137,44 @@ def test_the_spans_snapshot_crosses_the_control_socket(probe):
     sender = next(iter(back.senders.values()))
     assert (sender.step_tids, sender.last_step_end_ns, sender.step_tid) == ({0: 4321}, {0: now + 10}, 4321)
     assert (sender.heartbeat_ns, sender.num_in_flight) == (now + 20, 2)
+
+
+def test_in_flight_returns_to_the_engines_count_after_kill_9(probe):
+    """Two engines with requests in flight; one is killed with SIGKILL (no goodbye): the agent's in-flight count
+    drops to what the survivor has open."""
+    code = f"""
+import sys, time
+from gpusleuth.probes.spans.synthetic import send_spans
+from gpusleuth.probes.spans.wire import Span
+now = time.monotonic_ns()
+send_spans({probe.config.socket!r}, [Span("request", "received", f"r{{i}}", 0, now, now + 1000) for i in range(N)])
+print("sent", flush=True)
+time.sleep(600)
+"""
+    engines = [subprocess.Popen([sys.executable, "-c", code.replace("range(N)", f"range({n})")],
+                                stdout=subprocess.PIPE, text=True) for n in (5, 3)]
+    try:
+        for e in engines:
+            assert e.stdout.readline().strip() == "sent"
+        _poll_until(probe, lambda s: s.in_flight == 8)
+        engines[0].kill()
+        engines[0].wait()
+        snap = _poll_until(probe, lambda s: s.in_flight == 3)
+        assert snap.evicted_by_reason["exited"] == 5 and engines[0].pid not in snap.senders
+    finally:
+        for e in engines:
+            e.kill()
+            e.wait()
+
+
+def test_a_heartbeat_closes_requests_the_engine_no_longer_holds(probe):
+    """The engine's heartbeat names its oldest request in flight: requests open here from before it lost their
+    "finished" span on the way and are closed (counted), younger ones stay."""
+    t0 = time.monotonic_ns()
+    send_spans(probe.config.socket, [_received("lost-finish", t0), _received("live", t0 + 5_000_000)])
+    _poll_until(probe, lambda s: s.in_flight == 2)
+    beat = Span("step", "heartbeat", "heartbeat", 0, t0 + 9_000_000, t0 + 9_000_000,
+                attrs={"num_in_flight": 1, "oldest_in_flight_ns": t0 + 5_000_000})
+    send_spans(probe.config.socket, [beat])
+    snap = _poll_until(probe, lambda s: s.evicted_by_reason["closed_by_engine"] == 1)
+    assert snap.in_flight == 1 and snap.evicted_in_flight == 1

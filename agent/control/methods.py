@@ -2,10 +2,11 @@
 
 status, probes, config, snapshot(sources), events(start_ns, end_ns, kinds, pid, limit),
 samples(series, start_ns, end_ns, limit), watch(pids), requests(limit), explain(request_id),
-diagnoses(since_ns, slowest, min_excess_ms, limit), incidents(since_ns, is_open).
+diagnoses(since_ns, slowest, min_excess_ms, limit), incidents(since_ns, is_open), memory(limit).
 """
 from __future__ import annotations
 
+import tracemalloc
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,7 @@ class ControlApi:
 
     def register(self, server: "ControlServer") -> None:
         for name in ("status", "probes", "config", "snapshot", "events", "samples", "watch", "requests", "explain",
-                     "diagnoses", "incidents"):
+                     "diagnoses", "incidents", "memory"):
             server.register(name, getattr(self, name))
 
     def status(self) -> dict[str, Any]:
@@ -84,3 +85,19 @@ class ControlApi:
     def incidents(self, since_ns: int | None = None, is_open: bool | None = None) -> list[dict[str, Any]]:
         """Incidents (oldest first) that lasted until `since_ns` or later; only open or closed ones if asked."""
         return self.agent.diagnosis.incidents(since_ns, is_open)
+
+    def memory(self, limit: int = 25, trace: bool | None = None) -> dict[str, Any]:
+        """Where the agent's memory goes: RSS and the store's estimate; `trace=True` starts tracemalloc (it slows
+        the agent: for a diagnosis, not for always), `False` stops it; while it traces, the top sites of the
+        allocations made since it started that are still alive (what grows)."""
+        if trace and not tracemalloc.is_tracing():
+            tracemalloc.start()
+        out: dict[str, Any] = {"rss_bytes": self.agent.health()["rss_bytes"], "store": self.agent.store.stats(),
+                               "is_tracing": tracemalloc.is_tracing()}
+        if tracemalloc.is_tracing() and trace is not True:
+            stats = tracemalloc.take_snapshot().statistics("lineno")
+            out["traced_bytes"] = sum(s.size for s in stats)
+            out["top"] = [{"where": str(s.traceback[0]), "bytes": s.size, "blocks": s.count} for s in stats[:limit]]
+        if trace is False:
+            tracemalloc.stop()
+        return out
