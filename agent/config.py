@@ -99,6 +99,7 @@ class WatchSection:
     cgroups: list[str] = field(default_factory=list)  # cgroup v2 paths, e.g. /sys/fs/cgroup/system.slice/x.service
     is_all: bool = False  # watch every process (costlier on busy hosts)
     include_span_senders: bool = True  # processes that send engine spans are watched automatically
+    inherit_children: bool = True  # a child of a watched process is watched from its fork (in the kernel)
     rescan_interval_s: float = 2.0
 
     def __post_init__(self) -> None:

@@ -96,7 +96,15 @@ class Agent:
             return ProbeRunner(name, None, self.store, self._on_snapshot, f"probe module not installed: {exc}")
         probe = cls(cfg if cfg is not None else cls.config_class())
         probe.update_watch(self.watch)
+        lifecycle = getattr(probe, "lifecycle", None)
+        if lifecycle is not None:  # the kernel probes see execs of watched processes
+            lifecycle.on_exec = self._on_exec
         return ProbeRunner(name, probe, self.store, self._on_snapshot)
+
+    def _on_exec(self, change) -> None:
+        """A watched process exec'd: its watch rules are evaluated again now rather than at the next rescan."""
+        if self.watcher.note_exec(change.tgid, change.comm, change.old_comm):
+            self._watch_dirty.set()
 
     def _set_hot_threads(self, tids: set[int]) -> None:
         """The engines' step threads into the sched probe (off-CPU states are tracked for these)."""
@@ -178,6 +186,7 @@ class Agent:
     def status(self) -> dict[str, Any]:
         out = self.health()
         out.update(config_source=self.config.source, watched_pids=sorted(self.watch.tgids),
+                   watch_changes=list(self.watcher.changes)[-20:],
                    watch_all=self.watch.is_all, control_socket=self.config.control.socket,
                    exporter=(self.services["exporter"][0].url if "exporter" in self.services else None),
                    monotonic_ns=monotonic_ns(), wall_offset_ns=wall_offset_ns())

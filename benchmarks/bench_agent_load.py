@@ -28,8 +28,8 @@ from gpusleuth.agent.control.client import ControlClient
 from gpusleuth.agent.harness import AGENT, free_port, wait_for, write_config
 
 
-def _get(url: str) -> str:
-    with urllib.request.urlopen(url, timeout=10) as resp:
+def _get(url: str, timeout: float = 10) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
         return resp.read().decode()
 
 
@@ -66,6 +66,8 @@ def main() -> int:
     ap.add_argument("--no-prometheus", action="store_true")
     ap.add_argument("--trace-memory", action="store_true", help="trace the agent's allocations from a third of "
                     "the run on (slows it) and add the top sites of what is still alive at the end to the result")
+    ap.add_argument("--no-recorder", action="store_true", help="run the agent without its recorder (to tell its "
+                    "share of memory and CPU)")
     ap.add_argument("--out", default="benchmarks/results/agent_load.json")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="gs-load-"))
@@ -73,6 +75,8 @@ def main() -> int:
     sock = tmp / "spans.sock"
     config = write_config(tmp, None, extra=f'\n[probes.spans]\nsocket = "{sock}"\n', flush_s=None,
                           listen=f"127.0.0.1:{agent_port}", watch=None)
+    if args.no_recorder:
+        config.write_text(config.read_text().replace("[recorder]\n", "[recorder]\nis_enabled = false\n"))
     agent_url, engine_url = f"http://127.0.0.1:{agent_port}/metrics", f"http://127.0.0.1:{engine_port}"
     agent = subprocess.Popen([AGENT, "--config", str(config), "start", "--foreground"], stdin=subprocess.DEVNULL,
                              stdout=open(tmp / "agent.out", "w"), stderr=subprocess.STDOUT)
@@ -117,7 +121,11 @@ def main() -> int:
         if churn:
             churn.stop()
         time.sleep(3)  # let the last requests finish and their spans arrive
-        engine_metrics, agent_metrics = _get(engine_url + "/metrics"), _get(agent_url)
+        with ControlClient(control, timeout=300) as client:  # the allocator's view (and what grew, when traced)
+            memory = client.call("memory", limit=40, trace=False if args.trace_memory else None)
+        engine_metrics = _get(engine_url + "/metrics")
+        time.sleep(2.5)  # every span sent by now has been taken in by the next render (the engine sends more since)
+        agent_metrics = _get(agent_url, 120)
         up = prom.up_summary(int(min(args.duration, 600))) if prom else None
         scraper.stop()
         resources.stop()
@@ -134,16 +142,19 @@ def main() -> int:
             "load": {"sent": load.stats.sent, "ok": load.stats.ok, "rejected": load.stats.rejected,
                      "failed": load.stats.failed},
             "scrape": scraper.summary(), "prometheus": up,
-            "spans": {"engine_sent": sent, "engine_dropped": dropped, "agent_received": received,
-                      "loss_pct": 100 * (1 - received / (sent + dropped)) if sent + dropped else None},
+            "spans": {"engine_sent": sent, "engine_dropped": dropped, "agent_received_2s_later": received,
+                      "agent_queue_drops": _value(agent_metrics, "gpusleuth_span_datagrams_rejected_total",
+                                                  'reason="queue_full"'),
+                      "engine_deferred": _value(engine_metrics, "gpusleuth_engine_spans_deferred_total"),
+                      "lost": max(0.0, sent + dropped - received) + dropped,
+                      "loss_pct": 100 * (max(0.0, sent - received) + dropped) / (sent + dropped)
+                      if sent + dropped else None},
             "in_flight": {"agent": in_flight, "engine_running_and_waiting": running},
             "series_now": len(re.findall(r"^[a-zA-Z_:]", agent_metrics, re.M)),
             "top_families": _families(agent_metrics),
             "agent": resources.summary(),
         }
-        if args.trace_memory:
-            with ControlClient(control, timeout=120) as client:
-                result["memory"] = client.call("memory", limit=30, trace=False)
+        result["memory"] = memory
         idle.stop()
         if prom:
             prom.stop()

@@ -98,3 +98,31 @@ def test_short_lived_children_of_a_watched_parent_are_counted_exactly_with_their
     assert got == {pid: (n, "gs-child") for pid, n in children.items()}, got
     assert snap.exited["gs-child"].syscalls["getppid"].count == sum(counts)
     assert not set(children) & set(snap.processes)  # gone processes leave their per-pid histograms
+
+
+def test_a_process_watched_by_comm_that_execs_into_another_name_is_dropped_and_reported(renamed_python, tmp_path):
+    from gpusleuth.agent.config import WatchSection
+    from gpusleuth.agent.watch import Watcher
+    before, after = renamed_python("gs-wtest-a"), renamed_python("other-name")
+    code = f"import os, sys\nsys.stdin.readline()\nos.execv({after!r}, [{after!r}, '-c', 'import time; time.sleep(60)'])"
+    proc = subprocess.Popen([before, "-c", code], stdin=subprocess.PIPE, text=True)
+    pinned = subprocess.Popen([before, "-c", code], stdin=subprocess.PIPE, text=True)
+    watcher = Watcher(WatchSection(comms=["gs-wtest*"], pids=[pinned.pid]))
+    try:
+        time.sleep(0.3)
+        assert {proc.pid, pinned.pid} <= watcher.resolve().tgids
+        for p in (proc, pinned):
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        time.sleep(0.5)
+        dropped = watcher.note_exec(proc.pid, "other-name", "gs-wtest-a")
+        kept = watcher.note_exec(pinned.pid, "other-name", "gs-wtest-a")
+        assert watcher.note_exec(proc.pid, "other-name") is None  # the second probe's report of the same exec
+        watch = watcher.resolve()
+    finally:
+        for p in (proc, pinned):
+            p.kill()
+            p.wait()
+    assert dropped["watch"].startswith("dropped") and kept["watch"] == "kept"
+    assert proc.pid not in watch.tgids and pinned.pid in watch.tgids
+    assert [c["pid"] for c in watcher.changes] == [proc.pid, pinned.pid]

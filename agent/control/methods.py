@@ -10,6 +10,7 @@ import tracemalloc
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from gpusleuth.agent import memory
 from gpusleuth.agent.control.protocol import ControlError
 from gpusleuth.probes import registry
 from gpusleuth.probes import snapshot_codec
@@ -93,7 +94,7 @@ class ControlApi:
         if trace and not tracemalloc.is_tracing():
             tracemalloc.start()
         out: dict[str, Any] = {"rss_bytes": self.agent.health()["rss_bytes"], "store": self.agent.store.stats(),
-                               "is_tracing": tracemalloc.is_tracing()}
+                               "allocator": memory.allocator_stats(), "is_tracing": tracemalloc.is_tracing()}
         if tracemalloc.is_tracing() and trace is not True:
             stats = tracemalloc.take_snapshot().statistics("lineno")
             out["traced_bytes"] = sum(s.size for s in stats)

@@ -136,6 +136,13 @@ class Engines:
     def engine(self, pid: int) -> EngineTimeline | None:
         return self.by_pid.get(self._rank_of.get(pid, pid))
 
+    def pids(self) -> set[int]:
+        """Every engine process: the engines' own and their ranks'."""
+        out = set(self.by_pid)
+        for eng in self.by_pid.values():
+            out.update(eng.rank_pids.values())
+        return out
+
     def ingest(self, events: Iterable[Event]) -> Ingested:
         """Route span events to their engines; returns what finished and which steps arrived."""
         out = Ingested()

@@ -28,6 +28,7 @@ from gpusleuth.agent.diagnosis.learning import (learn_clock, learn_gap, learn_gp
 from gpusleuth.agent.diagnosis.live import (REQUESTS_WINDOW_NS, SlowRequest, candidates, from_requests,
                                             ongoing_events)
 from gpusleuth.agent.diagnosis.spans import RequestSpans, Step
+from gpusleuth.probes.kernel.syscall_table import WAIT_SYSCALLS
 from gpusleuth.probes.records import Event, Sample
 
 SERIES = ("gpu.process.sm_util_pct", "gpu.sm_clock_mhz", "gpu.clock_event_reasons", "mm.faults",
@@ -76,12 +77,19 @@ class Monitor:
     # --- intake ----------------------------------------------------------------------------------------------
     def feed(self, events: Iterable[Event] = (), samples: Iterable[Sample] = ()) -> None:
         events = [e for e in events if e.kind != "incident"]
-        self.evidence.add(events)
+        got = self.engines.ingest(events)
+        self.evidence.add(self._evidence_of(events))
         samples = list(samples)
         self.samples.add(samples)
-        got = self.engines.ingest(events)
         self._steps.extend(got.steps)
         self._pending.extend(got.finished)
+
+    def _evidence_of(self, events: list[Event]) -> list[Event]:
+        """What the detectors can use: everything but the idle waits of processes that are not engines (a host's
+        sleeping processes send hundreds a second; held for history_s they were most of the agent's memory)."""
+        engines = self.engines.pids()
+        return [e for e in events if e.kind != "slow_syscall" or e.pid in engines
+                or e.attrs.get("syscall") not in WAIT_SYSCALLS]
 
     # --- work up to the horizon -------------------------------------------------------------------------------
     def advance(self, horizon_ns: int) -> None:
@@ -157,6 +165,10 @@ class Monitor:
         self.evidence.prune(horizon)
         self.samples.prune(horizon)
         self.engines.prune(horizon)
+        # a request older than the evidence cannot be explained any more: its spans go with it (20 req/s for
+        # 16 minutes held 20,000 of them, a third of the agent's memory)
+        while self.finished and next(iter(self.finished.values())).end_ns < horizon:
+            self.finished.popitem(last=False)
 
     # --- answers ----------------------------------------------------------------------------------------------
     def explain(self, request_id: str, pid: int | None = None, row: dict | None = None) -> dict[str, Any] | None:
