@@ -69,7 +69,26 @@ class StatusLine(_Line):
     StatusLine { height: 1; background: $panel; }
     """
 
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._flash: Text | None = None
+        self._last: tuple | None = None
+
+    def flash(self, message: str, seconds: float = 4.0) -> None:
+        """Say something in place of the probe states for a few seconds (instead of a toast over the screen)."""
+        self._flash = Text(f"» {message}", style="bold yellow")
+        self.set_text(self._flash)
+        self.set_timer(seconds, self._end_flash)
+
+    def _end_flash(self) -> None:
+        self._flash = None
+        if self._last is not None:
+            self.render_status(*self._last)
+
     def render_status(self, status: dict[str, Any], label: str, error: str = "") -> None:
+        self._last = (status, label, error)
+        if self._flash is not None:
+            return
         if error:
             self.set_text(Text(f"⚠ {error} — retrying", style="bold red"))
             return
