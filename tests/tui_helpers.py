@@ -117,6 +117,10 @@ def _events() -> list[dict[str, Any]]:
          {"gpu": 1, "xid": 79, "name": "GPU has fallen off the bus", "severity": "fatal"}),
         ("net.tcp_retransmit", "net", base + 2_100_000_000, 0, 4242, "python3",
          {"local": "10.0.0.5:8000", "remote": "10.0.0.7:51234", "segments": 3, "skbs": 1, "bytes": 4344}),
+        # idle waits (tui/idle.py): hidden on the Events screen until `i`
+        ("slow_syscall", "syscalls", base + 2_200_000_000, 11_800_000, 4242, "python3",
+         {"syscall": "epoll_wait", "nr": 232}),
+        ("offcpu", "sched", base + 2_300_000_000, 25_000_000, 4242, "gs-step", {"state": "S", "cpu": 3}),
     ]
     return [{"kind": k, "source": src, "start_ns": s, "end_ns": s + d, "pid": pid, "tid": pid, "comm": comm,
              "attrs": attrs, "seq": i + 1} for i, (k, src, s, d, pid, comm, attrs) in enumerate(raw)]

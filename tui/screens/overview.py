@@ -118,6 +118,7 @@ class OverviewScreen(DataScreen):
     def __init__(self) -> None:
         super().__init__()
         self._memos: dict[str, views.Memo] = {}
+        self._has_incidents = False  # incidents take the rows the latency panels give up at 24 lines
 
     def compose_body(self) -> Iterable[Widget]:
         with VerticalScroll(id="overview-body"):
@@ -131,11 +132,13 @@ class OverviewScreen(DataScreen):
 
     def show_frame(self, frame: Frame) -> None:
         box = self.query_one(IncidentsPanel)
-        box.max_rows = max(2, min(10, (self.size.height - 20) // 2 + 2))  # 2 at 80x24, more when taller
+        box.max_rows = max(2, min(10, (self.size.height - 24) // 3 + 2))  # 2 at 80x24, more when taller
+        box.is_evidence = self.size.height >= 40
         try:
             box.show(frame.incidents, frame.t_ns, frame.wall_offset_ns, frame.notes.get("incidents", ""))
         except DATA_ERRORS as exc:
-            box.query_one(Panel).show_missing(f"unexpected incidents ({type(exc).__name__}: {exc})")
+            box.border_title = f"Incidents: unexpected data ({type(exc).__name__}: {exc})"
+        self._has_incidents = bool(frame.incidents)
         for panel_id, probe, draw in (("ov-gpu", "gpu", self._gpu), ("ov-engine", "spans", self._engine),
                                       ("ov-syscalls", "syscalls", self._syscalls), ("ov-runq", "sched", self._runq),
                                       ("ov-net", "net", self._net)):
@@ -168,7 +171,7 @@ class OverviewScreen(DataScreen):
         if rows is None or (not rows and views.missing_reason(frame, probe)):
             panel.show_missing(views.missing_reason(frame, probe) or "no data")
             return
-        n = top_n(self.size.height)
+        n = top_n(self.size.height) - (2 if self._has_incidents and self.size.height < 30 else 0)
         memo = self._memos.setdefault(key, views.Memo())
         # idle waits (epoll_wait, futex, sleeps) are slow by design: they would fill the panel and hide real stalls
         panel.show(memo.get(rows, (n, width), lambda: latency_lines(
