@@ -50,7 +50,8 @@ def budget_line(b: dict[str, Any]) -> Text:
 
 
 def _wrap(text: str, width: int, indent: str = INDENT) -> list[str]:
-    return textwrap.wrap(text, max(20, width), initial_indent=indent, subsequent_indent=indent) or [indent]
+    return textwrap.wrap(text, max(20, width), initial_indent=indent, subsequent_indent=indent,
+                         break_long_words=False, break_on_hyphens=False) or [indent]
 
 
 def verdict_text(v: dict[str, Any], rank: int, width: int = 80) -> Text:

@@ -104,6 +104,8 @@ class LiveSource(DataSource):
             frame.events = list(self.buffer.events)
         if want.is_requests:
             frame.requests = self._requests(snaps, frame)
+            if frame.requests:  # the agent keeps its newest requests only: the list is complete from its oldest
+                frame.requests_since_ns = min(int(r.get("end_ns") or 0) for r in frame.requests)
             self.history.update_requests(now, frame.requests)
         if want.is_incidents:
             self._fetch_incidents(now, frame)

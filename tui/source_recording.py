@@ -83,6 +83,7 @@ class RecordingSource(DataSource):
         frame.notes["window.buckets"] = "a recording keeps counts and sums only: averages, no percentiles"
         frame.events = host if want.is_events else []
         frame.requests = r.requests(lo, c)  # the recording's own request table, not a tail of its events
+        frame.requests_since_ns = max(lo, self.start_ns)
         if not frame.requests:
             frame.notes["requests"] = "no engine requests in the recording in the 5 min before the cursor"
         if want.is_incidents:

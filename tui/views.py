@@ -153,20 +153,18 @@ def engine_gauges(spans: SpansSnapshot | None) -> dict[str, Any]:
     return out
 
 
-CAPPED_MIN = 100  # a list this long that lies wholly inside the window may have been cut by the source's cap
-
-
 def engine_stats(frame: Frame, window_s: float = 60.0) -> dict[str, Any]:
     """Request rate and TTFT/TPOT/e2e percentiles over finished requests of the last `window_s` (else all listed).
 
-    "basis_s" is the span the rate covers: the window, or less when every listed request is inside the window
-    and there are many (the source kept only its newest: the agent's probes.spans.recent_requests)."""
+    "basis_s" is the span the rate covers: the window, or less when the source's list starts later
+    (frame.requests_since_ns: a live agent keeps its newest probes.spans.recent_requests; a recording or an
+    engine may have started less than a window ago)."""
     reqs = [r for r in frame.requests or [] if r.get("end_ns")]
-    recent = [r for r in reqs if r["end_ns"] >= frame.t_ns - window_s * 1e9]
+    lo = frame.t_ns - window_s * 1e9
+    recent = [r for r in reqs if r["end_ns"] >= lo]
     basis = recent or reqs
-    basis_s = window_s
-    if recent and len(recent) == len(reqs) >= CAPPED_MIN:
-        basis_s = max(1.0, min(window_s, (frame.t_ns - min(r["end_ns"] for r in recent)) / 1e9))
+    since = max(lo, frame.requests_since_ns or lo)
+    basis_s = max(1.0, min(window_s, (frame.t_ns - since) / 1e9))
     out: dict[str, Any] = {"n": len(basis), "is_recent": bool(recent), "rps": len(recent) / basis_s,
                            "basis_s": basis_s}
     for key in ("ttft_s", "tpot_s", "e2e_s"):

@@ -66,4 +66,4 @@ class EventsScreen(DataScreen):
     def _format(key: str, e: dict, wall_offset_ns: int) -> tuple:
         return (fmt.clock(e.get("start_ns", 0), wall_offset_ns, is_ms=True),
                 Text(e.get("kind", ""), style=KIND_STYLE.get(e.get("source", ""), "")), fmt.trunc(views.who(e), 22),
-                fmt.dur_ns(e.get("end_ns", 0) - e.get("start_ns", 0)), fmt.trunc(views.event_detail(e), 120))
+                fmt.dur_ns(e.get("end_ns", 0) - e.get("start_ns", 0)), fmt.trunc(views.event_detail(e), 400))

@@ -40,7 +40,7 @@ def sort_requests(reqs: list[dict[str, Any]], sort: str, text_filter: str = "") 
 
 
 def request_cells(r: dict[str, Any]) -> tuple:
-    return (fmt.trunc(str(r.get("request_id")), 24), str(r.get("rank", "—")), str(r.get("status") or "—"),
+    return (fmt.trunc(str(r.get("request_id")), 20), str(r.get("rank", "—")), str(r.get("status") or "—"),
             fmt.dur_s(r.get("queue_s")), fmt.dur_s(r.get("ttft_s")), fmt.dur_s(r.get("tpot_s")),
             fmt.dur_s(r.get("e2e_s")), f"{r.get('prompt_tokens') or '—'}→{r.get('output_tokens') or '—'}")
 
