@@ -16,6 +16,7 @@ from gpusleuth.agent.harness import AGENT, run_agent, wait_for, write_config
 from gpusleuth.probes.records import monotonic_ns
 from gpusleuth.probes.spans.synthetic import request_spans, send_spans
 from gpusleuth.tui.app import SCREENS, SleuthApp
+from gpusleuth.tui.idle import is_idle_event
 from gpusleuth.tui.screens.help import HelpScreen
 from gpusleuth.tui.source_live import LiveSource
 from tests.agent_helpers import spawn_python
@@ -109,7 +110,7 @@ async def test_requests_sort_and_detail_with_overlapping_host_events(live):
             await pilot.press(key)
             await pilot.pause(0.1)
             assert table_rows(app, "req-table")[0][0] == first, key
-        await pilot.press("t", "enter")
+        await pilot.press("home", "t")  # the cursor follows the top: the detail follows it onto req-slow
         timeline = app.screen.query_one("RequestTimeline")
         await until(pilot, lambda: timeline.detail and timeline.detail["request"]["request_id"] == "req-slow",
                     what="the slow request's detail")
@@ -128,8 +129,11 @@ async def test_syscalls_screen_numbers_sort_and_filter(live):
             return next((r for r in table_rows(app, "sys-table")
                          if r[0] == str(live["pid"]) and r[2] == "clock_nanosleep"), None)
 
-        row = await until(pilot, lambda: app.last_frame and "window.syscalls" not in app.last_frame.notes
-                          and sleeper_row(), timeout=20, what="a full 10 s window with the sleeper")
+        await until(pilot, lambda: app.last_frame and "window.syscalls" not in app.last_frame.notes
+                    and table_rows(app, "sys-table"), timeout=20, what="a full 10 s window")
+        assert sleeper_row() is None  # its sleeps are idle waits: hidden until `i`
+        await pilot.press("i")
+        row = await until(pilot, sleeper_row, timeout=20, what="the sleeper's sleeps, shown")
         per_s = int(row[4])
         assert 15 <= per_s <= 41, row  # 25 ms sleeps: at most 40 a second, fewer on a loaded box
         await pilot.press("s")
@@ -156,7 +160,7 @@ async def test_events_screen_filter_matches_the_agent(live):
         rows = table_rows(app, "events-table")
         assert rows and all(r[1] == "slow_syscall" and f"({live['pid']})" in r[2] for r in rows)
         shown = app.last_frame.events
-        n = sum(1 for e in shown if e["kind"] == "slow_syscall" and e["pid"] == live["pid"])
+        n = sum(1 for e in shown if e["kind"] == "slow_syscall" and e["pid"] == live["pid"] and not is_idle_event(e))
         assert f"{n} of {len(shown)} recent events" in panel_text(app, "events-title") or len(rows) == min(n, 500)
 
 
@@ -243,6 +247,8 @@ def test_tmux_80x24_panels_keys_and_clean_exit(live):
         assert ("gpu probe unavailable" in screen) or ("util" in screen), screen
         assert _tmux("display-message", "-p", "-t", name, "#{alternate_on} #{mouse_any_flag}").split() == ["1", "1"]
         _tmux("send-keys", "-t", name, "5")
+        wait_for(lambda: "by p99 latency" in _tmux("capture-pane", "-p", "-t", name), timeout=10)
+        _tmux("send-keys", "-t", name, "i")  # the sleeper's clock_nanosleeps are idle waits
         wait_for(lambda: "clock_nanosleep" in _tmux("capture-pane", "-p", "-t", name), timeout=10)
         _tmux("send-keys", "-t", name, "?")
         wait_for(lambda: "Help (esc closes)" in _tmux("capture-pane", "-p", "-t", name), timeout=10)
