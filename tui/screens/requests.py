@@ -10,20 +10,20 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widget import Widget
-from textual.widgets import Static
 
 from gpusleuth.tui import explain_text, fmt, query, views
 from gpusleuth.tui.messages import DetailReady
 from gpusleuth.tui.screens.base import DataScreen
 from gpusleuth.tui.screens.request_detail import RequestDetailScreen, event_rows
 from gpusleuth.tui.source import Frame, Want
+from gpusleuth.tui.widgets.bars import TextLine
 from gpusleuth.tui.widgets.row_table import RowTable
 from gpusleuth.tui.widgets.timeline import RequestTimeline
 
 SORTS = {"newest": ("end_ns", "newest"), "ttft": ("ttft_s", "TTFT"), "tpot": ("tpot_s", "TPOT"),
          "e2e": ("e2e_s", "e2e")}
 DETAIL_DELAY_S = 0.25  # wait for the cursor to settle before asking the agent
-FOLLOW_PERIOD_S = 1.0  # a following cursor's detail is asked again at most this often (the top churns)
+FOLLOW_PERIOD_S = 2.0  # a following cursor's detail is asked again at most this often (the top churns)
 WIDE = 160  # columns from which the timeline and host events sit beside the table
 
 
@@ -68,12 +68,13 @@ class RequestsScreen(DataScreen):
     def compose_body(self) -> Iterable[Widget]:
         with Vertical(id="requests-body"):
             with Vertical(id="req-list"):
-                yield Static("", id="req-title")
+                yield TextLine(id="req-title")
                 # no zebra stripes: new requests shift every row, and a row's look must not depend on its position
                 yield RowTable("request", "rank", "status", "queue", "TTFT", "TPOT", "e2e", "in→out",
                                id="req-table", zebra_stripes=False)
             with Vertical(id="req-pane"):
-                yield Static("move the cursor onto a request to see why it took what it took", id="req-summary")
+                yield TextLine(Text("move the cursor onto a request to see why it took what it took"),
+                               id="req-summary")
                 yield RequestTimeline(id="req-timeline")
                 yield RowTable("at", "kind", "process", "duration", "detail", id="req-events", zebra_stripes=False)
 
@@ -81,7 +82,7 @@ class RequestsScreen(DataScreen):
         self.query_one("#requests-body").set_class(self.size.width >= WIDE, "-wide")
         super().on_resize()
         if self.detail is not None:
-            self.query_one("#req-summary", Static).update(explain_text.summary_text(self.detail, self._pane_width()))
+            self._show_detail(self.detail)
 
     def _pane_width(self) -> int:
         width = self.size.width or 80
@@ -93,9 +94,9 @@ class RequestsScreen(DataScreen):
             self.show_frame(self.frame)
 
     def show_frame(self, frame: Frame) -> None:
-        title = self.query_one("#req-title", Static)
+        title = self.query_one("#req-title", TextLine)
         if frame.requests is None:
-            title.update(Text("no data: " + (frame.notes.get("requests") or views.missing_reason(frame, "spans")
+            title.set_text(Text("no data: " + (frame.notes.get("requests") or views.missing_reason(frame, "spans")
                                              or "no requests"), style="dim"))
             return
         reqs = sort_requests(frame.requests, self.sort, self.filter_text)
@@ -103,7 +104,7 @@ class RequestsScreen(DataScreen):
         if not frame.requests:
             spans = (frame.status.get("probes") or {}).get("spans")
             is_ok = spans is not None and spans.get("state") in ("ok", "degraded", "recorded")
-            title.update(Text("no finished requests yet: engines send their spans to the agent's span socket"
+            title.set_text(Text("no finished requests yet: engines send their spans to the agent's span socket"
                               if is_ok else frame.notes.get("requests") or views.missing_reason(frame, "spans")
                               or "no requests", style="dim"))
         rows, seen = [], {}
@@ -119,7 +120,7 @@ class RequestsScreen(DataScreen):
         self._rows, self._cells = seen, dict(rows)
         table.show_rows(rows)
         if frame.requests:
-            title.update(self._title(len(rows), table))
+            title.set_text(self._title(len(rows), table))
         if rows and not self._detail_id:
             self._ask_detail(rows[0][0])  # show something at once
 
@@ -136,7 +137,7 @@ class RequestsScreen(DataScreen):
         if event.table.id != "req-table":
             return
         if self.frame is not None:
-            self.query_one("#req-title", Static).update(self._title(event.table.row_count, event.table))
+            self.query_one("#req-title", TextLine).set_text(self._title(event.table.row_count, event.table))
         if event.key == self._detail_id:
             return
         wait = DETAIL_DELAY_S
@@ -170,16 +171,21 @@ class RequestsScreen(DataScreen):
     def on_detail_ready(self, message: DetailReady) -> None:
         if message.request_id != self._detail_id.split("/", 1)[-1]:
             return  # an older answer; the cursor has moved on
-        summary = self.query_one("#req-summary", Static)
         if message.detail is None:
-            summary.update(Text(f"no detail: {message.error}", style="dim"))
+            self.query_one("#req-summary", TextLine).set_text(Text(f"no detail: {message.error}", style="dim"))
             return
+        is_new = message.detail != self.detail
         self.detail = message.detail
-        summary.update(explain_text.summary_text(message.detail, self._pane_width()))
-        self.query_one(RequestTimeline).show_detail(message.detail)
-        self.query_one("#req-events", RowTable).show_rows(event_rows(message.detail))
+        if is_new:
+            self._show_detail(message.detail)
         if isinstance(self.app.screen, RequestDetailScreen):
             self.app.screen.show_detail(message.detail)
+
+    def _show_detail(self, detail: dict[str, Any]) -> None:
+        self.query_one("#req-summary", TextLine).set_text(explain_text.summary_text(detail, self._pane_width()))
+        if self.size.width >= WIDE:  # the timeline and the events are shown only beside the list
+            self.query_one(RequestTimeline).show_detail(detail)
+            self.query_one("#req-events", RowTable).show_rows(event_rows(detail))
 
     def action_open_report(self) -> None:
         """The selected request's full report (every verdict, budget part, phase and host event)."""

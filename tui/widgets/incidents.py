@@ -54,6 +54,7 @@ class IncidentsPanel(Vertical):
         self.incidents: dict[str, dict[str, Any]] = {}
         self.border_title = "Incidents"
         self._line: Text | None = None
+        self._shown_title = "Incidents"
 
     def compose(self) -> ComposeResult:
         yield RowTable("state", "onset", "cause", "culprit", "explains", "engine", id="ov-incidents",
@@ -72,23 +73,30 @@ class IncidentsPanel(Vertical):
     def selected(self) -> dict[str, Any] | None:
         return self.incidents.get(self.table.cursor_key or "")
 
+    def _title(self, title: str) -> None:
+        if title != self._shown_title:
+            self._shown_title = title
+            self.border_title = title
+
     def show(self, incidents: list[dict[str, Any]] | None, t_ns: int, wall_offset_ns: int, note: str = "") -> None:
         if incidents is None:
             self.set_class(True, "-empty")
             self.set_class(False, "-none")
-            self.border_title = f"Incidents: {note or 'the agent gives none'}"
+            self._title(f"Incidents: {note or 'the agent gives none'}")
             return
         ordered = newest_first(incidents)
         self.incidents = {str(i.get("id")): i for i in ordered}
         self.set_class(not ordered, "-empty")
         self.set_class(not ordered, "-none")
         if not ordered:
-            self.border_title = "Incidents: none in the last 5 min"
+            self._title("Incidents: none in the last 5 min")
             self.table.show_rows([])
             return
         n_open = sum(1 for i in ordered if i.get("is_open"))
-        self.border_title = f"Incidents: {n_open} open, {len(ordered) - n_open} ended · c: run its runbook checks"
-        self.table.styles.height = min(len(ordered), self.max_rows) + 1
+        self._title(f"Incidents: {n_open} open, {len(ordered) - n_open} ended · c: run its runbook checks")
+        height = min(len(ordered), self.max_rows) + 1
+        if self.table.styles.height is None or self.table.styles.height.value != height:
+            self.table.styles.height = height
         self.table.show_rows([(str(i.get("id")), incident_cells(i, t_ns, wall_offset_ns)) for i in ordered])
         self.show_selected()
 
