@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from gpusleuth.agent.cli import demo_report
 from gpusleuth.agent.cli.demo_report import DemoWatch, bar
 from gpusleuth.agent.cli.loadgen import LoadStats
 
@@ -57,12 +58,13 @@ def test_live_line_counts_what_the_agent_finished_since_the_start():
     assert "incidents 1 (open: cpu_contention)" in line
 
 
-def test_final_report_explains_the_three_slowest():
+def test_final_report_explains_the_three_slowest(monkeypatch):
+    monkeypatch.setattr(demo_report, "format_status", lambda st: f"agent pid {st['pid']}")  # tested in its own file
     agent = FakeAgent()
     watch = DemoWatch(agent, START)
     agent.finished_total += 246
     text, code = watch.final(LoadStats(sent=246, ok=246))
-    assert code == 0 and agent.explained == ["r299", "r150", "r7"]
+    assert code == 0 and agent.explained == ["r299", "r150", "r7"] and "agent pid 1" in text
     assert "the agent saw 246 finished requests" in text and "the 3 slowest requests" in text
     assert "incident cpu_contention (open): culprit hog (pid 7) -> /x/runbooks/cpu-contention.md" in text
     summary = json.loads(text.splitlines()[-1])
