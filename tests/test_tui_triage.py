@@ -126,3 +126,13 @@ async def test_incident_runbook_checks_run_against_the_recording(fault):
         assert checks["share of time a watched thread waited runnable (last minute)"]["status"] == "skip"
         text = str(app.screen.query_one("#runbook-text").render())
         assert "FAIL  open cpu_contention incidents: 1" in text and "next:" in text
+
+
+async def test_after_a_sort_the_detail_follows_the_new_top_at_once():
+    app = _app("requests")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await until(pilot, lambda: app.screen._detail_id, what="the first request's detail")
+        await pilot.pause(0.3)
+        await pilot.press("e")  # the following cursor lands on the slowest: its verdict, not the previous top's
+        await until(pilot, lambda: "cpu_contention" in str(app.screen.query_one("#req-summary").render()),
+                    timeout=1.0, what="the slowest request's verdict within a second of the sort")

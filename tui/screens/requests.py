@@ -92,6 +92,10 @@ class RequestsScreen(DataScreen):
         self.sort = sort  # a held cursor keeps its request; a following one shows the new top (the slowest)
         if self.frame is not None:
             self.show_frame(self.frame)
+        if self._cursor_key() != self._detail_id:  # the user's doing: the detail follows now, not at the follow rate
+            if self._detail_timer is not None:
+                self._detail_timer.stop()
+            self._detail_timer = self.set_timer(DETAIL_DELAY_S, self._ask_cursor_detail)
 
     def show_frame(self, frame: Frame) -> None:
         title = self.query_one("#req-title", TextLine)
