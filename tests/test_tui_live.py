@@ -18,6 +18,7 @@ from gpusleuth.probes.spans.synthetic import request_spans, send_spans
 from gpusleuth.tui.app import SCREENS, SleuthApp
 from gpusleuth.tui.idle import is_idle_event
 from gpusleuth.tui.screens.help import HelpScreen
+from gpusleuth.tui.screens.request_detail import RequestDetailScreen
 from gpusleuth.tui.source_live import LiveSource
 from tests.agent_helpers import spawn_python
 from tests.tui_helpers import panel_text, table_rows, until
@@ -111,15 +112,18 @@ async def test_requests_sort_and_detail_with_overlapping_host_events(live):
             await pilot.pause(0.1)
             assert table_rows(app, "req-table")[0][0] == first, key
         await pilot.press("home", "t")  # the cursor follows the top: the detail follows it onto req-slow
-        timeline = app.screen.query_one("RequestTimeline")
-        await until(pilot, lambda: timeline.detail and timeline.detail["request"]["request_id"] == "req-slow",
+        screen = app.screen
+        await until(pilot, lambda: screen.detail and screen.detail["request"]["request_id"] == "req-slow",
                     what="the slow request's detail")
-        text = str(timeline.render())
+        assert str(screen.query_one("#req-summary").render()).startswith("budget ")
+        await pilot.press("enter")  # the report: phases and the host events on the request's path
+        report = await until(pilot, lambda: isinstance(app.screen, RequestDetailScreen) and app.screen.detail
+                             and app.screen, what="the report")
+        text = str(report.query_one("#detail-text").render())
         assert "queued" in text and "prefill" in text and "decode" in text
-        rows = table_rows(app, "req-events")
         # the sleeper's 25 ms reads overlap every request window: the agent's explain must bring them
-        assert any(r[1] == "slow_syscall" and f"({live['pid']})" in r[2] and r[4].startswith("read")
-                   for r in rows), rows[:5]
+        assert any(ln.split()[1:2] == ["slow_syscall"] and f"({live['pid']})" in ln and " read took " in ln
+                   for ln in text.splitlines()), text[-2000:]
 
 
 async def test_syscalls_screen_numbers_sort_and_filter(live):

@@ -50,6 +50,7 @@ class RecordingSource(DataSource):
     def __init__(self, replay: ReplayReader) -> None:
         self.replay = replay
         self.label = replay.label
+        self.path = replay.label.removeprefix("recording ")
         self.start_ns, self.end_ns = replay.start_ns, replay.end_ns
         self.wall_offset_ns = replay.wall_offset_ns
         self.cursor_ns = self.end_ns  # open at the end: the incident is usually what was recorded last
@@ -84,6 +85,7 @@ class RecordingSource(DataSource):
         frame.events = host if want.is_events else []
         frame.requests = r.requests(lo, c)  # the recording's own request table, not a tail of its events
         frame.requests_since_ns = max(lo, self.start_ns)
+        frame.notes["explain"] = f"all of it, offline: agent explain --recording {self.path} --slowest 5"
         if not frame.requests:
             frame.notes["requests"] = "no engine requests in the recording in the 5 min before the cursor"
         if want.is_incidents:

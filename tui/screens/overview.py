@@ -164,7 +164,8 @@ class OverviewScreen(DataScreen):
                 return
             panel.show_missing(frame.notes.get("requests") or views.missing_reason(frame, "spans") or "no requests")
             return
-        panel.show(Text("\n").join([engine_text(frame, width), *found]))
+        note = [Text(frame.notes["explain"], style="dim")] if frame.notes.get("explain") else []
+        panel.show(Text("\n").join([engine_text(frame, width), *found, *note]))
 
     def _latency(self, panel: Panel, frame: Frame, probe: str, key: str, width: int) -> None:
         rows = frame.windows.get(key)
