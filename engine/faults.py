@@ -5,7 +5,8 @@
 - scheduler_sleep_ms: the scheduler thread sleeps this long every step (a slow host loop).
 - gpu_ballast_gib: rank `rank` holds this much extra device memory (memory pressure).
 - fsync_mb / fsync_every_steps: the scheduler thread writes fsync_mb MiB to a file and fsyncs it every N steps
-  (a stalled syscall on the engine's hot thread).
+  (a stalled syscall on the engine's hot thread). The file has no name (O_TMPFILE, or unlinked at once), so it
+  is gone on every exit path, SIGKILL included.
 - gc_pause_ms / gc_every_steps: every N steps the scheduler thread runs a real full (generation 2) garbage
   collection of about gc_pause_ms: the process keeps a ballast of live objects, sized on this host when the drill is
   set, for the collector to walk (python_faults.GcPause; setting it takes 4 to 10 pauses, and up to ~4 GiB of
@@ -19,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -113,7 +115,10 @@ class SchedulerFaults:
     def __init__(self) -> None:
         self.config = FaultConfig()
         self._num_steps = 0
-        self._path = ""
+        self._fd: int | None = None  # the fsync drill's file (unnamed: see open_unnamed)
+        self._fd_dir = ""
+        self._fd_lock = threading.Lock()
+        self._is_closed = False
         self.gc_pause = GcPause()
         self.gil_hogs = GilHogs()
 
@@ -133,18 +138,40 @@ class SchedulerFaults:
             self.gc_pause.collect()
 
     def _fsync(self, mb: int, directory: str) -> None:
-        self._path = os.path.join(directory, f"gpusleuth-engine-fault-{os.getpid()}.bin")
-        fd = os.open(self._path, os.O_WRONLY | os.O_CREAT, 0o600)
-        try:
+        with self._fd_lock:  # close() may come from another thread while a step writes
+            if self._is_closed:
+                return
+            if self._fd is not None and self._fd_dir != directory:
+                self._close_file()
+            if self._fd is None:
+                self._fd, self._fd_dir = open_unnamed(directory), directory
             chunk = os.urandom(1 << 20)  # fresh bytes each time so the page cache really has to write back
             for i in range(mb):
-                os.pwrite(fd, chunk, i << 20)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+                os.pwrite(self._fd, chunk, i << 20)
+            os.fsync(self._fd)
+
+    def _close_file(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def close(self) -> None:
         self.gil_hogs.set(0)
         self.gc_pause.set(0)
-        if self._path and os.path.exists(self._path):
-            os.unlink(self._path)
+        with self._fd_lock:
+            self._is_closed = True
+            self._close_file()
+
+
+def open_unnamed(directory: str) -> int:
+    """A read-write descriptor of a file in `directory` that has no name, so no exit path (SIGKILL, a crash, the
+    OOM killer) can leave it behind: O_TMPFILE where the filesystem has it, else a named file unlinked at once
+    (`gpusleuth-engine-fault-<pid>.bin`, visible for an instant). Writes and fsync reach the disk as for any file:
+    the inode lives until the descriptor closes."""
+    try:
+        return os.open(directory, os.O_TMPFILE | os.O_RDWR, 0o600)
+    except (AttributeError, IsADirectoryError, OSError):  # no O_TMPFILE here (old kernel, some filesystems)
+        path = os.path.join(directory, f"gpusleuth-engine-fault-{os.getpid()}.bin")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.unlink(path)
+        return fd

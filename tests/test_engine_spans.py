@@ -185,10 +185,11 @@ def test_fsync_fault_writes_and_syncs_a_file(tmp_path):
     engine = make_engine()
     engine.set_faults(FaultConfig(fsync_mb=2, fsync_every_steps=1, fsync_dir=str(tmp_path)))
     engine.generate([engine.tokenizer.encode("fsync")], PARAMS)
-    files = list(tmp_path.glob("gpusleuth-engine-fault-*.bin"))
-    assert len(files) == 1 and files[0].stat().st_size == 2 << 20
+    fd = engine.faults._fd  # the drill's file has no name (engine/faults.py open_unnamed)
+    assert fd is not None and os.fstat(fd).st_size == 2 << 20 and list(tmp_path.iterdir()) == []
+    assert os.readlink(f"/proc/self/fd/{fd}").startswith(str(tmp_path))
     engine.faults.close()
-    assert not files[0].exists()
+    assert engine.faults._fd is None
 
 
 def test_allreduce_delay_hits_first_all_reduce_of_each_step_on_its_rank():

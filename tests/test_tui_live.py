@@ -16,7 +16,9 @@ from gpusleuth.agent.harness import AGENT, run_agent, wait_for, write_config
 from gpusleuth.probes.records import monotonic_ns
 from gpusleuth.probes.spans.synthetic import request_spans, send_spans
 from gpusleuth.tui.app import SCREENS, SleuthApp
+from gpusleuth.tui.idle import is_idle_event
 from gpusleuth.tui.screens.help import HelpScreen
+from gpusleuth.tui.screens.request_detail import RequestDetailScreen
 from gpusleuth.tui.source_live import LiveSource
 from tests.agent_helpers import spawn_python
 from tests.tui_helpers import panel_text, table_rows, until
@@ -109,16 +111,19 @@ async def test_requests_sort_and_detail_with_overlapping_host_events(live):
             await pilot.press(key)
             await pilot.pause(0.1)
             assert table_rows(app, "req-table")[0][0] == first, key
-        await pilot.press("t", "enter")
-        timeline = app.screen.query_one("RequestTimeline")
-        await until(pilot, lambda: timeline.detail and timeline.detail["request"]["request_id"] == "req-slow",
+        await pilot.press("home", "t")  # the cursor follows the top: the detail follows it onto req-slow
+        screen = app.screen
+        await until(pilot, lambda: screen.detail and screen.detail["request"]["request_id"] == "req-slow",
                     what="the slow request's detail")
-        text = str(timeline.render())
+        assert str(screen.query_one("#req-summary").render()).startswith("budget ")
+        await pilot.press("enter")  # the report: phases and the host events on the request's path
+        report = await until(pilot, lambda: isinstance(app.screen, RequestDetailScreen) and app.screen.detail
+                             and app.screen, what="the report")
+        text = str(report.query_one("#detail-text").render())
         assert "queued" in text and "prefill" in text and "decode" in text
-        rows = table_rows(app, "req-events")
         # the sleeper's 25 ms reads overlap every request window: the agent's explain must bring them
-        assert any(r[1] == "slow_syscall" and f"({live['pid']})" in r[2] and r[4].startswith("read")
-                   for r in rows), rows[:5]
+        assert any(ln.split()[1:2] == ["slow_syscall"] and f"({live['pid']})" in ln and " read took " in ln
+                   for ln in text.splitlines()), text[-2000:]
 
 
 async def test_syscalls_screen_numbers_sort_and_filter(live):
@@ -128,8 +133,11 @@ async def test_syscalls_screen_numbers_sort_and_filter(live):
             return next((r for r in table_rows(app, "sys-table")
                          if r[0] == str(live["pid"]) and r[2] == "clock_nanosleep"), None)
 
-        row = await until(pilot, lambda: app.last_frame and "window.syscalls" not in app.last_frame.notes
-                          and sleeper_row(), timeout=20, what="a full 10 s window with the sleeper")
+        await until(pilot, lambda: app.last_frame and "window.syscalls" not in app.last_frame.notes
+                    and table_rows(app, "sys-table"), timeout=20, what="a full 10 s window")
+        assert sleeper_row() is None  # its sleeps are idle waits: hidden until `i`
+        await pilot.press("i")
+        row = await until(pilot, sleeper_row, timeout=20, what="the sleeper's sleeps, shown")
         per_s = int(row[4])
         assert 15 <= per_s <= 41, row  # 25 ms sleeps: at most 40 a second, fewer on a loaded box
         await pilot.press("s")
@@ -156,7 +164,7 @@ async def test_events_screen_filter_matches_the_agent(live):
         rows = table_rows(app, "events-table")
         assert rows and all(r[1] == "slow_syscall" and f"({live['pid']})" in r[2] for r in rows)
         shown = app.last_frame.events
-        n = sum(1 for e in shown if e["kind"] == "slow_syscall" and e["pid"] == live["pid"])
+        n = sum(1 for e in shown if e["kind"] == "slow_syscall" and e["pid"] == live["pid"] and not is_idle_event(e))
         assert f"{n} of {len(shown)} recent events" in panel_text(app, "events-title") or len(rows) == min(n, 500)
 
 
@@ -243,6 +251,8 @@ def test_tmux_80x24_panels_keys_and_clean_exit(live):
         assert ("gpu probe unavailable" in screen) or ("util" in screen), screen
         assert _tmux("display-message", "-p", "-t", name, "#{alternate_on} #{mouse_any_flag}").split() == ["1", "1"]
         _tmux("send-keys", "-t", name, "5")
+        wait_for(lambda: "by p99 latency" in _tmux("capture-pane", "-p", "-t", name), timeout=10)
+        _tmux("send-keys", "-t", name, "i")  # the sleeper's clock_nanosleeps are idle waits
         wait_for(lambda: "clock_nanosleep" in _tmux("capture-pane", "-p", "-t", name), timeout=10)
         _tmux("send-keys", "-t", name, "?")
         wait_for(lambda: "Help (esc closes)" in _tmux("capture-pane", "-p", "-t", name), timeout=10)

@@ -8,8 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from gpusleuth.tui import fmt
 from gpusleuth.tui.app import SCREENS, SleuthApp
 from gpusleuth.tui.screens.help import HelpScreen
+from gpusleuth.tui.screens.request_detail import RequestDetailScreen
 from gpusleuth.agent.recording.replay import Replay
 from gpusleuth.tui.source_recording import RecordingSource
 from tests.tui_helpers import panel_text, table_rows, until
@@ -70,17 +72,21 @@ async def test_requests_sorted_and_explained_from_spans(recorded):
         assert table_rows(app, "req-table")[0][0] == newest
         await pilot.press("t")
         await pilot.pause(0.1)
-        await pilot.press("enter")
-        timeline = app.screen.query_one("RequestTimeline")
-        await until(pilot, lambda: timeline.detail and timeline.detail["request"]["request_id"] == top,
-                    what="the request's phases")
-        phases = {p["phase"] for p in timeline.detail["phases"]}
-        assert {"queued", "prefill", "decode"} <= phases and timeline.detail["steps"] > 0
-        rows = table_rows(app, "req-events")
-        verdicts = [r for r in rows if r[0] == "verdict"]
+        await pilot.press("enter")  # the full report of the request under the cursor (the top: following)
+        report = await until(pilot, lambda: isinstance(app.screen, RequestDetailScreen) and app.screen.detail
+                             and app.screen, what="the request's report")
+        assert report.detail["request"]["request_id"] == top
+        phases = {p["phase"] for p in report.detail["phases"]}
+        assert {"queued", "prefill", "decode"} <= phases and report.detail["steps"] > 0
+        text = str(report.query_one("#detail-text").render())
         # replay explains, as live: the same verdicts and the evidence on the request's path, nothing else
-        assert [r[1] for r in verdicts] == [v["cause"] for v in timeline.detail["verdicts"]]
-        assert "budget" in timeline.detail and len(rows) - len(verdicts) == len(timeline.detail["overlapping"])
+        assert all(v["cause"] in text and v["runbook"] in text for v in report.detail["verdicts"])
+        assert "budget" in report.detail
+        assert f"Host events on its path: {len(report.detail['overlapping'])}" in text
+        await pilot.press("escape")
+        assert not isinstance(app.screen, RequestDetailScreen)
+        summary = str(app.screen.query_one("#req-summary").render())  # the pane under the list: its budget
+        assert summary.startswith(f"budget {fmt.dur_ns(report.detail['budget']['actual_ms'] * 1e6)}"), summary
 
 
 async def test_cursor_keys_and_playback():

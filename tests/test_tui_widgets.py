@@ -39,24 +39,40 @@ def _rows(keys):
     return [(k, (k, f"value of {k}")) for k in keys]
 
 
-async def test_cursor_keeps_its_row_and_only_user_moves_announce():
+async def test_held_cursor_keeps_its_row_through_new_rows_and_resorts():
     app = TableApp()
     async with app.run_test(size=(40, 10)) as pilot:
         table = app.query_one(RowTable)
         table.show_rows(_rows(["a", "b", "c"]))
-        await pilot.press("down")  # the user picks "b"
+        await pilot.press("down")  # the user picks "b": the cursor holds it from now on
         await pilot.pause()
-        assert table.cursor_key == "b" and app.highlighted == ["b"]
+        assert table.cursor_key == "b" and table.is_holding and app.highlighted == ["a", "b"]
         table.show_rows(_rows(["new1", "new2", "a", "b", "c"]))  # newer rows arrive on top
         await pilot.pause()
         assert table.cursor_key == "b" and table.cursor_row == 3
-        table.show_rows(_rows(["x", "y"]))  # "b" left: the cursor stays in range
+        table.show_rows(_rows(["c", "b", "a", "new2", "new1"]))  # a re-sort
         await pilot.pause()
-        assert table.cursor_row == 1 and app.highlighted == ["b"]  # data changes announced nothing
+        assert table.cursor_key == "b" and table.cursor_row == 1 and app.highlighted == ["a", "b"]
+        table.show_rows(_rows(["x", "y"]))  # "b" left: the cursor stays in range, on the row now there
+        await pilot.pause()
+        assert table.cursor_key == "y" and app.highlighted == ["a", "b", "y"]
         await pilot.press("enter")
         await pilot.pause()
         assert app.selected == ["y"]
         assert table.plain_rows() == [["x", "value of x"], ["y", "value of y"]]
+
+
+async def test_held_row_scrolls_into_view_when_it_moves_down():
+    app = TableApp()
+    async with app.run_test(size=(40, 10)) as pilot:
+        table = app.query_one(RowTable)
+        table.show_rows(_rows(["a", "b"]))
+        await pilot.press("down")
+        table.show_rows(_rows([f"n{i}" for i in range(30)] + ["a", "b"]))  # 30 newer rows push "b" far down
+        await pilot.pause()
+        assert table.cursor_key == "b" and table.scroll_offset.y > 0
+        top = table.scroll_offset.y
+        assert top <= table.cursor_row < top + table.size.height - 1  # visible under the header
 
 
 async def test_paging_keys():
@@ -73,18 +89,22 @@ async def test_paging_keys():
         assert table.cursor_row == 0
 
 
-async def test_cursor_on_the_first_row_follows_the_newest():
+async def test_following_cursor_shows_the_new_top_and_home_follows_again():
     app = TableApp()
     async with app.run_test(size=(40, 10)) as pilot:
         table = app.query_one(RowTable)
         table.show_rows(_rows(["a", "b"]))
         table.show_rows(_rows(["c", "a", "b"]))
         await pilot.pause()
-        assert table.cursor_key == "c"
+        assert table.cursor_key == "c" and not table.is_holding and app.highlighted == ["a", "c"]
+        await pilot.press("down", "home")
+        table.show_rows(_rows(["d", "c", "a", "b"]))
+        await pilot.pause()
+        assert table.cursor_key == "d" and not table.is_holding
 
 
 class ChurningSource(FixedSource):
-    """Ten new requests each refresh, as a busy engine gives; counts detail fetches."""
+    """Ten new requests each refresh, as a busy engine gives, the oldest leaving; counts detail fetches."""
 
     def __init__(self) -> None:
         super().__init__(fixed_frame())
@@ -93,8 +113,8 @@ class ChurningSource(FixedSource):
     def fetch(self, want):
         frame = copy.copy(self.frame)
         n = self.fetches = self.fetches + 1
-        frame.requests = [{"request_id": f"r{n * 10 + i}", "pid": 1, "start_ns": T0 + (n * 10 + i) * 1000,
-                           "end_ns": T0 + (n * 10 + i) * 1000 + 10, "ttft_s": 0.1} for i in range(50)]
+        frame.requests = [{"request_id": f"r{k}", "pid": 1, "start_ns": T0 + k * 1000, "end_ns": T0 + k * 1000 + 10,
+                           "ttft_s": 0.1} for k in range(max(0, n * 10 - 300), n * 10 + 10)]  # the newest 310
         return frame
 
     def request_detail(self, request):
@@ -102,11 +122,20 @@ class ChurningSource(FixedSource):
         return super().request_detail(request)
 
 
-async def test_requests_screen_fetches_details_only_when_asked():
+async def test_requests_detail_follows_the_cursor_at_most_once_a_second_while_the_top_churns():
     source = ChurningSource()
     app = SleuthApp(source, start_screen="requests", refresh_s=0.1)
     async with app.run_test(size=(80, 24)) as pilot:
-        await until(pilot, lambda: source.fetches >= 15, what="a dozen refreshes")
-        assert source.detail_calls == 1  # the first row's, once
-        await pilot.press("down", "down")
-        await until(pilot, lambda: source.detail_calls == 2, what="the detail of the row moved to")
+        await until(pilot, lambda: source.fetches >= 5, what="refreshes")
+        first = source.fetches
+        calls = source.detail_calls
+        await until(pilot, lambda: source.fetches >= first + 20, what="two seconds of churn")
+        # the following cursor's top changed every refresh (20 times); its detail is asked at most once a second
+        assert 1 <= source.detail_calls - calls <= 4, source.detail_calls - calls
+        await pilot.press("down")  # hold a request: data changes no longer move the detail
+        await until(pilot, lambda: app.screen.query_one("#req-table").is_holding, what="a held cursor")
+        await pilot.pause(0.5)
+        held = source.detail_calls
+        at = source.fetches
+        await until(pilot, lambda: source.fetches >= at + 10, what="more churn")
+        assert source.detail_calls == held

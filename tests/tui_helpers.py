@@ -117,6 +117,10 @@ def _events() -> list[dict[str, Any]]:
          {"gpu": 1, "xid": 79, "name": "GPU has fallen off the bus", "severity": "fatal"}),
         ("net.tcp_retransmit", "net", base + 2_100_000_000, 0, 4242, "python3",
          {"local": "10.0.0.5:8000", "remote": "10.0.0.7:51234", "segments": 3, "skbs": 1, "bytes": 4344}),
+        # idle waits (tui/idle.py): hidden on the Events screen until `i`
+        ("slow_syscall", "syscalls", base + 2_200_000_000, 11_800_000, 4242, "python3",
+         {"syscall": "epoll_wait", "nr": 232}),
+        ("offcpu", "sched", base + 2_300_000_000, 25_000_000, 4242, "gs-step", {"state": "S", "cpu": 3}),
     ]
     return [{"kind": k, "source": src, "start_ns": s, "end_ns": s + d, "pid": pid, "tid": pid, "comm": comm,
              "attrs": attrs, "seq": i + 1} for i, (k, src, s, d, pid, comm, attrs) in enumerate(raw)]
@@ -139,7 +143,7 @@ def fixed_frame(*, has_gpu: bool = True, num_gpus: int = 2) -> Frame:
     return Frame(t_ns=T0, wall_offset_ns=WALL_OFFSET, snapshots=snapshots,
                  status={"pid": 1234, "uptime_s": 3723.0, "probes": probes, "monotonic_ns": T0},
                  series=_series(num_gpus if has_gpu else 0), windows={"syscalls": SYSCALL_ROWS, "runq": RUNQ_ROWS},
-                 events=_events(), requests=_requests())
+                 events=_events(), requests=_requests(), incidents=incidents())
 
 
 def slow_request_detail() -> dict[str, Any]:
@@ -150,9 +154,38 @@ def slow_request_detail() -> dict[str, Any]:
                "tokens": 519, "batch_size": 12},
               {"phase": "decode", "start_ns": s + 2_410_000_000, "end_ns": req["end_ns"], "rank": 0, "tokens": 63}]
     overlapping = [e for e in _events() if e["start_ns"] <= req["end_ns"] and e["end_ns"] >= s]
-    verdicts = [{"cause": "kv_cache_full_queueing", "score": 0.81, "evidence": "queued 2.20 s while KV usage 98%",
-                 "runbook": "runbooks/kv-cache-pressure.md"}]
-    return {"request": req, "phases": phases, "overlapping": overlapping, "verdicts": verdicts, "notes": {}}
+    verdicts = [{"cause": "cpu_contention", "score": 0.81, "share": 0.81, "explained_ms": 1960.0, "is_likely": True,
+                 "culprit": {"pid": 31337, "comm": "backup.sh", "tid": 31337, "cpu": 3},
+                 "evidence": "gs-step (pid 4242, tid 4250) waited 1.98 s for a CPU in 36 run-queue waits of engine "
+                             "thread gs-step (longest 120 ms, CPU 3); on that CPU meanwhile: backup.sh (pid 31337) "
+                             "1.95 s, kworker/3:1 (pid 211) 4.1 ms",
+                 "runbook": "/usr/lib/python3/dist-packages/gpusleuth/runbooks/cpu-contention.md"},
+                {"cause": "queueing", "score": 0.05, "share": 0.05, "explained_ms": 121.0, "is_likely": False,
+                 "culprit": {"pid": 4242, "comm": "python3", "request_ids": ["cmpl-0005", "cmpl-0006"]},
+                 "evidence": "request cmpl-0007 waited 121 ms beyond the usual through 4 steps of other requests",
+                 "runbook": "/usr/lib/python3/dist-packages/gpusleuth/runbooks/queueing.md"}]
+    parts = [("queue", 2200.0, 10.0), ("prefill", 210.0, 120.0), ("decode", 1953.0, 1950.0)]
+    budget = {"parts": [{"part": n, "actual_ms": a, "expected_ms": e, "excess_ms": a - e, "steps": 1,
+                         "waited_steps": 0, "baseline": "nearest"} for n, a, e in parts],
+              "actual_ms": 4363.0, "expected_ms": 2080.0, "excess_ms": 2283.0, "unexplained_ms": 202.0,
+              "unexplained_share": 0.088, "is_slow": True}
+    return {"request": req, "phases": phases, "overlapping": overlapping, "verdicts": verdicts, "budget": budget,
+            "unexplained_ms": 202.0, "notes": {}}
+
+
+def incidents() -> list[dict[str, Any]]:
+    """An open CPU-contention incident and an older, ended queueing one."""
+    return [{"id": "inc-4242-1", "cause": "queueing", "culprit": {"pid": 4242, "comm": "python3"},
+             "onset_ns": T0 - 200 * S, "last_ns": T0 - 150 * S, "opened_ns": T0 - 199 * S, "is_open": False,
+             "evidence": "requests waited 1.2 s beyond the usual behind full batches", "engine_pid": 4242,
+             "engine_comm": "python3", "explained_ms": 1200.0,
+             "runbook": "/usr/lib/python3/dist-packages/gpusleuth/runbooks/queueing.md"},
+            {"id": "inc-4242-2", "cause": "cpu_contention", "culprit": {"pid": 31337, "comm": "backup.sh", "cpu": 3},
+             "onset_ns": T0 - 48 * S, "last_ns": T0 - S, "opened_ns": T0 - 47 * S, "is_open": True,
+             "evidence": "gs-step (pid 4242, tid 4250) waited 310 ms for a CPU in 12 waits (longest 41 ms, CPU 3); "
+                         "on that CPU meanwhile: backup.sh (pid 31337) 300 ms", "engine_pid": 4242,
+             "engine_comm": "python3", "explained_ms": 280.0,
+             "runbook": "/usr/lib/python3/dist-packages/gpusleuth/runbooks/cpu-contention.md"}]
 
 
 def fixed_source(*, has_gpu: bool = True, with_cursor: bool = False) -> FixedSource:

@@ -26,11 +26,14 @@ from gpusleuth.tui.screens.help import HelpScreen
 from gpusleuth.tui.screens.network import NetworkScreen
 from gpusleuth.tui.screens.overview import OverviewScreen
 from gpusleuth.tui.screens.requests import RequestsScreen
+from gpusleuth.tui.screens.runbook import RunbookScreen
 from gpusleuth.tui.screens.syscalls import SyscallsScreen
+from gpusleuth.tui.runbooks import RunbookRunner
 from gpusleuth.tui.source import DataSource, Frame, SourceError, Want
 
 SCREENS = (OverviewScreen, RequestsScreen, GpuScreen, NetworkScreen, SyscallsScreen, EventsScreen)
 DEFAULT_REFRESH_S = 0.5  # 2 Hz
+PARTIAL_RETRY_S = 1.0
 
 
 class SleuthApp(App):
@@ -62,8 +65,9 @@ class SleuthApp(App):
     ]
 
     def __init__(self, source: DataSource, refresh_s: float = DEFAULT_REFRESH_S, start_screen: str = "overview",
-                 speed: float = 1.0, is_cursor_blink: bool = True) -> None:
+                 speed: float = 1.0, is_cursor_blink: bool = True, runbooks: RunbookRunner | None = None) -> None:
         super().__init__()
+        self.runbooks = runbooks  # runs a runbook's checks (`c`); None: the screens say how to run them instead
         self.is_cursor_blink = is_cursor_blink  # off in snapshot tests, so screenshots do not depend on timing
         self.source = source
         self.refresh_s = refresh_s
@@ -107,11 +111,12 @@ class SleuthApp(App):
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen(self._help_bindings(), self.screen))
+            self.push_screen(HelpScreen(self.screen))  # the keys active on the screen underneath, right now
 
-    def _help_bindings(self) -> list[Binding]:
-        extra = self.REPLAY_BINDINGS if self.source.has_cursor else []
-        return [b for b in self.BINDINGS if isinstance(b, Binding)] + list(extra)
+    def run_runbook(self, runbook: str, why: str) -> None:
+        """Run a runbook's checks (its name or path) and show the results in a modal."""
+        if not isinstance(self.screen, RunbookScreen):
+            self.push_screen(RunbookScreen(runbook, why, self.runbooks))
 
     def action_filter(self) -> None:
         base = self.base_screen()
@@ -172,6 +177,8 @@ class SleuthApp(App):
         if self._wants_refresh:
             self._wants_refresh = False
             self._arm(0)
+        elif frame.is_partial and (self.is_paused and not self.is_playing):
+            self._arm(PARTIAL_RETRY_S)  # the rest is being computed (a replay's diagnosis): look again soon
         elif not self.is_paused or self.is_playing:
             # fixed rate: the next fetch is due one period after this one was due, so neither the fetch time nor
             # timer lateness slows the refresh below 1/refresh_s; fetches still never overlap
@@ -219,9 +226,9 @@ class SleuthApp(App):
         self.exit(0)
 
 
-def run(source: DataSource, args: argparse.Namespace) -> int:
+def run(source: DataSource, args: argparse.Namespace, runbooks: RunbookRunner | None = None) -> int:
     """Show `source` until the user quits (flags from launch.parser()); the app's exit code."""
-    app = SleuthApp(source, refresh_s=args.refresh, start_screen=args.screen, speed=args.speed)
+    app = SleuthApp(source, refresh_s=args.refresh, start_screen=args.screen, speed=args.speed, runbooks=runbooks)
     try:
         app.run()
     finally:

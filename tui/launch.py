@@ -21,7 +21,8 @@ def parser() -> argparse.ArgumentParser:
         prog="agent tui", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Live triage screen over the running agent's control socket, or a recording offline.",
         epilog=textwrap.dedent("""
-            keys: tab / 1-6 screens, ? help, / filter, enter select, q quit; replay: [ ] { } < > space
+            keys: tab / 1-6 screens, ? help, / filter (-term negates), i idle waits, enter report,
+                  c runbook checks, q quit; replay: [ ] { } < > space
             examples:
               sudo agent tui                              # attach to the local agent
               agent tui --socket /run/gpusleuth/agent.sock  # as a member of control.group
@@ -33,6 +34,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--refresh", type=float, default=0.5, help="seconds between refreshes (default 0.5: 2 Hz)")
     p.add_argument("--screen", choices=SCREEN_KEYS, default="overview", help="screen to open on")
     p.add_argument("--speed", type=float, default=1.0, help="replay speed while playing (default 1)")
+    p.add_argument("--prometheus", metavar="URL", default=None,
+                   help="Prometheus server for the runbooks' PromQL checks (`c`); without it they are skipped")
     p.add_argument("--frames-out", default=None, help=argparse.SUPPRESS)  # benchmarks: frames drawn, at exit
     return p
 

@@ -28,6 +28,7 @@ class Want:
     sources: frozenset[str] = frozenset(ALL_SOURCES)
     is_events: bool = False
     is_requests: bool = False
+    is_incidents: bool = False
 
 
 @dataclass(slots=True)
@@ -41,7 +42,11 @@ class Frame:
              "count", "sum_ns", "buckets": {slot: n} | None}; None buckets mean only averages are known.
     events: recent events (dicts as the control socket gives them plus a "seq"), oldest first.
     requests: recent requests (control socket `requests`), or None when the source cannot give them.
+    requests_since_ns: the list holds every request that finished since then (None: unknown); rates use it.
+    incidents: the diagnosis's incidents of the last HISTORY_S (control socket `incidents`, oldest first), or None
+               when the source cannot give them (notes["incidents"] says why).
     notes: why something is missing, keyed by what is missing ("requests", "events", "gpu", ...).
+    is_partial: part of it is still being computed: the app fetches again soon, even while paused.
     """
 
     t_ns: int = 0
@@ -53,8 +58,11 @@ class Frame:
     window_s: float = WINDOW_S
     events: list[dict[str, Any]] = field(default_factory=list)
     requests: list[dict[str, Any]] | None = None
+    requests_since_ns: int | None = None
+    incidents: list[dict[str, Any]] | None = None
     notes: dict[str, str] = field(default_factory=dict)
     error: str = ""
+    is_partial: bool = False
 
 
 class DataSource(ABC):

@@ -18,9 +18,10 @@ MAX_EVENTS = 2000  # kept client-side for the Events screen
 # default), so an event can land in the store up to one poll interval after it ended.
 EVENT_OVERLAP_NS = 2_000_000_000
 BACKFILL_LIMIT = 20000
-REQUESTS_SHOWN = 200
+REQUESTS_SHOWN = 5000  # everything the span intake keeps (probes.spans.recent_requests, 500 by default)
 # The agent scans its whole event ring per `events` call: once a second is plenty for a list people read.
 EVENTS_PERIOD_NS = 1_000_000_000
+INCIDENTS_PERIOD_NS = 1_000_000_000  # incidents open within seconds of onset: a second's delay is fine
 
 
 class Unsupported(SourceError):
@@ -67,6 +68,7 @@ class LiveSource(DataSource):
         self._is_backfilled = False
         self._snaps: dict[str, Any] = {}  # source -> its latest snapshot object
         self._window_cache: dict[str, tuple] = {}
+        self._incidents: tuple[int, list[dict[str, Any]] | None, str] | None = None  # (asked at, answer, note)
 
     def call(self, method: str, **params: Any) -> Any:
         """One control call; AgentNotRunning/ControlPermissionDenied pass through for the caller to report."""
@@ -102,9 +104,24 @@ class LiveSource(DataSource):
             frame.events = list(self.buffer.events)
         if want.is_requests:
             frame.requests = self._requests(snaps, frame)
+            if frame.requests:  # the agent keeps its newest requests only: the list is complete from its oldest
+                frame.requests_since_ns = min(int(r.get("end_ns") or 0) for r in frame.requests)
             self.history.update_requests(now, frame.requests)
+        if want.is_incidents:
+            self._fetch_incidents(now, frame)
         frame.series = self.history.snapshot_series()
         return frame
+
+    def _fetch_incidents(self, now_ns: int, frame: Frame) -> None:
+        if self._incidents is None or now_ns - self._incidents[0] >= INCIDENTS_PERIOD_NS:
+            try:
+                got, note = self._call("incidents", since_ns=now_ns - int(HISTORY_S * 1e9)) or [], ""
+            except Unsupported as exc:
+                got, note = None, str(exc)
+            self._incidents = (now_ns, got, note)
+        frame.incidents = self._incidents[1]
+        if self._incidents[2]:
+            frame.notes["incidents"] = self._incidents[2]
 
     def _snapshots(self, sources: list[str], now_ns: int) -> dict[str, Any]:
         """Latest snapshot per source. A probe that polls on an interval is asked again only once its next poll

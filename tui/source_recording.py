@@ -5,6 +5,7 @@ answer at an instant; this source only moves the cursor and puts each instant's 
 """
 from __future__ import annotations
 
+import threading
 from typing import Any, Protocol
 
 from gpusleuth.tui.source import HISTORY_S, WINDOW_S, DataSource, Frame, Want
@@ -21,7 +22,7 @@ class ReplayReader(Protocol):
     end_ns: int
     wall_offset_ns: int
 
-    def event_dicts(self, lo: int, hi: int, limit: int) -> list[dict[str, Any]]: ...
+    def event_dicts(self, lo: int, hi: int, limit: int, is_spans: bool = True) -> list[dict[str, Any]]: ...
 
     def snapshots(self, lo: int, c: int, bursts: list[dict[str, Any]]) -> dict[str, Any]: ...
 
@@ -29,7 +30,14 @@ class ReplayReader(Protocol):
 
     def windows(self, lo: int, hi: int) -> dict[str, list[dict[str, Any]]]: ...
 
-    def requests(self, events: list[dict[str, Any]], c: int) -> list[dict[str, Any]]: ...
+    def requests(self, lo: int, c: int, limit: int = ...) -> list[dict[str, Any]]: ...
+
+    def incidents(self, c: int, lo: int) -> list[dict[str, Any]]: ...
+
+    def monitor(self) -> Any: ...
+
+    @property
+    def is_diagnosed(self) -> bool: ...
 
     def status(self) -> dict[str, Any]: ...
 
@@ -42,10 +50,12 @@ class RecordingSource(DataSource):
     def __init__(self, replay: ReplayReader) -> None:
         self.replay = replay
         self.label = replay.label
+        self.path = replay.label.removeprefix("recording ")
         self.start_ns, self.end_ns = replay.start_ns, replay.end_ns
         self.wall_offset_ns = replay.wall_offset_ns
         self.cursor_ns = self.end_ns  # open at the end: the incident is usually what was recorded last
         self._cache: tuple[tuple, Frame] | None = None
+        self._diagnosing: threading.Thread | None = None
 
     # --- cursor ------------------------------------------------------------------------------------------------
     def seek(self, delta_s: float) -> None:
@@ -67,18 +77,35 @@ class RecordingSource(DataSource):
         lo = c - int(HISTORY_S * 1e9)
         r = self.replay
         frame = Frame(t_ns=c, wall_offset_ns=self.wall_offset_ns, notes=dict(r.notes))
-        history = r.event_dicts(lo, c, MAX_EVENTS)
-        frame.snapshots = r.snapshots(lo, c, [e for e in history if e["kind"] == "net.microburst"])
+        host = r.event_dicts(lo, c, MAX_EVENTS, is_spans=False)  # as live: engine spans are per request
+        frame.snapshots = r.snapshots(lo, c, [e for e in host if e["kind"] == "net.microburst"])
         frame.series = r.series(lo, c)
         frame.windows = r.windows(c - int(WINDOW_S * 1e9), c)
         frame.notes["window.buckets"] = "a recording keeps counts and sums only: averages, no percentiles"
-        frame.events = [e for e in history if e["source"] != "spans"] if want.is_events else []  # as live
-        frame.requests = r.requests(history, c)
-        if not frame.requests and not any(e["source"] == "spans" for e in history):
-            frame.notes["requests"] = "no engine spans in the recording near the cursor"
+        frame.events = host if want.is_events else []
+        frame.requests = r.requests(lo, c)  # the recording's own request table, not a tail of its events
+        frame.requests_since_ns = max(lo, self.start_ns)
+        frame.notes["explain"] = f"all of it, offline: agent explain --recording {self.path} --slowest 5"
+        if not frame.requests:
+            frame.notes["requests"] = "no engine requests in the recording in the 5 min before the cursor"
+        if want.is_incidents:
+            self._incidents(frame, lo, c)
         frame.status = r.status()
-        self._cache = (key, frame)
+        if frame.incidents is not None or not want.is_incidents:
+            self._cache = (key, frame)  # a frame still waiting for the diagnosis is built again next time
         return frame
+
+    def _incidents(self, frame: Frame, lo: int, c: int) -> None:
+        """Incidents come from the diagnosis re-run over the recording, built once in the background (seconds on a
+        long recording): until then the frame says so and the other panels draw at once."""
+        if self.replay.is_diagnosed:
+            frame.incidents = self.replay.incidents(c, lo)
+            return
+        if self._diagnosing is None:
+            self._diagnosing = threading.Thread(target=self.replay.monitor, name="gs-replay-diagnosis", daemon=True)
+            self._diagnosing.start()
+        frame.notes["incidents"] = "diagnosing the recording (the live diagnosis, re-run over it) …"
+        frame.is_partial = True
 
     def request_detail(self, request: dict[str, Any]) -> dict[str, Any]:
         if request.get("start_ns") is None or request.get("end_ns") is None:

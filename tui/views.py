@@ -4,13 +4,13 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from gpusleuth.probes.kernel.syscall_table import WAIT_SYSCALLS
 from gpusleuth.probes.gpu.fields import NOT_THROTTLING, decode_reasons
 from gpusleuth.probes.gpu.snapshot import GpuSnapshot
 from gpusleuth.probes.bpf.log2_hist import quantile_from_buckets
 from gpusleuth.probes.net.snapshot import NetSnapshot
 from gpusleuth.probes.spans.snapshot import SpansSnapshot
-from gpusleuth.tui import fmt
+from gpusleuth.tui import fmt, query
+from gpusleuth.tui.idle import is_idle_row
 from gpusleuth.tui.source import Frame
 
 STATE_MARK = {"ok": "●", "degraded": "◐", "unavailable": "✖", "stopped": "○", "recorded": "●", "absent": "○"}
@@ -99,19 +99,15 @@ class Memo:
         return self._value
 
 
-def is_idle_wait(row: dict[str, Any]) -> bool:
-    """A syscall that blocks by design (epoll_wait, futex, nanosleep ...): slow without being a problem."""
-    return row.get("syscall") in WAIT_SYSCALLS
-
-
 def top_latency(rows: list[dict[str, Any]], n: int | None = None, text_filter: str = "",
                 sort: str = "p99", is_waits_hidden: bool = False) -> list[dict[str, Any]]:
     """Window rows ranked slowest first (p99 where buckets exist, else average)."""
     if is_waits_hidden:
-        rows = [r for r in rows if not is_idle_wait(r)]
-    needle = text_filter.lower()
-    if needle:
-        rows = [r for r in rows if needle in f"{r.get('comm', '')} {r.get('pid', '')} {r.get('syscall', '')}".lower()]
+        rows = [r for r in rows if not is_idle_row(r)]
+    terms = query.parse(text_filter)
+    if terms:
+        rows = [r for r in rows if query.matches(terms, r, f"{r.get('comm', '')} {r.get('pid', '')} "
+                                                           f"{r.get('syscall', '')}")]
     if sort == "count":
         ranked = sorted(rows, key=lambda r: -r["count"])
     elif sort == "total":
@@ -158,11 +154,19 @@ def engine_gauges(spans: SpansSnapshot | None) -> dict[str, Any]:
 
 
 def engine_stats(frame: Frame, window_s: float = 60.0) -> dict[str, Any]:
-    """Request rate and TTFT/TPOT/e2e percentiles over finished requests of the last `window_s` (or the last 200)."""
+    """Request rate and TTFT/TPOT/e2e percentiles over finished requests of the last `window_s` (else all listed).
+
+    "basis_s" is the span the rate covers: the window, or less when the source's list starts later
+    (frame.requests_since_ns: a live agent keeps its newest probes.spans.recent_requests; a recording or an
+    engine may have started less than a window ago)."""
     reqs = [r for r in frame.requests or [] if r.get("end_ns")]
-    recent = [r for r in reqs if r["end_ns"] >= frame.t_ns - window_s * 1e9]
+    lo = frame.t_ns - window_s * 1e9
+    recent = [r for r in reqs if r["end_ns"] >= lo]
     basis = recent or reqs
-    out: dict[str, Any] = {"n": len(basis), "is_recent": bool(recent), "rps": len(recent) / window_s}
+    since = max(lo, frame.requests_since_ns or lo)
+    basis_s = max(1.0, min(window_s, (frame.t_ns - since) / 1e9))
+    out: dict[str, Any] = {"n": len(basis), "is_recent": bool(recent), "rps": len(recent) / basis_s,
+                           "basis_s": basis_s}
     for key in ("ttft_s", "tpot_s", "e2e_s"):
         vals = [r.get(key) for r in basis]
         out[f"{key}_p50"], out[f"{key}_p99"] = percentile(vals, 0.5), percentile(vals, 0.99)
@@ -201,17 +205,15 @@ def event_detail(e: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in a.items() if k not in skip and not isinstance(v, (dict, list)))[:200]
 
 
-def event_matches(e: dict[str, Any], query: str) -> bool:
-    """Filter: whitespace-separated terms, all must match; `kind:`, `pid:`, `source:`, `comm:` or free text."""
-    for term in query.lower().split():
-        key, _, val = term.partition(":")
-        if val and key in ("kind", "source", "comm"):
-            if val not in str(e.get(key, "")).lower():
-                return False
-        elif val and key == "pid":
-            if str(e.get("pid")) != val:
-                return False
-        elif term not in f"{e.get('kind', '')} {e.get('source', '')} {e.get('comm', '')} {e.get('pid', '')} " \
-                         f"{event_detail(e)}".lower():
-            return False
-    return True
+def event_fields(e: dict[str, Any]) -> dict[str, Any]:
+    """What a filter's `field:` terms see of an event: its own fields and its attributes (`syscall:`, `state:`)."""
+    attrs = e.get("attrs") or {}
+    return {**{k: v for k, v in attrs.items() if not isinstance(v, (dict, list))},
+            **{k: e.get(k) for k in ("kind", "source", "comm", "pid", "tid")}}
+
+
+def event_matches(e: dict[str, Any], text: str | list[query.Term]) -> bool:
+    """Whether an event passes a filter (tui/query.py): `kind:`, `pid:`, `source:`, `comm:`, any attribute, text."""
+    terms = query.parse(text) if isinstance(text, str) else text
+    line = f"{e.get('kind', '')} {e.get('source', '')} {e.get('comm', '')} {e.get('pid', '')} {event_detail(e)}"
+    return query.matches(terms, event_fields(e), line)

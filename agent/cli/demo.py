@@ -2,11 +2,11 @@
 
 Starts the agent unless one runs (and stops it again at the end if it started it), starts the engine with its spans
 going to the agent, drives it with a Poisson load generator, and opens `agent tui`. Without a terminal (or with
---no-tui) it runs for --duration seconds and prints the agent's status and the explanation of the slowest request.
+--no-tui) it runs for --duration seconds printing a live line every --every seconds (demo_report.py), then the
+agent's status, the incidents and the explanation of the three slowest requests.
 """
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -16,7 +16,7 @@ import urllib.request
 
 from gpusleuth.agent import config as config_mod
 from gpusleuth.agent.control.client import AgentNotRunning, ControlClient
-from gpusleuth.agent.cli.format import format_status
+from gpusleuth.agent.cli.demo_report import DemoWatch
 from gpusleuth.agent.cli.loadgen import LoadGenerator
 
 
@@ -54,6 +54,9 @@ def _is_agent_running(cfg: config_mod.Config) -> bool:
 
 
 def run(args, cfg: config_mod.Config) -> int:
+    if not 0.5 <= args.every <= 3600:
+        print(f"agent demo: --every {args.every:g} is out of range: use 0.5 to 3600 seconds", file=sys.stderr)
+        return 2
     started_agent = False
     if not _is_agent_running(cfg):
         res = subprocess.run(_agent_cmd(args.config, "start"), stdin=subprocess.DEVNULL)
@@ -80,12 +83,11 @@ def run(args, cfg: config_mod.Config) -> int:
         if sys.stdin.isatty() and sys.stdout.isatty() and not args.no_tui:
             from gpusleuth.agent.cli.tui import main as tui_main  # noqa: PLC0415
             return tui_main((["--config", args.config] if args.config else []))
-        time.sleep(args.duration)
-        return _report(cfg, load)
+        return _run_headless(cfg, load, args.duration, args.every, engine)
     finally:
         if load is not None:
             load.stop()
-        engine.terminate()
+        engine.terminate()  # SIGTERM: the engine stops cleanly and removes its fault files
         try:
             engine.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -94,26 +96,21 @@ def run(args, cfg: config_mod.Config) -> int:
             subprocess.run(_agent_cmd(args.config, "stop"), stdin=subprocess.DEVNULL)
 
 
-def _report(cfg: config_mod.Config, load: LoadGenerator) -> int:
-    s = load.stats
-    last = f" (last error: {s.last_error})" if s.failed else ""
-    print(f"\ndemo: load sent {s.sent}, ok {s.ok}, rejected {s.rejected}, failed {s.failed}{last}")
+def _run_headless(cfg: config_mod.Config, load: LoadGenerator, duration_s: float, every_s: float,
+                  engine: subprocess.Popen) -> int:
+    """--duration seconds of load with a live line every --every seconds, then the report."""
     with ControlClient(cfg.control.socket) as client:
-        print(format_status(client.call("status")))
-        rows = [r for r in client.call("requests") if r.get("e2e_s") is not None]
-        if not rows:
-            print("demo: the agent saw no finished requests (are spans enabled?)")
-            return 1
-        slowest = max(rows, key=lambda r: r["e2e_s"])
-        report = client.call("explain", request_id=slowest["request_id"])
-    print(f"\nslowest request {slowest['request_id']}: e2e {slowest['e2e_s'] * 1e3:.1f} ms, "
-          f"ttft {(slowest['ttft_s'] or 0) * 1e3:.1f} ms, {slowest['output_tokens']} tokens")
-    for v in report["verdicts"][:3]:
-        print(f"  {v['score']:.2f} {v['cause']}: {v['evidence']} -> {v['runbook']}")
-    if not report["verdicts"]:
-        print("  no host event overlapped it")
-    print(json.dumps({"requests_seen": len(rows), "slowest": slowest}, default=str))
-    return 0
+        watch = DemoWatch(client, int(client.call("status")["monotonic_ns"]))
+        t0 = time.monotonic()
+        while (elapsed := time.monotonic() - t0) < duration_s:
+            time.sleep(min(every_s, duration_s - elapsed))
+            if engine.poll() is not None:
+                print(f"demo: the engine exited (code {engine.returncode}); see its output above", file=sys.stderr)
+                return 5
+            print(watch.line(time.monotonic() - t0, duration_s, load.stats), flush=True)
+        text, code = watch.final(load.stats)
+    print(text, flush=True)
+    return code
 
 
 def add_arguments(p) -> None:
@@ -121,7 +118,9 @@ def add_arguments(p) -> None:
     p.add_argument("--rate", type=float, default=4.0, help="requests per second (Poisson, default 4)")
     p.add_argument("--port", type=int, default=0, help="engine HTTP port (default: a free one)")
     p.add_argument("--duration", type=float, default=30.0, help="seconds to run without the TUI (default 30)")
-    p.add_argument("--no-tui", action="store_true", help="print a report instead of opening the TUI")
+    p.add_argument("--every", type=float, default=5.0, help="seconds between the live lines without the TUI "
+                   "(default 5)")
+    p.add_argument("--no-tui", action="store_true", help="print live lines and a report instead of the TUI")
     p.add_argument("--keep-agent", action="store_true", help="leave the agent running afterwards")
     p.add_argument("--engine-timeout", type=float, default=300.0, help="seconds to wait for the engine")
     p.add_argument("engine_args", nargs="*", help="extra engine flags after --, e.g. -- --tp 2")

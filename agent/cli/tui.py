@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 
+from gpusleuth.agent.cli.tui_runbooks import RunbookRunner
 from gpusleuth.probes import procname
 from gpusleuth.tui import app, launch
 
@@ -20,13 +21,16 @@ def main(argv: list[str] | None = None) -> int:
         from gpusleuth.agent.recording.replay import RecordingError, Replay  # noqa: PLC0415 - pandas when replaying
         from gpusleuth.tui.source_recording import RecordingSource  # noqa: PLC0415
         try:
-            source = RecordingSource(Replay(args.recording))
+            replay = Replay(args.recording)
         except RecordingError as exc:
             print(f"agent tui: {exc}", file=sys.stderr)
             return launch.EXIT_USAGE
+        source = RecordingSource(replay)
+        runbooks = RunbookRunner.recording(replay, args.prometheus)
     else:
         opened = launch.open_live(args)
         if isinstance(opened, int):
             return opened
         source = opened
-    return app.run(source, args)
+        runbooks = RunbookRunner.live(opened.path, args.prometheus)
+    return app.run(source, args, runbooks)

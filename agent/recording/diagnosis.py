@@ -1,5 +1,6 @@
 """The live diagnosis re-run over a recording: the Monitor fed its Events and Samples in time order, a second at a
-time, so each request is diagnosed against the baseline its engine had then, as a live agent would have."""
+time, so each request is diagnosed against the baseline its engine had then, as a live agent would have; with
+`is_live`, also its live window each second, so the incidents a live agent would have opened are opened again."""
 from __future__ import annotations
 
 from typing import Iterable
@@ -11,8 +12,9 @@ from gpusleuth.probes.records import Event, Sample
 CHUNK_NS = 1_000_000_000
 
 
-def replay_monitor(events: list[Event], samples: Iterable[Sample]) -> Monitor:
-    """A Monitor that has seen the whole recording (kept forever: a recording does not age)."""
+def replay_monitor(events: list[Event], samples: Iterable[Sample], is_live: bool = False) -> Monitor:
+    """A Monitor that has seen the whole recording (kept forever: a recording does not age); `is_live`: its
+    incident tracker too (one live tick per second, over the second the horizon reached)."""
     m = Monitor(MonitorConfig(history_s=10 ** 9, recent=10 ** 7))
     wanted = sorted((s for s in samples if s.series in SERIES), key=lambda s: s.t_ns)
     from_samples(m.host, wanted)
@@ -31,6 +33,10 @@ def replay_monitor(events: list[Event], samples: Iterable[Sample]) -> Monitor:
             j2 += 1
         m.feed(events[i:i2], wanted[j:j2])
         m.advance(t - CHUNK_NS)  # evidence of the last second may still be in the next chunk
+        if is_live:
+            m.live(t - CHUNK_NS)
         i, j = i2, j2
     m.advance(1 << 62)
+    if is_live:
+        m.live(t)  # and close what was still open: nothing more was recorded
     return m

@@ -8,6 +8,7 @@ the same diagnosis a live agent runs (agent/recording/diagnosis.py replays the r
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,12 @@ import numpy as np
 import pandas as pd
 import pyarrow.dataset as ds
 
+from gpusleuth.agent.diagnosis.incidents import CLOSE_AFTER_NS
 from gpusleuth.agent.diagnosis.monitor import SERIES, Monitor
 from gpusleuth.agent.recorder import EVENT_SCHEMA, SAMPLE_SCHEMA
 from gpusleuth.agent.recording.diagnosis import replay_monitor
-from gpusleuth.agent.recording.views import (gpu_snapshot, net_snapshot, requests_from_events, series_points,
-                                             window_rows)
+from gpusleuth.agent.recording.requests import RequestTable
+from gpusleuth.agent.recording.views import gpu_snapshot, net_snapshot, series_points, window_rows
 from gpusleuth.probes.records import Event, Sample
 
 PROBE_PREFIXES = {"gpu": ("gpu.",), "syscalls": ("syscall.",), "sched": ("runq.",), "net": ("net.",)}
@@ -72,9 +74,12 @@ class Replay:
         self.events = events.sort_values("start_ns", kind="stable").reset_index(drop=True)
         self._ev_start = self.events["start_ns"].to_numpy(np.int64)
         self._ev_end = self.events["end_ns"].to_numpy(np.int64)
+        self._is_span = (self.events["source"] == "spans").to_numpy(bool)
         self._cols = {c: self.events[c].tolist() for c in ("kind", "source", "pid", "tid", "comm", "attrs")}
         self._attrs: dict[int, dict] = {}
         self._monitor: Monitor | None = None
+        self._monitor_lock = threading.Lock()  # the TUI asks from two worker threads (frames, request details)
+        self._requests: RequestTable | None = None
         starts = [t.t[0] for t in self.tables.values() if len(t.t)] + list(self._ev_start[:1])
         ends = [t.t[-1] for t in self.tables.values() if len(t.t)] + ([int(self._ev_end.max())] if len(events) else [])
         self.start_ns, self.end_ns = int(min(starts)), int(max(ends))
@@ -92,18 +97,22 @@ class Replay:
         self.notes["recording"] = f"the recording spans {boots['boot_id'].nunique()} boots; showing the last"
         return samples[samples["boot_id"] == last], events[events["boot_id"] == last]
 
-    def event_dicts(self, lo: int, hi: int, limit: int) -> list[dict[str, Any]]:
-        """Events overlapping [lo, hi], oldest first, as the control socket shapes them (plus "seq")."""
-        idx = np.nonzero((self._ev_start <= hi) & (self._ev_end >= lo))[0][-limit:]
-        out = []
+    def event_dicts(self, lo: int, hi: int, limit: int, is_spans: bool = True) -> list[dict[str, Any]]:
+        """Events overlapping [lo, hi], oldest first, as the control socket shapes them (plus "seq"); the newest
+        `limit`, engine spans left out unless `is_spans`."""
+        mask = (self._ev_start <= hi) & (self._ev_end >= lo)
+        if not is_spans:
+            mask &= ~self._is_span
+        idx = np.nonzero(mask)[0][-limit:]
+        return [self._event(i) for i in map(int, idx)]
+
+    def _event(self, i: int) -> dict[str, Any]:
         c = self._cols
-        for i in map(int, idx):
-            if i not in self._attrs:
-                self._attrs[i] = json.loads(c["attrs"][i]) if c["attrs"][i] else {}
-            out.append({"kind": c["kind"][i], "source": c["source"][i], "start_ns": int(self._ev_start[i]),
-                        "end_ns": int(self._ev_end[i]), "pid": int(c["pid"][i]), "tid": int(c["tid"][i]),
-                        "comm": c["comm"][i], "attrs": self._attrs[i], "seq": i + 1})
-        return out
+        if i not in self._attrs:
+            self._attrs[i] = json.loads(c["attrs"][i]) if c["attrs"][i] else {}
+        return {"kind": c["kind"][i], "source": c["source"][i], "start_ns": int(self._ev_start[i]),
+                "end_ns": int(self._ev_end[i]), "pid": int(c["pid"][i]), "tid": int(c["tid"][i]),
+                "comm": c["comm"][i], "attrs": self._attrs[i], "seq": i + 1}
 
     def snapshots(self, lo: int, c: int, bursts: list[dict[str, Any]]) -> dict[str, Any]:
         """The GPU and network snapshots at `c` (network totals over (lo, c]) rebuilt from the recorded series."""
@@ -122,8 +131,25 @@ class Replay:
     def windows(self, lo: int, hi: int) -> dict[str, list[dict[str, Any]]]:
         return {"syscalls": window_rows(self.tables, "syscall", lo, hi), "runq": window_rows(self.tables, "runq", lo, hi)}
 
-    def requests(self, events: list[dict[str, Any]], c: int) -> list[dict[str, Any]]:
-        return requests_from_events(events, c)
+    def request_table(self) -> RequestTable:
+        """Every recorded request (built on first use from all of the recording's `request.*` events)."""
+        if self._requests is None:
+            idx = np.nonzero(self.events["kind"].str.startswith("request.").to_numpy(bool))[0]
+            self._requests = RequestTable([self._event(int(i)) for i in idx])
+        return self._requests
+
+    def requests(self, lo: int, c: int, limit: int = 5000) -> list[dict[str, Any]]:
+        """The requests finished in (lo, c] (newest `limit`) and those running at `c`, newest last."""
+        return self.request_table().at(lo, c, limit)
+
+    def incidents(self, c: int, lo: int) -> list[dict[str, Any]]:
+        """Incidents the diagnosis (re-run over the whole recording) had opened by `c` and that lasted past `lo`,
+        oldest first, each as it stood at `c` (`is_open`: still seen within the close delay)."""
+        out = []
+        for i in self.monitor().tracker.incidents(lo):
+            if i["onset_ns"] <= c:
+                out.append({**i, "is_open": i["last_ns"] >= c - CLOSE_AFTER_NS and (i["is_open"] or i["last_ns"] >= c)})
+        return out
 
     def status(self) -> dict[str, Any]:
         probes = {}
@@ -136,12 +162,19 @@ class Replay:
 
     def monitor(self) -> Monitor:
         """The diagnosis re-run over the whole recording (built on first use)."""
-        if self._monitor is None:
-            events = [Event.from_dict(e) for e in self.event_dicts(self.start_ns, self.end_ns, len(self.events) + 1)]
-            samples = [Sample(name, int(t.t[i]), float(t.value[i]), t.labels[i])
-                       for name, t in self.tables.items() if name in SERIES for i in range(len(t.t))]
-            self._monitor = replay_monitor(events, samples)
-        return self._monitor
+        with self._monitor_lock:
+            if self._monitor is None:
+                events = [Event.from_dict(e)
+                          for e in self.event_dicts(self.start_ns, self.end_ns, len(self.events) + 1)]
+                samples = [Sample(name, int(t.t[i]), float(t.value[i]), t.labels[i])
+                           for name, t in self.tables.items() if name in SERIES for i in range(len(t.t))]
+                self._monitor = replay_monitor(events, samples, is_live=True)
+            return self._monitor
+
+    @property
+    def is_diagnosed(self) -> bool:
+        """Whether monitor() is built (it replays the whole recording once)."""
+        return self._monitor is not None
 
     def explain(self, request: dict[str, Any], limit: int = 0) -> dict[str, Any]:
         """The agent's `explain` for a request, from the recording (`limit` is kept for older callers)."""

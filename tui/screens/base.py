@@ -29,6 +29,8 @@ class DataScreen(Screen):
     LABEL = ""
     WANT = Want()
     HAS_FILTER = False
+    FILTER_FIELDS = ""  # the `field:` names this screen's filter knows (help shows them)
+    HAS_IDLE_TOGGLE = False  # `i` shows / hides idle waits (tui/idle.py)
     AUTO_FOCUS = "RowTable"
     app: "SleuthApp"
 
@@ -37,6 +39,7 @@ class DataScreen(Screen):
         self.frame: Frame | None = None
         self.filter_text = ""
         self._filter_timer = None
+        self.is_idle_shown = False
 
     def compose(self) -> ComposeResult:
         yield TitleBar()
@@ -81,11 +84,21 @@ class DataScreen(Screen):
         raise NotImplementedError
 
     # --- filter -------------------------------------------------------------------------------------------------
+    def flash(self, message: str) -> None:
+        """A short message on the status line (toasts would cover it)."""
+        self.query_one(StatusLine).flash(message)
+
     def action_filter(self) -> None:
         if not self.HAS_FILTER:
-            self.notify(f"the {self.LABEL} screen has no filter; Requests, Syscalls and Events do", timeout=3)
+            self.flash(f"the {self.LABEL} screen has no filter; Requests, Syscalls and Events do")
             return
         self.query_one(FilterBar).open()
+
+    def action_toggle_idle(self) -> None:
+        self.is_idle_shown = not self.is_idle_shown
+        self.flash("idle waits shown (i hides them)" if self.is_idle_shown else
+                   "idle waits hidden (i shows them): waiting syscalls and S-state sleeps, see ? for the rule")
+        self._redraw()
 
     def on_filter_bar_updated(self, message: FilterBar.Updated) -> None:
         self.filter_text = message.value

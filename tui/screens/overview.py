@@ -1,9 +1,11 @@
-"""Overview: GPUs, engine, slowest syscalls, run-queue latency and interfaces on one screen (fits 80x24)."""
+"""Overview: incidents first (newest first, culprit, runbook; `c` runs its checks), then GPUs, engine, slowest
+syscalls, run-queue latency and interfaces on one screen (fits 80x24)."""
 from __future__ import annotations
 
 from typing import Iterable
 
 from rich.text import Text
+from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.widget import Widget
 
@@ -12,6 +14,7 @@ from gpusleuth.probes.net.snapshot import LastBurst
 from gpusleuth.tui import fmt, views
 from gpusleuth.tui.screens.base import DATA_ERRORS, DataScreen
 from gpusleuth.tui.source import ALL_SOURCES, HISTORY_S, Frame, Want
+from gpusleuth.tui.widgets.incidents import IncidentsPanel
 from gpusleuth.tui.widgets.panel import Panel
 
 TOP_N = 5  # at 80x24; taller terminals show more (see top_n)
@@ -51,7 +54,7 @@ def engine_text(frame: Frame, width: int) -> Text:
         gauges += f"  queue {fmt.num(s.get('queue'))}  running {fmt.num(s.get('running'))}"
     gauges += f"  KV {fmt.pct(s.get('kv'), 100 if (s.get('kv') or 0) <= 1 else 1)}"
     line1 = Text.assemble(("req/s ", "bold"), f"{s['rps']:.1f} ", (rate, "cyan"), gauges)
-    basis = "last 60 s" if s["is_recent"] else "last finished"
+    basis = f"last {s['basis_s']:.0f} s" if s["is_recent"] else "last finished"
     line2 = Text(f"TTFT p50 {fmt.dur_s(s['ttft_s_p50'])} p99 {fmt.dur_s(s['ttft_s_p99'])}   "
                  f"TPOT p50 {fmt.dur_s(s['tpot_s_p50'])} p99 {fmt.dur_s(s['tpot_s_p99'])}   "
                  f"({basis}, {s['n']} req)")
@@ -109,14 +112,17 @@ def net_lines(rows: list[dict], t_ns: int, width: int) -> Text:
 
 class OverviewScreen(DataScreen):
     KEY, LABEL = "overview", "Overview"
-    WANT = Want(sources=frozenset(ALL_SOURCES) | {"engines"}, is_requests=True)
+    WANT = Want(sources=frozenset(ALL_SOURCES) | {"engines"}, is_requests=True, is_incidents=True)
+    BINDINGS = [Binding("c", "run_checks", "Run the selected incident's runbook checks")]
 
     def __init__(self) -> None:
         super().__init__()
         self._memos: dict[str, views.Memo] = {}
+        self._has_incidents = False  # incidents take the rows the latency panels give up at 24 lines
 
     def compose_body(self) -> Iterable[Widget]:
         with VerticalScroll(id="overview-body"):
+            yield IncidentsPanel(id="ov-incidents-box")
             yield Panel("GPUs", id="ov-gpu")
             yield Panel("Engine", id="ov-engine")
             with Horizontal(id="ov-pair"):
@@ -125,6 +131,14 @@ class OverviewScreen(DataScreen):
             yield Panel("Network", id="ov-net")
 
     def show_frame(self, frame: Frame) -> None:
+        box = self.query_one(IncidentsPanel)
+        box.max_rows = max(2, min(10, (self.size.height - 24) // 3 + 2))  # 2 at 80x24, more when taller
+        box.is_evidence = self.size.height >= 40
+        try:
+            box.show(frame.incidents, frame.t_ns, frame.wall_offset_ns, frame.notes.get("incidents", ""))
+        except DATA_ERRORS as exc:
+            box.border_title = f"Incidents: unexpected data ({type(exc).__name__}: {exc})"
+        self._has_incidents = bool(frame.incidents)
         for panel_id, probe, draw in (("ov-gpu", "gpu", self._gpu), ("ov-engine", "spans", self._engine),
                                       ("ov-syscalls", "syscalls", self._syscalls), ("ov-runq", "sched", self._runq),
                                       ("ov-net", "net", self._net)):
@@ -150,14 +164,15 @@ class OverviewScreen(DataScreen):
                 return
             panel.show_missing(frame.notes.get("requests") or views.missing_reason(frame, "spans") or "no requests")
             return
-        panel.show(Text("\n").join([engine_text(frame, width), *found]))
+        note = [Text(frame.notes["explain"], style="dim")] if frame.notes.get("explain") else []
+        panel.show(Text("\n").join([engine_text(frame, width), *found, *note]))
 
     def _latency(self, panel: Panel, frame: Frame, probe: str, key: str, width: int) -> None:
         rows = frame.windows.get(key)
         if rows is None or (not rows and views.missing_reason(frame, probe)):
             panel.show_missing(views.missing_reason(frame, probe) or "no data")
             return
-        n = top_n(self.size.height)
+        n = top_n(self.size.height) - (2 if self._has_incidents and self.size.height < 30 else 0)
         memo = self._memos.setdefault(key, views.Memo())
         # idle waits (epoll_wait, futex, sleeps) are slow by design: they would fill the panel and hide real stalls
         panel.show(memo.get(rows, (n, width), lambda: latency_lines(
@@ -176,3 +191,14 @@ class OverviewScreen(DataScreen):
             panel.show_missing(reason or "no interfaces watched")
             return
         panel.show(net_lines(rows, frame.t_ns, width))
+
+    def action_run_checks(self) -> None:
+        chosen = self.query_one(IncidentsPanel).selected()
+        if chosen is None:
+            self.flash("no incident selected: runbook checks run for an incident (or a request's verdict)")
+            return
+        self.app.run_runbook(str(chosen.get("runbook", "")), f"incident {chosen.get('cause')}")
+
+    def on_row_table_selected(self, event) -> None:
+        if event.table.id == "ov-incidents":
+            self.action_run_checks()

@@ -9,6 +9,7 @@ from textual.containers import Vertical
 from textual.widget import Widget
 
 from gpusleuth.tui import fmt, views
+from gpusleuth.tui.idle import is_idle_row
 from gpusleuth.tui.screens.base import DATA_ERRORS, DataScreen
 from gpusleuth.tui.source import Frame, Want
 from gpusleuth.tui.widgets.panel import Panel
@@ -22,7 +23,7 @@ ROWS_SHOWN = 200
 def latency_cells(r: dict[str, Any], window_s: float, has_syscall: bool) -> tuple:
     who = (str(r["pid"]), fmt.trunc(r.get("comm", ""), 16))
     name = fmt.trunc(r.get("syscall", ""), 18)
-    what = ((Text(name, style="dim") if views.is_idle_wait(r) else name),) if has_syscall else ()
+    what = ((Text(name, style="dim") if is_idle_row(r) else name),) if has_syscall else ()
     return (*who, *what, str(r["count"]), f"{r['count'] / window_s:.0f}", fmt.dur_ns(r["avg_ns"]),
             fmt.dur_ns(r["p50_ns"]), fmt.dur_ns(r["p99_ns"]), fmt.dur_ns(r["max_ns"]), fmt.dur_ns(r["sum_ns"]))
 
@@ -31,7 +32,10 @@ class SyscallsScreen(DataScreen):
     KEY, LABEL = "syscalls", "Syscalls"
     WANT = Want(sources=frozenset({"agent", "syscalls", "sched"}))
     HAS_FILTER = True
-    BINDINGS = [Binding("s", "cycle_sort", "Sort")]
+    HAS_IDLE_TOGGLE = True
+    FILTER_FIELDS = "pid comm syscall"
+    BINDINGS = [Binding("s", "cycle_sort", "Sort: p99, calls, total"),
+                Binding("i", "toggle_idle", "Show / hide idle waits")]
 
     def __init__(self) -> None:
         super().__init__()
@@ -63,14 +67,16 @@ class SyscallsScreen(DataScreen):
                     rows = []
                 else:
                     memo = self._memos.setdefault(key, views.Memo())
-                    rows = memo.get(rows, (self.filter_text, self.sort), lambda: self._ranked(rows, frame, key))
+                    rows = memo.get(rows, (self.filter_text, self.sort, self.is_idle_shown),
+                                    lambda: self._ranked(rows, frame, key))
                     title.show(self._title(frame, key, len(rows), noun))
                 self.query_one(table_id, RowTable).show_rows(rows)
             except DATA_ERRORS as exc:
                 title.show_missing(f"unexpected {probe} data ({type(exc).__name__}: {exc})")
 
     def _ranked(self, rows: list[dict[str, Any]], frame: Frame, key: str) -> list[tuple[str, tuple]]:
-        ranked = views.top_latency(rows, ROWS_SHOWN, self.filter_text, self.sort)
+        ranked = views.top_latency(rows, ROWS_SHOWN, self.filter_text, self.sort,
+                                   is_waits_hidden=key == "syscalls" and not self.is_idle_shown)
         return [(f"{r['pid']}/{r.get('syscall', '')}", latency_cells(r, frame.window_s, key == "syscalls"))
                 for r in ranked]
 
@@ -78,7 +84,7 @@ class SyscallsScreen(DataScreen):
         note = frame.notes.get(f"window.{key}") or frame.notes.get("window.buckets") or ""
         text = f"{n} {noun} active in the last {frame.window_s:.0f} s, by {SORT_LABEL[self.sort]} (s: sort)"
         if key == "syscalls":
-            text += "; dim: idle waits"
+            text += "; dim: idle waits" if self.is_idle_shown else "; idle waits hidden (i)"
         if self.filter_text:
             text += f", filter '{self.filter_text}'"
         return Text(text + (f" — {note}" if note else ""), style="dim")

@@ -13,12 +13,12 @@ STATE_STYLE = {"ok": "green", "recorded": "green", "degraded": "yellow", "unavai
                "absent": "dim"}
 
 
-class _Line(Static):
-    """A Static that repaints only when its text changes."""
+class TextLine(Static):
+    """A Static that repaints (and re-lays out) only when its text changes: most 2 Hz refreshes change nothing."""
 
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__("", id=id)
-        self._text: Text | None = None
+    def __init__(self, text: Text | None = None, *, id: str | None = None) -> None:
+        super().__init__(text or "", id=id)
+        self._text: Text | None = text
 
     def set_text(self, text: Text) -> None:
         if self._text is None or text != self._text:
@@ -30,7 +30,7 @@ class _Line(Static):
         return self._text.plain if self._text is not None else ""
 
 
-class TitleBar(_Line):
+class TitleBar(TextLine):
     """`gpusleuth  1 Overview 2 Requests … 12:04:05` with the current screen highlighted."""
 
     DEFAULT_CSS = """
@@ -62,14 +62,33 @@ class TitleBar(_Line):
         return text
 
 
-class StatusLine(_Line):
+class StatusLine(TextLine):
     """Probe states, or the reason the source is not answering, plus where the data comes from."""
 
     DEFAULT_CSS = """
     StatusLine { height: 1; background: $panel; }
     """
 
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._flash: Text | None = None
+        self._last: tuple | None = None
+
+    def flash(self, message: str, seconds: float = 4.0) -> None:
+        """Say something in place of the probe states for a few seconds (instead of a toast over the screen)."""
+        self._flash = Text(f"» {message}", style="bold yellow")
+        self.set_text(self._flash)
+        self.set_timer(seconds, self._end_flash)
+
+    def _end_flash(self) -> None:
+        self._flash = None
+        if self._last is not None:
+            self.render_status(*self._last)
+
     def render_status(self, status: dict[str, Any], label: str, error: str = "") -> None:
+        self._last = (status, label, error)
+        if self._flash is not None:
+            return
         if error:
             self.set_text(Text(f"⚠ {error} — retrying", style="bold red"))
             return
@@ -82,7 +101,7 @@ class StatusLine(_Line):
         self.set_text(text)
 
 
-class CursorBar(_Line):
+class CursorBar(TextLine):
     """Replay position: wall time at the cursor, a position gauge and the keys that move it."""
 
     DEFAULT_CSS = """

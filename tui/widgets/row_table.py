@@ -2,7 +2,11 @@
 
 Textual's DataTable measures every cell it is given and pays O(rows) per removed row; at 2 Hz with hundreds of
 changing rows (events, syscalls, requests) that alone costs more CPU than the whole TUI may use. Here column
-widths come from string lengths, rows are formatted when drawn (Line API), and the cursor stays on its row's key.
+widths come from string lengths, rows are formatted when drawn (Line API).
+
+The cursor is always drawn (focused or not) and has two modes: *following* the top row (at start, and after
+`home`), where it shows whatever the list puts first (the newest, the slowest), and *holding* a row once the user
+moves it, where it stays on that row's key through refreshes and re-sorts (scrolling to keep it in view).
 """
 from __future__ import annotations
 
@@ -31,23 +35,24 @@ class RowTable(ScrollView, can_focus=True):
     RowTable { height: 1fr; overflow-x: auto; overflow-y: auto; scrollbar-size-vertical: 1; padding: 0 0 0 1; }
     RowTable > .row-table--header { text-style: bold; color: $text-accent; }
     RowTable > .row-table--zebra { background: $boost; }
-    RowTable > .row-table--cursor { background: $surface-lighten-3; }
+    RowTable > .row-table--cursor { background: $surface-lighten-3; text-style: bold; }
     RowTable:focus > .row-table--cursor { background: $block-cursor-background; color: $block-cursor-foreground; }
     """
     COMPONENT_CLASSES = {"row-table--header", "row-table--zebra", "row-table--cursor"}
     BINDINGS = [
         Binding("up", "move(-1)", "Up", show=False), Binding("down", "move(1)", "Down", show=False),
         Binding("pageup", "page(-1)", "Page up", show=False), Binding("pagedown", "page(1)", "Page down", show=False),
-        Binding("home", "edge(0)", "First", show=False), Binding("end", "edge(1)", "Last", show=False),
-        Binding("enter", "select", "Select", show=False),
+        Binding("home", "edge(0)", "Top (follow it)", show=False), Binding("end", "edge(1)", "Last", show=False),
+        Binding("enter", "select", "Open / select", show=False),
     ]
 
     class Highlighted(Message):
-        """The cursor is on a different row (key)."""
+        """The cursor is on a different row (key): moved by the user, or (`is_user` False) a following cursor
+        whose top row changed with new data."""
 
-        def __init__(self, table: "RowTable", key: str) -> None:
+        def __init__(self, table: "RowTable", key: str, is_user: bool = True) -> None:
             super().__init__()
-            self.table, self.key = table, key
+            self.table, self.key, self.is_user = table, key, is_user
 
     class Selected(Message):
         """Enter or a click on a row."""
@@ -65,6 +70,7 @@ class RowTable(ScrollView, can_focus=True):
         self.cursor_row = 0
         self._widths = [len(c) for c in columns]
         self._highlighted: str | None = None
+        self.is_holding = False  # the user moved the cursor: it stays on its row's key (see the module doc)
         # row key -> (cells, flags, strip): rows that only moved up or down are not formatted again
         self._strips: dict[str, tuple[tuple, tuple, Strip]] = {}
 
@@ -82,9 +88,9 @@ class RowTable(ScrollView, can_focus=True):
         return [[cell_plain(c) for c in row] for row in self.cells]
 
     def show_rows(self, rows: Sequence[tuple[str, tuple]]) -> None:
-        """Display `rows` ([(key, cells)] in order). The cursor stays on its row if that row is still there, or
-        on the first row if it was there (following the newest); new data never posts Highlighted: only the user's
-        moves do, so a busy list does not make the screen fetch details on its own."""
+        """Display `rows` ([(key, cells)] in order). A holding cursor stays on its key while that row is there
+        (else on the row now at its place); a following one stays on the first row, and posts Highlighted
+        (is_user False) when that row's key changes."""
         keys = [k for k, _ in rows]
         cells = [c for _, c in rows]
         if keys == self.keys and cells == self.cells:
@@ -100,15 +106,22 @@ class RowTable(ScrollView, can_focus=True):
             live = set(keys)
             self._strips = {k: v for k, v in self._strips.items() if k in live}
         self.virtual_size = Size(sum(self._widths) + GAP * len(self._widths), len(keys) + 1)
-        if self.cursor_row == 0 or keep not in keys:
-            self.cursor_row = min(self.cursor_row, max(0, len(keys) - 1)) if keep not in keys else 0
-        else:
+        if not self.is_holding:
+            self.cursor_row = 0
+        elif keep in keys:
             self.cursor_row = keys.index(keep)
-        self._highlighted = self.cursor_key
+            self.call_after_refresh(self._scroll_to_cursor)  # once the new virtual size allows the scroll
+        else:
+            self.cursor_row = min(self.cursor_row, max(0, len(keys) - 1))
+        if self.cursor_key is not None and self.cursor_key != self._highlighted:
+            self._highlighted = self.cursor_key
+            self.post_message(self.Highlighted(self, self.cursor_key, is_user=False))
         self.refresh()
 
-    def move_cursor(self, row: int) -> None:
+    def move_cursor(self, row: int, is_holding: bool = True) -> None:
+        """Put the cursor on `row`; it holds that row's key from now on unless `is_holding` is False."""
         if self.keys:
+            self.is_holding = is_holding
             self.cursor_row = max(0, min(len(self.keys) - 1, row))
             self._scroll_to_cursor()
             self._announce()
@@ -136,7 +149,7 @@ class RowTable(ScrollView, can_focus=True):
         self.move_cursor(self.cursor_row + step * max(1, self.size.height - 2))
 
     def action_edge(self, to_end: int) -> None:
-        self.move_cursor(len(self.keys) - 1 if to_end else 0)
+        self.move_cursor(len(self.keys) - 1 if to_end else 0, is_holding=bool(to_end))  # home: follow the top
 
     def action_select(self) -> None:
         if self.cursor_key is not None:
