@@ -37,7 +37,7 @@ class ControlSection:
 
 @dataclass(slots=True)
 class StoreSection:
-    memory_cap_mb: int = 48  # live window only: the recorder keeps history on disk
+    memory_cap_mb: int = 32  # live window only: the recorder keeps history on disk
 
     def __post_init__(self) -> None:
         check_range("memory_cap_mb", self.memory_cap_mb, 8, 65536)

@@ -7,7 +7,8 @@ scrape with it, and nothing on the render path touches NVML or a BPF map.
 The budget: a source may put at most `series_budget` labelled samples in one render. Collectors add their series
 most important first (the busiest processes, the longest waits); a series that would pass the budget is left out
 whole (a histogram never loses some of its buckets) and counted in `gpusleuth_exporter_series_over_budget{source}`.
-Samples without labels (a source's totals) are always kept: they are few and alerts read them.
+Samples without labels (a source's totals) and families of at most SMALL_FAMILY samples (fixed label sets such as
+`what`) are always kept: they are few and alerts read them.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 
+SMALL_FAMILY = 16  # a family this small (a fixed label set) is always kept whole
 EXITED_PID = "exited"  # the pid label of a comm's exited processes, folded together
 
 
@@ -60,8 +62,8 @@ class SnapshotCollector:
 def _within_budget(samples: list, budget: int) -> tuple[list, int, int]:
     """The samples that fit, the budget left, and how many were left out. A series is the samples sharing their
     labels apart from `le` / `quantile` (a histogram's buckets, sum and count stay together)."""
-    if len(samples) <= budget:  # the usual case: no need to group
-        return samples, budget - len(samples), 0
+    if len(samples) <= max(budget, SMALL_FAMILY):  # the usual case, and fixed label sets (lost{what}): all kept
+        return samples, max(budget - len(samples), 0), 0
     kept, dropped = [], 0
     series: dict[tuple, list] = {}
     for s in samples:

@@ -13,7 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 
 from gpusleuth.exporters.base import EXITED_PID, SnapshotCollector
-from gpusleuth.exporters.histograms import prometheus_buckets
+from gpusleuth.exporters.histograms import HistogramSeries
 from gpusleuth.probes.kernel.snapshot import SchedSnapshot
 
 THREAD_LABELS = ["pid", "tid", "comm"]
@@ -24,6 +24,10 @@ class SchedCollector(SnapshotCollector):
 
     source = "sched"
 
+    def __init__(self, store, options=None) -> None:
+        super().__init__(store, options)
+        self._series = HistogramSeries()
+
     def metrics(self, snap: SchedSnapshot) -> Iterator[Metric]:
         hist = HistogramMetricFamily("gpusleuth_runqueue_latency_seconds",
                                      "Time watched threads waited runnable before running", labels=["pid", "comm"])
@@ -31,8 +35,8 @@ class SchedCollector(SnapshotCollector):
         series += [(p.runq.sum_ns, EXITED_PID, comm, p.runq) for comm, p in snap.exited.items()]
         series.sort(key=lambda s: (-s[0], s[1], s[2]))  # the longest waits first: the series budget keeps those
         for _, pid, comm, h in series:
-            hist.add_metric([pid, comm], prometheus_buckets(h.buckets, h.count, self.options.bucket_factor),
-                            h.sum_ns / 1e9)
+            self._series.add(hist, (pid, comm), h, self.options.bucket_factor)
+        self._series.sweep()
         yield hist
         yield from self._threads(snap)
         stuck = GaugeMetricFamily("gpusleuth_thread_stuck_seconds", "How long a watched thread has been stopped, "

@@ -7,7 +7,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from gpusleuth.exporters.base import EXITED_PID, SnapshotCollector
-from gpusleuth.exporters.histograms import prometheus_buckets
+from gpusleuth.exporters.histograms import HistogramSeries
 from gpusleuth.probes.kernel.snapshot import SyscallSnapshot
 
 
@@ -16,6 +16,10 @@ class SyscallCollector(SnapshotCollector):
     counts are folded per comm into pid="exited", so `sum by (comm)` stays monotonic as processes come and go."""
 
     source = "syscalls"
+
+    def __init__(self, store, options=None) -> None:
+        super().__init__(store, options)
+        self._series = HistogramSeries()
 
     def metrics(self, snap: SyscallSnapshot) -> Iterator[Metric]:
         hist = HistogramMetricFamily("gpusleuth_syscall_latency_seconds",
@@ -28,7 +32,8 @@ class SyscallCollector(SnapshotCollector):
                    for name, h in proc.syscalls.items()]
         series.sort(key=lambda s: (-s[0], s[1], s[3]))  # the busiest first: the series budget keeps those
         for _, pid, comm, name, h in series:
-            hist.add_metric([pid, comm, name], prometheus_buckets(h.buckets, h.count, factor), h.sum_ns / 1e9)
+            self._series.add(hist, (pid, comm, name), h, factor)
+        self._series.sweep()
         yield hist
         slow = CounterMetricFamily("gpusleuth_slow_syscalls", "Syscalls slower than probes.syscalls.slow_threshold_ms")
         slow.add_metric([], snap.slow_events_total)
