@@ -30,7 +30,8 @@ EXAMPLES = {
         sudo agent stop""",
     "status": """
         sudo agent status
-        sudo agent status --json | jq .probes""",
+        sudo agent status --json | jq .probes
+        sudo agent status --memory show       # store, heap in use / free, Arrow pool""",
     "demo": """
         sudo agent demo                        # agent + engine (tiny) + load + TUI
         sudo agent demo --no-tui --duration 60 # no terminal: a report of the slowest request
@@ -76,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
     p = add("status", "per-probe status, uptime, drops, recording")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--memory", choices=["show", "trace", "untrace"], help="where the agent's memory goes (JSON); "
+                   "trace: start tracemalloc (slows the agent), then `show` lists what grew; untrace: stop it")
     p = add("probes", "what each probe needs and whether this host has it")
     p.add_argument("probe", nargs="?", choices=["cuda"], help="cuda: libraries and symbols per watched process")
     p.add_argument("--launches", action="store_true", help="with cuda: trace every kernel launch (root)")
@@ -264,7 +267,11 @@ def cmd_stop(args) -> int:
 
 def cmd_status(args) -> int:
     cfg = _load_config(args)
-    with ControlClient(cfg.control.socket) as client:
+    with ControlClient(cfg.control.socket, timeout=120) as client:
+        if args.memory:
+            trace = {"show": None, "trace": True, "untrace": False}[args.memory]
+            print(json.dumps(client.call("memory", trace=trace), indent=2))
+            return EXIT_OK
         status = client.call("status")
     print(json.dumps(status, indent=2) if args.json else format_status(status))
     return EXIT_OK
