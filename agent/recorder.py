@@ -71,9 +71,16 @@ def events_table(events: list[Event], offset_ns: int, boot: str) -> pa.Table:
     }, schema=EVENT_SCHEMA)
 
 
-def _write_atomically(table: pa.Table, path: Path) -> None:
+def _write_atomically(table: pa.Table | list[Path], path: Path, schema: pa.Schema | None = None) -> None:
+    """Write `table` (or the parquet files listed, one after the other, holding one in memory at a time) to `path`
+    through a temp file, fsynced, then renamed."""
     tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
+    if isinstance(table, pa.Table):
+        pq.write_table(table, tmp, compression="zstd")
+    else:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for part in table:
+                writer.write_table(pq.read_table(part, schema=schema))
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
@@ -131,9 +138,9 @@ class KindDir:
         if not parts:
             return None
         lo, hi = (int(_PART_RE.match(p.name).group(1)) for p in (parts[0], parts[-1]))
-        table = pa.concat_tables([pq.read_table(p, schema=self.schema) for p in parts])
         seg = self.path / f"seg-{lo:012d}-{hi:012d}.parquet"
-        _write_atomically(table, seg)
+        # part by part: reading ten minutes of parts at once took 200 MB that the heap kept (RSS 330 -> 458 MB)
+        _write_atomically(parts, seg, self.schema)
         for p in parts:
             p.unlink(missing_ok=True)
         self.open_since = time.monotonic()

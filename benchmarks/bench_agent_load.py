@@ -66,6 +66,8 @@ def main() -> int:
     ap.add_argument("--no-prometheus", action="store_true")
     ap.add_argument("--trace-memory", action="store_true", help="trace the agent's allocations from a third of "
                     "the run on (slows it) and add the top sites of what is still alive at the end to the result")
+    ap.add_argument("--segment-age-s", type=float, help="recorder.segment_max_age_s (compactions sooner than the "
+                    "default 10 minutes, to see their memory in a short run)")
     ap.add_argument("--no-recorder", action="store_true", help="run the agent without its recorder (to tell its "
                     "share of memory and CPU)")
     ap.add_argument("--out", default="benchmarks/results/agent_load.json")
@@ -77,6 +79,9 @@ def main() -> int:
                           listen=f"127.0.0.1:{agent_port}", watch=None)
     if args.no_recorder:
         config.write_text(config.read_text().replace("[recorder]\n", "[recorder]\nis_enabled = false\n"))
+    if args.segment_age_s:
+        config.write_text(config.read_text().replace(
+            "[recorder]\n", f"[recorder]\nsegment_max_age_s = {args.segment_age_s}\n"))
     agent_url, engine_url = f"http://127.0.0.1:{agent_port}/metrics", f"http://127.0.0.1:{engine_port}"
     agent = subprocess.Popen([AGENT, "--config", str(config), "start", "--foreground"], stdin=subprocess.DEVNULL,
                              stdout=open(tmp / "agent.out", "w"), stderr=subprocess.STDOUT)
