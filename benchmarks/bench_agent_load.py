@@ -87,6 +87,7 @@ def main() -> int:
                              stdout=open(tmp / "agent.out", "w"), stderr=subprocess.STDOUT)
     control = str(tmp / "agent.sock")
     procs: list = []
+    idle = prom = None
     try:
         wait_for(lambda: _ok(agent_url) and sock.exists(), timeout=300, interval=0.5)
         log(f"agent up (pid {agent.pid}); starting the engine")
@@ -98,7 +99,6 @@ def main() -> int:
         wait_for(lambda: _ok(engine_url + "/health"), timeout=300, interval=0.5)
         idle = IdleProcesses(args.idle)
         resources = ResourceLog(agent.pid)
-        prom = None
         if not args.no_prometheus and Prometheus.available():
             prom = Prometheus(tmp, f"127.0.0.1:{agent_port}", free_port())
             prom.start()
@@ -160,14 +160,15 @@ def main() -> int:
             "agent": resources.summary(),
         }
         result["memory"] = memory
-        idle.stop()
-        if prom:
-            prom.stop()
         path = write_result(args.out, result)
         summary = {k: result[k] for k in ("scrape", "prometheus", "spans", "in_flight", "series_now")}
         log(f"wrote {path}: {summary} agent: { {k: v for k, v in result['agent'].items() if k != 'points'} }")
         return 0
     finally:
+        if idle is not None:
+            idle.stop()
+        if prom is not None:
+            prom.stop()
         for p in procs:
             p.terminate()
             p.wait(timeout=30)
