@@ -68,7 +68,9 @@ class ExporterSection:
     otlp_traces_endpoint: str = ""  # OTLP/HTTP collector for request traces (exporters/otlp_traces.py); "" = off
     render_interval_s: float = 1.0  # /metrics is rendered this often, off the scrape path
     series_budget: int = 2000  # samples per source (collector) and scrape; the rest are left out and counted
-    top_threads: int = 0  # per-thread series for the N threads with the most CPU wait + off-CPU time; 0 = none
+    # per-thread series for the N threads with the most run-queue + off-CPU time (0 = none): the runbooks' and the
+    # dashboard's per-thread checks need a few; every thread of a thread-per-request client would grow without end
+    top_threads: int = 16
     bucket_factor: int = 4  # latency histogram buckets grow by this factor (2, 4 or 8): 4 gives 14 buckets
 
     def __post_init__(self) -> None:

@@ -28,7 +28,7 @@ class ExportOptions:
     """The [exporter] settings collectors follow, and what the last render left out (source -> samples)."""
 
     series_budget: int = 2000
-    top_threads: int = 0
+    top_threads: int = 16
     bucket_factor: int = 4
     over_budget: dict[str, int] = field(default_factory=dict)
 

@@ -1,8 +1,8 @@
 """Prometheus collector for the scheduler probe's latest snapshot.
 
 Label sets stay bounded: per live watched process (exited ones fold into pid="exited" per comm), per-thread series
-only for the exporter.top_threads threads with the most run-queue + off-CPU time (none by default: a client with a
-thread per request would add series without end), per cgroup of a watched process (its own and its quota-setting
+only for the exporter.top_threads threads with the most run-queue + off-CPU time (16 by default: every thread of a
+client with a thread per request would add series without end), per cgroup of a watched process (its own and its quota-setting
 ancestors), and per stuck thread while it is stuck; the series budget caps each family on top.
 """
 from __future__ import annotations
@@ -60,7 +60,9 @@ class SchedCollector(SnapshotCollector):
         reclaim = CounterMetricFamily("gpusleuth_thread_reclaim_seconds", "Time a watched thread spent in direct "
                                       "or memcg reclaim", labels=THREAD_LABELS)
         top = self.options.top_threads
-        threads = sorted(snap.threads.items(), key=lambda kv: -(kv[1].runq_ns + kv[1].offcpu_ns))[:top] if top else []
+        # the engines' step threads first (the runbooks ask for them), then the threads that waited most
+        threads = sorted(snap.threads.items(), key=lambda kv: (not kv[1].is_hot, -(kv[1].runq_ns + kv[1].offcpu_ns))
+                         )[:top] if top else []
         for tid, t in threads:
             key = [str(t.pid), str(tid), t.comm]
             offcpu.add_metric(key, t.offcpu_ns / 1e9)

@@ -44,6 +44,8 @@ SCHEMA = {
     "gpusleuth_engine_requests_rejected": ("counter", ("reason",), None),
     "gpusleuth_engine_spans_sent": ("counter", (), None),
     "gpusleuth_engine_spans_dropped": ("counter", (), None),
+    "gpusleuth_engine_span_drops": ("counter", ("reason",), None),
+    "gpusleuth_engine_spans_deferred": ("counter", (), None),
     "gpusleuth_engine_kernels_info": ("gauge", ("kernels",), None),
 }
 

@@ -103,8 +103,8 @@ def test_the_series_budget_holds_with_2000_threads():
         threads = sum(len(f.samples) for f in families if f.name.startswith("gpusleuth_thread_"))
         return sum(1 for f in families for s in f.samples if s.labels), threads
 
-    total, threads = labelled(ExportOptions())  # defaults: no per-thread series
-    assert threads == 0 and total <= 2000
+    total, threads = labelled(ExportOptions())  # defaults: the 16 threads that waited most
+    assert threads == 16 * 5 and total <= 2000
     total, threads = labelled(ExportOptions(top_threads=50))
     assert threads == 50 * 5  # five per-thread families, the 50 threads that waited most
     options = ExportOptions(series_budget=120, top_threads=2000)

@@ -14,6 +14,7 @@ AGENT: dict[str, str] = {
     # agent health (exporters/health.py)
     "gpusleuth_agent_uptime_seconds": G, "gpusleuth_agent_resident_memory_bytes": G, "gpusleuth_probe_state": G,
     "gpusleuth_probe_polls": C, "gpusleuth_probe_poll_errors": C, "gpusleuth_probe_poll_duration_seconds": G,
+    "gpusleuth_probe_event_lateness_seconds": G, "gpusleuth_exporter_series_over_budget": G,
     "gpusleuth_store_records": G, "gpusleuth_store_capacity_records": G, "gpusleuth_store_dropped": C,
     "gpusleuth_store_bytes": G, "gpusleuth_recorder_bytes": G, "gpusleuth_recorder_flushes": C,
     # kernel (exporters/syscalls.py, sched.py: threads, cgroups, stuck and frozen processes)
@@ -74,6 +75,7 @@ ENGINE: dict[str, str] = {
     "gpusleuth_engine_requests_rejected": C, "vllm:num_requests_running": G, "vllm:num_requests_waiting": G,
     "vllm:kv_cache_usage_perc": G, "vllm:gpu_cache_usage_perc": G,
     "gpusleuth_engine_spans_sent": C, "gpusleuth_engine_spans_dropped": C, "gpusleuth_engine_kernels_info": G,
+    "gpusleuth_engine_span_drops": C, "gpusleuth_engine_spans_deferred": C,
 }
 # What Prometheus itself adds to every target and keeps for alerts.
 PROMETHEUS = ("up", "scrape_duration_seconds", "scrape_samples_scraped", "ALERTS", "ALERTS_FOR_STATE")

@@ -20,6 +20,7 @@ from gpusleuth.probes.records import Event, monotonic_ns
 
 DRAIN_SHARE = 0.2  # a poll spends at most this share of its interval taking events from the buffers
 LOSS_WINDOW_S = 60.0  # lost records keep the probe degraded this long
+BEHIND_S = 5.0  # events delivered later than this (and the buffers not drained) make the probe degraded
 
 
 class BccProbe(Probe):
@@ -178,12 +179,9 @@ class BccProbe(Probe):
 
     def _note_lateness(self, events: list[Event]) -> None:
         """How late this poll delivered its events (poll time - event end): the worst, for status and metrics."""
-        if not events:
-            self.lateness_s = 0.0
-            return
-        now = monotonic_ns()
-        self.lateness_s = max(0.0, (now - min(e.end_ns for e in events)) / 1e9)
         self.events_delivered += len(events)
+        ends = [e.end_ns for e in events if isinstance(e, Event)]  # a probe may queue records of its own kind
+        self.lateness_s = max(0.0, (monotonic_ns() - min(ends)) / 1e9) if ends else 0.0
 
     def update_health(self, lost: list[int], now_ns: int, hint: str) -> None:
         """ok, or degraded while a part is off or records were lost within the last LOSS_WINDOW_S (cumulative
@@ -200,8 +198,8 @@ class BccProbe(Probe):
             recent = [sum(d[i] for _, d in self._losses) for i in range(len(lost))]
             reasons.append(f"overloaded: {recent[0]} keys and {recent[1]} events lost in the last "
                            f"{LOSS_WINDOW_S:g} s; {hint}")
-        if self._is_capped:
-            reasons.append(f"behind: events arrive up to {self.lateness_s:.1f} s late")
+        if self._is_capped and self.lateness_s > max(BEHIND_S, 5 * self.config.interval_s):
+            reasons.append(f"behind: events arrive up to {self.lateness_s:.1f} s late")  # one capped drain is not
         details = {"lateness_s": round(self.lateness_s, 3), "events_delivered": self.events_delivered}
         self.set_status(ProbeState.DEGRADED if reasons else ProbeState.OK, "; ".join(reasons), **details)
 
