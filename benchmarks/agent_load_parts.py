@@ -15,21 +15,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-TICKS = os.sysconf("SC_CLK_TCK")
+from bench_agent_storm import cpu_seconds, rss_mb
+
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 SAMPLE_LINE = re.compile(rb"^[a-zA-Z_:][a-zA-Z0-9_:]*[{ ]", re.M)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def percentile(values: list[float], q: float) -> float:
